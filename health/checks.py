@@ -1,0 +1,83 @@
+"""Dependency checks for /api/health: each configured dependency answers ok or error with a reason.
+
+Checks run concurrently under one deadline so a hung dependency makes the report slow by at most that
+deadline, never unbounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from shared.bootstrap import Services
+
+REASON_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    reason: str | None
+    duration_ms: float
+
+
+def dependency_checks(services: Services) -> dict[str, Callable[[], object]]:
+    """Name -> zero-argument probe, for every dependency the settings configure."""
+    settings = services.settings
+    checks: dict[str, Callable[[], object]] = {
+        "sql": lambda: services.database.fetch_one("SELECT COUNT(*) AS facilities FROM facilities"),
+        "blob": lambda: services.blob_service.get_container_client(
+            settings.templates_container
+        ).get_container_properties(),
+        "queue": lambda: services.queue_service.get_queue_client(
+            settings.security_alerts_queue
+        ).get_queue_properties(),
+    }
+    for ca in settings.regional_cas:
+        checks[f"keyvault:{ca.name}"] = lambda name=ca.name: services.certificates.get_certificate(name)
+    for host in settings.iot_hub_host_names:
+        checks[f"iothub:{host}"] = lambda h=host: services.registry_manager(h).get_device_registry_statistics()
+    return checks
+
+
+def _reason(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    return text[:REASON_LIMIT]
+
+
+def _timed(name: str, probe: Callable[[], object]) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        probe()
+    except Exception as exc:  # noqa: BLE001 - a failing probe is a result, not a crash
+        return CheckResult(name, False, _reason(exc), (time.perf_counter() - started) * 1000)
+    return CheckResult(name, True, None, (time.perf_counter() - started) * 1000)
+
+
+def run_checks(checks: dict[str, Callable[[], object]], timeout_s: float) -> list[CheckResult]:
+    pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="health")
+    futures = {name: pool.submit(_timed, name, probe) for name, probe in checks.items()}
+    wait(futures.values(), timeout=timeout_s)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return [
+        f.result() if f.done() else CheckResult(name, False, f"timed out after {timeout_s:g}s", timeout_s * 1000)
+        for name, f in futures.items()
+    ]
+
+
+def health_report(results: list[CheckResult]) -> tuple[int, dict]:
+    """200 when every dependency is ok, else 503; the body lists each one."""
+    healthy = all(r.ok for r in results)
+    body = {
+        "status": "ok" if healthy else "error",
+        "components": {
+            r.name: {"status": "ok" if r.ok else "error", "durationMs": round(r.duration_ms, 1)}
+            | ({"reason": r.reason} if r.reason else {})
+            for r in results
+        },
+    }
+    return (200 if healthy else 503), body

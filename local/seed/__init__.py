@@ -1,0 +1,1 @@
+"""Seed data for the local stack: schema and reference data in SQL, templates in Blob, the local PKI."""

@@ -1,0 +1,145 @@
+"""The local PKI: an offline root CA (files under .local/pki) and one intermediate CA per region in Key Vault.
+
+The intermediate's key exists in this process only between its creation and its import into Key Vault as a
+non-exportable key (a key ceremony in miniature); from then on every signature comes from Key Vault. Each
+intermediate starts with an empty signed CRL stored as a Key Vault secret, so the webhook has a CRL to
+verify from the first boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT_VALIDITY = dt.timedelta(days=20 * 365)
+INTERMEDIATE_VALIDITY = dt.timedelta(days=5 * 365)
+CRL_VALIDITY = dt.timedelta(days=7)
+CRL_CONTENT_TYPE = "application/pkix-crl"
+
+
+def crl_secret_name(ca_name: str) -> str:
+    return f"crl-{ca_name}"
+
+
+@dataclass(frozen=True)
+class RootCa:
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Sensor Onboarding (local)"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def ensure_root_ca(pki_dir: Path) -> RootCa:
+    """Load the offline root from pki_dir, creating it on first use."""
+    cert_path, key_path = pki_dir / "root-ca.pem", pki_dir / "root-ca-key.pem"
+    if cert_path.exists() and key_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        return RootCa(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)  # type: ignore[arg-type]
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    name = _name("Sensor Onboarding Local Root CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + ROOT_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return RootCa(cert, key)
+
+
+def make_intermediate(root: RootCa, ca_name: str, region: str
+                      ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"Sensor Onboarding Intermediate CA {region}"))
+        .issuer_name(root.certificate.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + INTERMEDIATE_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
+        .sign(root.key, hashes.SHA384())
+    )
+    return cert, key
+
+
+def empty_crl(issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, crl_number: int = 1) -> bytes:
+    """A signed CRL with no entries, DER-encoded."""
+    now = dt.datetime.now(dt.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now - dt.timedelta(minutes=1))
+        .next_update(now + CRL_VALIDITY)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def import_pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]) -> bytes:
+    """PEM bundle (key + certificate + chain) in the form Key Vault's certificate import accepts."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    for c in [cert, *chain]:
+        pem += c.public_bytes(serialization.Encoding.PEM)
+    return pem
+
+
+def ensure_intermediate_cas(services, root: RootCa, ca_names: dict[str, str]) -> list[str]:
+    """Create each regional CA in Key Vault (certificate + non-exportable key + empty CRL) if absent.
+
+    Returns the names created. Uses the product's Key Vault clients, so the seed exercises the same SDKs.
+    """
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyCurveName, KeyType
+
+    created = []
+    for region, ca_name in ca_names.items():
+        try:
+            services.certificates.get_certificate(ca_name)
+            services.secrets.get_secret(crl_secret_name(ca_name))
+            continue
+        except ResourceNotFoundError:
+            pass
+        cert, key = make_intermediate(root, ca_name, region)
+        policy = CertificatePolicy(
+            issuer_name="Unknown", subject=cert.subject.rfc4514_string(), exportable=False,
+            key_type=KeyType.ec, key_curve_name=KeyCurveName.p_384, content_type=CertificateContentType.pem,
+        )
+        services.certificates.import_certificate(
+            ca_name, import_pem(cert, key, [root.certificate]), policy=policy,
+            tags={"region": region, "role": "intermediate-ca"},
+        )
+        services.secrets.set_secret(
+            crl_secret_name(ca_name), base64.b64encode(empty_crl(cert, key)).decode(),
+            content_type=CRL_CONTENT_TYPE, tags={"ca": ca_name, "crlNumber": "1"},
+        )
+        del key
+        created.append(ca_name)
+    return created

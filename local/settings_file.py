@@ -1,0 +1,48 @@
+"""local.settings.json for the local stack, written the way Core Tools reads it (Values -> environment).
+
+The stack owns the values that point at its emulators and the secrets it generated; any other value a
+developer adds is kept when the stack rewrites the file. The file is git-ignored: it holds generated keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from local.azurite import AzuritePorts, connection_string
+from local.secrets import stack_secret
+from local.seed import data
+from local.tls import TlsFiles
+
+HOST_PORT = 7071
+KEY_VAULT_PORT = 8450
+IDENTITY_PORT = 8449
+
+
+def stack_values(state_dir: Path, tls: TlsFiles, azurite: AzuritePorts = AzuritePorts()) -> dict[str, str]:
+    storage = connection_string(azurite)
+    return {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": storage,
+        "STORAGE_CONNECTION_STRING": storage,
+        "SQL_CONNECTION_STRING": f"Driver=SQLite3;Database={(state_dir / 'onboarding.db').resolve()}",
+        "KEY_VAULT_URL": f"https://localhost:{KEY_VAULT_PORT}/",
+        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        "REGIONAL_CAS": ",".join(f"{region}={name}" for region, name in data.CA_NAMES.items()),
+        "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in data.HUBS),
+        # The App Service managed identity protocol, served by the stack (local/identity.py).
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{IDENTITY_PORT}/msi/token",
+        "IDENTITY_HEADER": stack_secret(state_dir, "identity-header"),
+        "REQUESTS_CA_BUNDLE": str(tls.ca_bundle.resolve()),
+    }
+
+
+def write_local_settings(path: Path, values: dict[str, str]) -> dict:
+    """Merge the stack's values into path (creating it) and return the whole document."""
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document.setdefault("IsEncrypted", False)
+    document.setdefault("Values", {}).update(values)
+    document.setdefault("Host", {}).setdefault("LocalHttpPort", HOST_PORT)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.chmod(0o600)
+    return document

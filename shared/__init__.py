@@ -1,0 +1,1 @@
+"""Code shared by the feature folders: settings, identity, errors and one adapter per Azure service."""

@@ -1,0 +1,65 @@
+"""Composition root: builds each client once per process, on first use, from Settings.
+
+Handlers receive a Services object instead of constructing clients, so clients are reused across
+invocations (Functions best practice) and tests can hand in their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache, cached_property
+
+from shared import iothub, keyvault, storage
+from shared.config import Settings
+from shared.credentials import azure_credential
+from shared.sql import Database
+
+
+class Services:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._hubs: dict[str, object] = {}
+
+    @cached_property
+    def credential(self):
+        return azure_credential(self.settings)
+
+    @cached_property
+    def database(self) -> Database:
+        return Database(self.settings.sql_connection_string)
+
+    @cached_property
+    def blob_service(self):
+        return storage.blob_service(self.settings, lambda: self.credential)
+
+    @cached_property
+    def queue_service(self):
+        return storage.queue_service(self.settings, lambda: self.credential)
+
+    @cached_property
+    def secrets(self):
+        return keyvault.secret_client(self.settings, self.credential)
+
+    @cached_property
+    def certificates(self):
+        return keyvault.certificate_client(self.settings, self.credential)
+
+    @cached_property
+    def keys(self):
+        return keyvault.key_client(self.settings, self.credential)
+
+    def registry_manager(self, host_name: str):
+        """The IoTHubRegistryManager for one configured hub, created once."""
+        with self._lock:
+            manager = self._hubs.get(host_name)
+            if manager is None:
+                manager = iothub.registry_manager(self.settings, host_name, lambda: self.credential)
+                self._hubs[host_name] = manager
+            return manager
+
+
+@cache
+def services() -> Services:
+    """The process-wide Services built from the environment."""
+    return Services(Settings())

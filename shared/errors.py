@@ -1,0 +1,68 @@
+"""The error catalogue: stable codes, each with an HTTP status and a message.
+
+Every rejection carries one of these codes; logs, audit rows and telemetry use the same code, so the
+dashboard and alert rules in infra/ can group by it. Codes are part of the product's contract: add, never
+rename.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    message: str
+
+
+_CATALOGUE = [
+    # request shape
+    ErrorCode("invalid_request", 400, "The request body is not the expected JSON document."),
+    ErrorCode("invalid_registration_id", 400, "Registration ID is not sensor-{type}-{facility}-{serial}."),
+    ErrorCode("unknown_sensor_type", 400, "The sensor type code in the registration ID is not known."),
+    ErrorCode("registration_id_mismatch", 400, "The certificate CN and the registration ID differ."),
+    ErrorCode("attestation_not_supported", 400, "Only X.509 attestation is accepted."),
+    ErrorCode("certificate_missing", 400, "No certificate details and none issued on record."),
+    ErrorCode("certificate_invalid", 400, "The device certificate could not be read."),
+    # trust
+    ErrorCode("unknown_issuer", 403, "The certificate was not issued by a configured regional CA."),
+    ErrorCode("certificate_revoked", 403, "The device certificate is revoked."),
+    ErrorCode("crl_unavailable", 503, "No valid CRL for the issuing CA; refusing (fail closed)."),
+    # data
+    ErrorCode("unknown_facility", 404, "The facility code is not known."),
+    ErrorCode("facility_inactive", 403, "The facility is not active."),
+    ErrorCode("no_hub_capacity", 503, "No linked IoT hub can take the device."),
+    # platform
+    ErrorCode("dependency_unavailable", 503, "A backing service did not answer; retry later."),
+    ErrorCode("configuration_error", 500, "The function app is misconfigured."),
+    ErrorCode("internal_error", 500, "Unexpected error."),
+]
+
+CATALOGUE: dict[str, ErrorCode] = {e.code: e for e in _CATALOGUE}
+
+
+class OnboardingError(Exception):
+    """A rejection with a catalogue code; detail is safe to log and to return (no secrets)."""
+
+    def __init__(self, code: str, detail: str | None = None):
+        if code not in CATALOGUE:
+            raise ValueError(f"unknown error code {code!r}")
+        self.error = CATALOGUE[code]
+        self.detail = detail
+        super().__init__(f"{code}: {detail or self.error.message}")
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def to_body(self) -> dict:
+        body = {"code": self.code, "message": self.error.message}
+        if self.detail:
+            body["detail"] = self.detail
+        return body

@@ -1,0 +1,5 @@
+"""DeviceCreated handler: template + facility overrides -> twin desired properties. Lands with its issue."""
+
+import azure.functions as func
+
+bp = func.Blueprint()
