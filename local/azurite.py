@@ -12,7 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # noqa: S105
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,9 @@ class AzuritePorts:
     table: int = 10002
 
 
-def connection_string(ports: AzuritePorts = AzuritePorts()) -> str:
+def connection_string(ports: AzuritePorts | None = None) -> str:
     """Explicit form of UseDevelopmentStorage=true, valid for any ports."""
+    ports = ports or AzuritePorts()
     return (
         f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
         f"BlobEndpoint=http://127.0.0.1:{ports.blob}/{DEV_ACCOUNT};"
@@ -48,11 +49,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start_azurite(location: Path, ports: AzuritePorts = AzuritePorts(), log_file: Path | None = None,
+def start_azurite(location: Path, ports: AzuritePorts, log_file: Path | None = None,
                   timeout: float = 30) -> subprocess.Popen:
     """Start Azurite bound to 127.0.0.1 with its data under location; return once all ports answer."""
     location.mkdir(parents=True, exist_ok=True)
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             azurite_executable(), "--silent", "--disableTelemetry", "--skipApiVersionCheck",

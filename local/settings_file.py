@@ -19,8 +19,8 @@ KEY_VAULT_PORT = 8450
 IDENTITY_PORT = 8449
 
 
-def stack_values(state_dir: Path, tls: TlsFiles, azurite: AzuritePorts = AzuritePorts()) -> dict[str, str]:
-    storage = connection_string(azurite)
+def stack_values(state_dir: Path, tls: TlsFiles, azurite: AzuritePorts | None = None) -> dict[str, str]:
+    storage = connection_string(azurite or AzuritePorts())
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": storage,

@@ -1,0 +1,56 @@
+# Every target installs what it needs on a fresh Debian/Ubuntu machine, and is safe to run again.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help system-deps deps test unit integration lint run demo reset
+help:
+	@echo "make demo   start the local stack and show it healthy"
+	@echo "make test   unit + integration tests (starts what the tests need)"
+	@echo "make run    start the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make lint   ruff"
+	@echo "make reset  delete the local stack's state (.local/, local.settings.json)"
+
+deps: $(VENV)/.installed node_modules/.installed system-deps
+
+# unixODBC and the SQLite3 ODBC driver: pyodbc's local stand-in for Azure SQL.
+system-deps:
+	@if ! odbcinst -q -d -n SQLite3 >/dev/null 2>&1; then \
+		echo "installing unixodbc and libsqliteodbc (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq unixodbc libsqliteodbc >/dev/null; \
+	fi
+	@odbcinst -q -d -n SQLite3 >/dev/null || { echo "SQLite3 ODBC driver not registered"; exit 1; }
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: deps
+	$(PY) -m pytest
+
+unit: deps
+	$(PY) -m pytest tests/unit tests/contract
+
+integration: deps
+	$(PY) -m pytest -m integration
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+run: deps
+	$(PY) -m local.stack run
+
+demo: deps
+	$(PY) -m local.demo
+
+reset:
+	rm -rf .local local.settings.json

@@ -1,0 +1,214 @@
+"""The local stack: Azurite, the IoT Hub and Key Vault emulators, the seed, and the Functions dev host.
+
+`python -m local.stack run` starts everything, waits until /api/health answers 200, prints the endpoints
+and keeps running until Ctrl-C or SIGTERM, then stops every child. State lives under .local/ and survives
+restarts; `make reset` deletes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from local.azurite import AzuritePorts, port_open, start_azurite
+from local.secrets import stack_secret
+from local.seed import data
+from local.settings_file import HOST_PORT, IDENTITY_PORT, KEY_VAULT_PORT, stack_values, write_local_settings
+from local.tls import ensure_tls
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = REPO_ROOT / ".local"
+HEALTH_URL = f"http://127.0.0.1:{HOST_PORT}/api/health"
+EVENT_GRID_URL = f"http://127.0.0.1:{HOST_PORT}/runtime/webhooks/EventGrid?functionName=on_device_created"
+log = logging.getLogger("local.stack")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def stack_ports() -> dict[str, int]:
+    ports = AzuritePorts()
+    named = {"azurite-blob": ports.blob, "azurite-queue": ports.queue, "azurite-table": ports.table,
+             "identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT, "functions-host": HOST_PORT}
+    named.update({f"iothub-{h.region}": h.port for h in data.HUBS})
+    return named
+
+
+def health(timeout: float = 10) -> tuple[int, dict] | None:
+    """(status, body) of /api/health, or None when the host does not answer."""
+    try:
+        with urllib.request.urlopen(HEALTH_URL, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+@dataclass
+class Stack:
+    state_dir: Path = STATE_DIR
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def _env(self, ca_bundle: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env["REQUESTS_CA_BUNDLE"] = str(ca_bundle)
+        env["SSL_CERT_FILE"] = str(ca_bundle)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], to_console: bool = False) -> None:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = None if to_console else open(logs / f"{name}.log", "ab")
+        self.children[name] = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+
+    def _wait_ports(self, ports: dict[str, int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(ports)
+        while pending:
+            pending = {n: p for n, p in pending.items() if not port_open(p)}
+            for name, proc in self.children.items():
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with code {proc.returncode}; see .local/logs/{name}.log")
+            if pending and time.monotonic() > deadline:
+                raise StackError(f"not listening after {timeout:g}s: {', '.join(pending)}")
+            time.sleep(0.1)
+
+    def start(self, host_to_console: bool = True, health_timeout: float = 60) -> dict:
+        busy = [f"{name} ({port})" for name, port in stack_ports().items() if port_open(port)]
+        if busy:
+            raise StackError("ports already in use: " + ", ".join(busy)
+                             + " (is a stack already running? `make stop` ends one started by `make demo`)")
+        started = time.monotonic()
+        tls = ensure_tls(self.state_dir)
+        for name in ["identity-signing-key", "identity-header", "function-key-default", "function-master-key",
+                     *(f"iothub-{h.name}-iothubowner" for h in data.HUBS)]:
+            stack_secret(self.state_dir, name)
+        values = stack_values(self.state_dir, tls)
+        write_local_settings(REPO_ROOT / "local.settings.json", values)
+        env = self._env(tls.ca_bundle)
+
+        self.children["azurite"] = start_azurite(self.state_dir / "azurite", AzuritePorts(),
+                                                 log_file=self.state_dir / "logs" / "azurite.log")
+        hub_args = [arg for h in data.HUBS for arg in ("--hub", f"{h.name}={h.port}")]
+        self._spawn("iothub", ["-m", "local.iothub", "--state-dir", str(self.state_dir), *hub_args,
+                               "--event-grid-url", EVENT_GRID_URL], env)
+        self._spawn("keyvault", ["-m", "local.keyvault", "--state-dir", str(self.state_dir),
+                                 "--port", str(KEY_VAULT_PORT), "--identity-port", str(IDENTITY_PORT)], env)
+        self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT,
+                          **{h.name: h.port for h in data.HUBS}}, timeout=30)
+
+        self._seed(values, tls.ca_bundle)
+        self._spawn("functions-host", ["-m", "local.host", "--app", "function_app:app", "--port", str(HOST_PORT),
+                                       "--settings", "local.settings.json", "--host-json", "host.json",
+                                       "--state-dir", str(self.state_dir)], env, to_console=host_to_console)
+        deadline = time.monotonic() + health_timeout
+        while True:
+            answer = health()
+            if answer and answer[0] == 200:
+                break
+            host = self.children["functions-host"]
+            if host.poll() is not None:
+                raise StackError(f"the Functions host exited with code {host.returncode}")
+            if time.monotonic() > deadline:
+                raise StackError(f"/api/health not 200 after {health_timeout:g}s: {answer}")
+            time.sleep(0.2)
+        log.info("stack healthy in %.1fs", time.monotonic() - started)
+        return answer[1]
+
+    def _seed(self, values: dict[str, str], ca_bundle: Path) -> None:
+        from local.seed.seed import run_seed
+        from shared.bootstrap import Services
+        from shared.config import Settings
+
+        os.environ["REQUESTS_CA_BUNDLE"] = str(ca_bundle)
+        services = Services(Settings({**os.environ, **values}))
+        run_seed(services, self.state_dir)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.children.values())):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for name, proc in self.children.items():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in 10s; killing it", name)
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.children.clear()
+
+    def wait(self) -> int:
+        """Block until a child exits (then report it) or a signal arrives."""
+        while True:
+            for name, proc in self.children.items():
+                if proc.poll() is not None:
+                    log.error("%s exited with code %s; stopping the stack", name, proc.returncode)
+                    return 1
+            time.sleep(0.5)
+
+
+def print_endpoints() -> None:
+    rows = [
+        ("Functions host", f"http://127.0.0.1:{HOST_PORT}/api/health"),
+        ("Event Grid webhook", f"http://127.0.0.1:{HOST_PORT}/runtime/webhooks/EventGrid?functionName={{name}}"),
+        ("Azurite (Blob/Queue/Table)", "http://127.0.0.1:10000 / 10001 / 10002"),
+        *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in data.HUBS),
+        ("Key Vault", f"https://localhost:{KEY_VAULT_PORT}/"),
+        ("Managed identity endpoint", f"http://127.0.0.1:{IDENTITY_PORT}/msi/token"),
+        ("State", str(STATE_DIR)),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\nLocal stack is up:")
+    for name, url in rows:
+        print(f"  {name:<{width}}  {url}")
+    print("\nCtrl-C stops it.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__)
+    parser.add_argument("command", choices=["run"], help="run: start everything and stay in the foreground")
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    stack = Stack()
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        stack.start()
+        print_endpoints()
+        return stack.wait()
+    except StackError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
