@@ -22,7 +22,7 @@ def test_every_type_code_maps_to_its_template(code, template):
     "", None, 42, "sensor-temp-FAC03", "sensor-temp-FAC03-SN48-2019", "Sensor-temp-FAC03-SN1",
     "sensor-temp-fac03-SN1", "sensor-temp-FAC03-SN1 ", " sensor-temp-FAC03-SN1", "sensor-temp-FAC03-SN1\n",
     "sensor-temp-FAC03-SN1'; DROP TABLE facilities;--", "sensor-temp-FAC03-\uff33\uff2e1",
-    "sensor-temp-FAC03-SN1/../x", "x" * 500,
+    "sensor-temp-FAC03-SN1/../x", "x" * 500, "sensor-temp-FAC03-" + "9" * 33,
 ])
 def test_refuses_anything_outside_the_pattern(value):
     with pytest.raises(OnboardingError) as err:
