@@ -1,5 +1,5 @@
-"""DPS custom allocation webhook (POST /api/allocate). Functions land with the allocation issue."""
+"""DPS custom allocation webhook: POST /api/allocate (auth level FUNCTION; DPS calls it with the key)."""
 
-import azure.functions as func
+from allocation.handler import bp
 
-bp = func.Blueprint()
+__all__ = ["bp"]

@@ -1,8 +1,8 @@
 """The error catalogue: stable codes, each with an HTTP status and a message.
 
-Every rejection carries one of these codes; logs, audit rows and telemetry use the same code, so the
-dashboard and alert rules in infra/ can group by it. Codes are part of the product's contract: add, never
-rename.
+Refusals are 4xx (the device or its data is the problem), faults 5xx. Every rejection carries a code; logs,
+audit rows and telemetry use the same code, so the dashboard and alert rules in infra/ can group by it. Codes
+are part of the product's contract: add, never rename.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ _CATALOGUE = [
     # trust
     ErrorCode("unknown_issuer", 403, "The certificate was not issued by a configured regional CA."),
     ErrorCode("certificate_revoked", 403, "The device certificate is revoked."),
-    ErrorCode("crl_unavailable", 503, "No valid CRL for the issuing CA; refusing (fail closed)."),
+    ErrorCode("crl_unavailable", 403, "No valid CRL for the issuing CA; refusing (fail closed)."),
     # data
     ErrorCode("unknown_facility", 404, "The facility code is not known."),
     ErrorCode("facility_inactive", 403, "The facility is not active."),
-    ErrorCode("no_hub_capacity", 503, "No linked IoT hub can take the device."),
+    ErrorCode("no_hub_capacity", 409, "No linked IoT hub can take the device."),
     # platform
     ErrorCode("dependency_unavailable", 503, "A backing service did not answer; retry later."),
     ErrorCode("configuration_error", 500, "The function app is misconfigured."),
@@ -62,7 +62,8 @@ class OnboardingError(Exception):
         return self.error.status
 
     def to_body(self) -> dict:
-        body = {"code": self.code, "message": self.error.message}
+        """The JSON body of a refusal: {"error": {"code", "message", "detail"?}}."""
+        error = {"code": self.code, "message": self.error.message}
         if self.detail:
-            body["detail"] = self.detail
-        return body
+            error["detail"] = self.detail
+        return {"error": error}

@@ -11,8 +11,8 @@ def test_every_code_has_a_client_or_server_status():
 def test_error_body_carries_code_and_detail():
     err = OnboardingError("certificate_revoked", "serial 01AB")
     assert err.status == 403
-    assert err.to_body() == {"code": "certificate_revoked", "message": CATALOGUE["certificate_revoked"].message,
-                             "detail": "serial 01AB"}
+    assert err.to_body() == {"error": {"code": "certificate_revoked", "detail": "serial 01AB",
+                                       "message": CATALOGUE["certificate_revoked"].message}}
 
 
 def test_unknown_code_is_a_programming_error():

@@ -1,0 +1,105 @@
+"""What DPS tells the webhook about the device certificate, in every shape it may take. Pure.
+
+DESIGN.md 5.1: Microsoft publishes no example of deviceRuntimeContext.x509. The primary shape (seen in the one
+public X.509 webhook) is `x509.clientCertificate` = base64 DER; PEM is accepted too, and an
+X509CertificateInfo-style object (subjectName, issuerName, serialNumber, notBeforeUtc, notAfterUtc,
+thumbprints) is tolerated, directly or under `info`. A correction to the contract is a change to this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from shared.errors import OnboardingError
+
+MAX_CERTIFICATE_CHARS = 16_384
+
+
+@dataclass(frozen=True)
+class CertificateDetails:
+    subject_cn: str | None
+    issuer: str  # RFC 4514 string of the issuer DN
+    serial_number: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    certificate: x509.Certificate | None = None  # when DPS passed the whole certificate
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial_number, "X")
+
+
+def _common_name(name: x509.Name) -> str | None:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else None
+
+
+def from_certificate(cert: x509.Certificate) -> CertificateDetails:
+    return CertificateDetails(
+        subject_cn=_common_name(cert.subject),
+        issuer=cert.issuer.rfc4514_string(),
+        serial_number=cert.serial_number,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        certificate=cert,
+    )
+
+
+def _load_certificate(text: str) -> x509.Certificate:
+    if len(text) > MAX_CERTIFICATE_CHARS:
+        raise OnboardingError("certificate_invalid", "certificate too large")
+    try:
+        if "-----BEGIN CERTIFICATE-----" in text:
+            return x509.load_pem_x509_certificate(text.encode("ascii"))
+        return x509.load_der_x509_certificate(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        raise OnboardingError("certificate_invalid", f"not a base64 DER or PEM certificate: {exc}") from None
+
+
+def _timestamp(value: object, field: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise OnboardingError("certificate_invalid", f"{field} missing")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise OnboardingError("certificate_invalid", f"{field} is not an ISO-8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _from_info(info: dict) -> CertificateDetails:
+    subject, issuer, serial = info.get("subjectName"), info.get("issuerName"), info.get("serialNumber")
+    if not isinstance(issuer, str) or not isinstance(serial, str) or not isinstance(subject, str):
+        raise OnboardingError("certificate_invalid", "certificate info lacks subjectName/issuerName/serialNumber")
+    try:
+        serial_number = int(serial.replace(":", ""), 16)
+    except ValueError:
+        raise OnboardingError("certificate_invalid", "serialNumber is not hexadecimal") from None
+    try:
+        subject_cn = _common_name(x509.Name.from_rfc4514_string(subject))
+        issuer_dn = x509.Name.from_rfc4514_string(issuer).rfc4514_string()
+    except ValueError:
+        raise OnboardingError("certificate_invalid", "subjectName/issuerName is not a distinguished name") from None
+    return CertificateDetails(subject_cn, issuer_dn, serial_number,
+                              _timestamp(info.get("notBeforeUtc"), "notBeforeUtc"),
+                              _timestamp(info.get("notAfterUtc"), "notAfterUtc"))
+
+
+def parse_x509_context(x509_context: object) -> CertificateDetails | None:
+    """CertificateDetails from deviceRuntimeContext.x509, or None when it carries no certificate details."""
+    if not isinstance(x509_context, dict):
+        raise OnboardingError("invalid_request", "deviceRuntimeContext.x509 must be an object")
+    client = x509_context.get("clientCertificate")
+    if isinstance(client, str) and client.strip():
+        return from_certificate(_load_certificate(client.strip()))
+    for candidate in (client, x509_context.get("info"), x509_context):
+        if isinstance(candidate, dict):
+            inner = candidate.get("info", candidate)
+            if isinstance(inner, dict) and "serialNumber" in inner:
+                return _from_info(inner)
+    return None

@@ -1,0 +1,62 @@
+"""The allocation decision for one parsed request: attestation, certificate, trust, facility, hub.
+
+No HTTP here and no SQL or SDK calls of its own: the collaborators passed in do the I/O, so the decision can
+be explained (allocation.explain) and benchmarked without side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from allocation.capacity import CapacityMonitor
+from allocation.certificate import CertificateDetails
+from allocation.facilities import Facility, FacilityDirectory
+from allocation.policy import FacilityPlacement, HubChoice, choose_hub
+from allocation.request import AllocationRequest
+from allocation.trust import IssuingCa, TrustStore
+from shared.errors import OnboardingError
+
+
+@dataclass
+class AllocationContext:
+    trust: TrustStore
+    facilities: FacilityDirectory
+    capacity: CapacityMonitor
+    issued_certificate: Callable[[str], CertificateDetails | None]  # device id -> active certificate on record
+    utilisation_threshold: float
+    allow_symmetric_key: bool = False
+
+
+@dataclass(frozen=True)
+class Allocation:
+    request: AllocationRequest
+    certificate: CertificateDetails
+    certificate_source: str  # "dps" | "register"
+    ca: IssuingCa
+    facility: Facility
+    choice: HubChoice
+
+
+def _certificate(request: AllocationRequest, ctx: AllocationContext) -> tuple[CertificateDetails, str]:
+    if request.attestation != "x509" and not (request.attestation == "symmetricKey" and ctx.allow_symmetric_key):
+        raise OnboardingError("attestation_not_supported", f"attestation {request.attestation}")
+    if request.certificate is not None:
+        if request.certificate.subject_cn != request.registration_id:
+            raise OnboardingError("registration_id_mismatch", "certificate CN differs from the registration ID")
+        return request.certificate, "dps"
+    # No certificate details from DPS: fall back to what this product issued for the CN; never allocate unchecked.
+    on_record = ctx.issued_certificate(request.registration_id)
+    if on_record is None:
+        raise OnboardingError("certificate_missing")
+    return on_record, "register"
+
+
+def decide(request: AllocationRequest, ctx: AllocationContext) -> Allocation:
+    certificate, source = _certificate(request, ctx)
+    ca = ctx.trust.check(certificate)
+    facility = ctx.facilities.get(request.identity.facility)
+    placement = FacilityPlacement(facility.code, facility.region, facility.preferred_hub)
+    choice = choose_hub(placement, ctx.capacity.snapshot(), request.linked_hubs, request.current_hub,
+                        ctx.utilisation_threshold)
+    return Allocation(request, certificate, source, ca, facility, choice)

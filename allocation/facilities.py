@@ -1,0 +1,49 @@
+"""Facility look-up in SQL (facilities table), cached per facility for FACILITY_CACHE_TTL_SECONDS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.cache import TtlCache
+from shared.errors import OnboardingError
+from shared.sql import Database
+
+
+@dataclass(frozen=True)
+class Facility:
+    code: str
+    name: str
+    region: str
+    preferred_hub: str
+    active: bool
+
+
+_MISSING = Facility("", "", "", "", False)  # cached "not found", so unknown codes do not hit SQL every time
+
+
+class FacilityDirectory:
+    def __init__(self, database: Database, ttl_s: float):
+        self._db = database
+        self._cache: TtlCache[Facility] = TtlCache(ttl_s)
+
+    def _load(self, code: str) -> Facility:
+        row = self._db.fetch_one(
+            "SELECT facility_code, name, region, preferred_hub, active FROM facilities WHERE facility_code = ?",
+            [code],
+        )
+        if row is None:
+            return _MISSING
+        return Facility(row["facility_code"], row["name"], row["region"], row["preferred_hub"], bool(row["active"]))
+
+    def get(self, code: str) -> Facility:
+        """The active facility `code`; raise unknown_facility or facility_inactive."""
+        try:
+            facility = self._cache.get(code, lambda: self._load(code))
+        except Exception as exc:  # SQL unreachable: a fault, not a refusal
+            raise OnboardingError("dependency_unavailable", f"facility look-up failed ({type(exc).__name__})") \
+                from exc
+        if facility is _MISSING:
+            raise OnboardingError("unknown_facility", f"facility {code}")
+        if not facility.active:
+            raise OnboardingError("facility_inactive", f"facility {code}")
+        return facility

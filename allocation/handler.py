@@ -1,0 +1,74 @@
+"""POST /api/allocate: the DPS custom allocation webhook. Thin: parse -> decide -> answer, audit, telemetry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+
+import azure.functions as func
+
+from allocation.decision import Allocation, decide
+from allocation.request import AllocationRequest, parse_allocation_request
+from allocation.response import allocation_response
+from allocation.wiring import allocation_context, audit_trail
+from shared import telemetry
+from shared.errors import OnboardingError
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+def _json(body: dict, status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _refuse(error: OnboardingError, request: AllocationRequest | None, started: float) -> func.HttpResponse:
+    registration_id = request.registration_id if request else "(unparsed)"
+    duration_ms = (time.perf_counter() - started) * 1000
+    audit = audit_trail()
+    audit.record(registration_id, "rejected", error.code, None, {"detail": error.detail, "durationMs": duration_ms})
+    if error.code == "certificate_revoked" and request is not None:
+        audit.security_alert({
+            "type": "revokedCertificatePresented", "registrationId": registration_id,
+            "facility": request.identity.facility, "detail": error.detail,
+            "at": dt.datetime.now(dt.UTC).isoformat(),
+        })
+    telemetry.emit("allocation", duration_ms, outcome="rejected", reasonCode=error.code,
+                   registrationId=registration_id, facility=request.identity.facility if request else None)
+    return _json(error.to_body(), error.status)
+
+
+def _allocated(allocation: Allocation, started: float) -> func.HttpResponse:
+    now = dt.datetime.now(dt.UTC)
+    body = allocation_response(allocation, now)
+    choice = allocation.choice
+    duration_ms = (time.perf_counter() - started) * 1000
+    audit_trail().record(allocation.request.registration_id, "allocated", None, choice.host_name, {
+        "rule": choice.rule, "crossRegion": choice.cross_region, "utilisation": round(choice.utilisation, 4),
+        "issuer": allocation.ca.name, "serialNumber": allocation.certificate.serial_hex,
+        "certificateSource": allocation.certificate_source, "durationMs": round(duration_ms, 2),
+    })
+    telemetry.emit("allocation", duration_ms, outcome="allocated", registrationId=allocation.request.registration_id,
+                   facility=allocation.facility.code, hub=choice.host_name, rule=choice.rule,
+                   crossRegion=choice.cross_region)
+    return _json(body, 200)
+
+
+@bp.function_name("allocate")
+@bp.route(route="allocate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def allocate(req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+    request = None
+    try:
+        request = parse_allocation_request(req.get_body())
+        context = allocation_context()
+        allocation = decide(request, context)
+        context.capacity.record_allocation(allocation.choice.host_name)
+    except OnboardingError as error:
+        return _refuse(error, request, started)
+    except Exception:
+        log.exception("allocation failed unexpectedly")
+        return _refuse(OnboardingError("internal_error"), request, started)
+    return _allocated(allocation, started)

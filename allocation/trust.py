@@ -1,0 +1,104 @@
+"""Revocation checking against the regional CAs' CRLs kept in Key Vault. Fails closed.
+
+For each configured regional CA: its certificate (Key Vault certificate) and its CRL (Key Vault secret,
+base64 DER), verified and indexed by shared.crl, cached for CRL_CACHE_TTL_SECONDS. A device certificate whose
+issuer is no configured CA is refused (unknown_issuer); one whose CA has no valid CRL is refused
+(crl_unavailable); a revoked serial is refused (certificate_revoked).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from allocation.certificate import CertificateDetails
+from shared.cache import TtlCache
+from shared.config import RegionalCa, Settings
+from shared.crl import CrlInvalid, RevocationIndex, verify_and_index
+from shared.errors import OnboardingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IssuingCa:
+    name: str
+    region: str
+    certificate: x509.Certificate
+
+
+class TrustStore:
+    def __init__(self, settings: Settings, certificate_client, secret_client,
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        self._settings = settings
+        self._certificates = certificate_client
+        self._secrets = secret_client
+        self._now = now
+        self._cas: TtlCache[list[IssuingCa]] = TtlCache(settings.crl_cache_ttl_s)
+        self._crls: TtlCache[RevocationIndex] = TtlCache(settings.crl_cache_ttl_s)
+
+    # -- loading ----------------------------------------------------------------------------------
+    def _load_ca(self, ca: RegionalCa) -> IssuingCa:
+        cer = self._certificates.get_certificate(ca.name).cer
+        return IssuingCa(ca.name, ca.region, x509.load_der_x509_certificate(bytes(cer)))
+
+    def issuing_cas(self) -> list[IssuingCa]:
+        def load() -> list[IssuingCa]:
+            return [self._load_ca(ca) for ca in self._settings.regional_cas]
+
+        try:
+            return self._cas.get("all", load)
+        except Exception as exc:  # any failure to know the CAs means no trust decision
+            raise OnboardingError("crl_unavailable", f"regional CA certificates unavailable: {type(exc).__name__}") \
+                from exc
+
+    def _load_crl(self, ca: IssuingCa) -> RevocationIndex:
+        secret = self._secrets.get_secret(f"{self._settings.crl_secret_prefix}{ca.name}")
+        try:
+            der = base64.b64decode(secret.value or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise CrlInvalid("CRL secret is not base64") from None
+        grace = dt.timedelta(seconds=self._settings.crl_grace_s)
+        index = verify_and_index(der, ca.certificate, self._now(), grace)
+        log.info("CRL of %s loaded: number %s, %d revoked, next update %s",
+                 ca.name, index.crl_number, len(index), index.next_update.isoformat())
+        return index
+
+    def revocations(self, ca: IssuingCa) -> RevocationIndex:
+        try:
+            index = self._crls.get(ca.name, lambda: self._load_crl(ca))
+        except CrlInvalid as exc:
+            raise OnboardingError("crl_unavailable", f"{ca.name}: {exc}") from exc
+        except Exception as exc:  # missing secret, Key Vault down: fail closed
+            raise OnboardingError("crl_unavailable", f"{ca.name}: CRL not readable ({type(exc).__name__})") \
+                from exc
+        if self._now() > index.next_update + dt.timedelta(seconds=self._settings.crl_grace_s):
+            self._crls.invalidate(ca.name)  # expired while cached: the next request reloads
+            raise OnboardingError("crl_unavailable", f"{ca.name}: CRL past nextUpdate")
+        return index
+
+    # -- decisions --------------------------------------------------------------------------------
+    def issuer_of(self, certificate: CertificateDetails) -> IssuingCa:
+        for ca in self.issuing_cas():
+            if ca.certificate.subject.rfc4514_string() == certificate.issuer:
+                if certificate.certificate is not None:
+                    try:
+                        certificate.certificate.verify_directly_issued_by(ca.certificate)
+                    except (InvalidSignature, ValueError, TypeError):
+                        raise OnboardingError("unknown_issuer", "certificate not signed by the named CA") from None
+                return ca
+        raise OnboardingError("unknown_issuer", f"issuer {certificate.issuer}")
+
+    def check(self, certificate: CertificateDetails) -> IssuingCa:
+        """The issuing CA when the certificate is trusted; else raise the refusal."""
+        ca = self.issuer_of(certificate)
+        if self.revocations(ca).is_revoked(certificate.serial_number):
+            raise OnboardingError("certificate_revoked", f"serial {certificate.serial_hex} revoked by {ca.name}")
+        return ca
