@@ -38,7 +38,7 @@ class Allocation:
     choice: HubChoice
 
 
-def _certificate(request: AllocationRequest, ctx: AllocationContext) -> tuple[CertificateDetails, str]:
+def resolve_certificate(request: AllocationRequest, ctx: AllocationContext) -> tuple[CertificateDetails, str]:
     if request.attestation != "x509" and not (request.attestation == "symmetricKey" and ctx.allow_symmetric_key):
         raise OnboardingError("attestation_not_supported", f"attestation {request.attestation}")
     if request.certificate is not None:
@@ -53,7 +53,7 @@ def _certificate(request: AllocationRequest, ctx: AllocationContext) -> tuple[Ce
 
 
 def decide(request: AllocationRequest, ctx: AllocationContext) -> Allocation:
-    certificate, source = _certificate(request, ctx)
+    certificate, source = resolve_certificate(request, ctx)
     ca = ctx.trust.check(certificate)
     facility = ctx.facilities.get(request.identity.facility)
     placement = FacilityPlacement(facility.code, facility.region, facility.preferred_hub)

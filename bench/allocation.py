@@ -1,0 +1,162 @@
+"""Allocation webhook benchmark: prints figures, asserts nothing. `python -m bench.allocation [--quick]`
+
+1. warm decisions: parse + decide + response for 10,000 mixed requests, in process, caches warm
+   (SQLite through ODBC for facilities and hub limits, CRLs verified once, hub counts from memory);
+2. cold import of function_app vs azure.functions alone, each in fresh interpreters (median of 5);
+3. CRL load + verify + index for 1,000 / 100,000 / 1,000,000 entries, and revocation look-up time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from allocation.capacity import CapacityMonitor  # noqa: E402
+from allocation.decision import AllocationContext, decide  # noqa: E402
+from allocation.facilities import FacilityDirectory  # noqa: E402
+from allocation.request import parse_allocation_request  # noqa: E402
+from allocation.response import allocation_response  # noqa: E402
+from allocation.trust import TrustStore  # noqa: E402
+from local.seed.seed import seed_sql  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.crl import verify_and_index  # noqa: E402
+from shared.sql import Database  # noqa: E402
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def make_ca(region: str):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bench CA {region}")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def issue(ca_cert, ca_key, cn: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=700))
+            .sign(ca_key, hashes.SHA256()))
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def build_crl(ca_cert, ca_key, entries: int) -> bytes:
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(NOW - dt.timedelta(hours=1)).next_update(NOW + dt.timedelta(days=7)))
+    for serial in range(1, entries + 1):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial * 7919).revocation_date(NOW).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_decisions(n: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alloc-"))
+    db = Database(f"Driver=SQLite3;Database={tmp / 'bench.db'}")
+    seed_sql(db)
+    hubs = [r["host_name"] for r in db.fetch_all("SELECT host_name FROM iot_hubs")]
+    regions = {"west": range(1, 5), "central": range(5, 9), "east": range(9, 13)}
+    cas = {region: make_ca(region) for region in regions}
+    certs = SimpleNamespace(get_certificate=lambda name: SimpleNamespace(
+        cer=cas[name][0].public_bytes(serialization.Encoding.DER)))
+    secrets = SimpleNamespace(get_secret=lambda name: SimpleNamespace(
+        value=base64.b64encode(build_crl(*cas[name.removeprefix("crl-")], 1000)).decode()))
+    settings = Settings({"REGIONAL_CAS": ",".join(f"{r}={r}" for r in regions)})
+    ctx = AllocationContext(TrustStore(settings, certs, secrets), FacilityDirectory(db, 60),
+                            CapacityMonitor(db, lambda host: 500, hubs, 60), lambda _: None, 0.9)
+    types = ["temp", "press", "vib", "flow"]
+    bodies = []
+    for i in range(200):  # 200 distinct certificates, cycled: signature checks are per request anyway
+        region = list(regions)[i % 3]
+        facility = f"FAC{list(regions[region])[i % 4]:02d}"
+        cn = f"sensor-{types[i % 4]}-{facility}-SN{i:06d}"
+        bodies.append(json.dumps({
+            "enrollmentGroup": {"enrollmentGroupId": f"sensors-{region}", "attestation": {"type": "x509"}},
+            "deviceRuntimeContext": {"registrationId": cn, "x509": {"clientCertificate": issue(*cas[region], cn)}},
+            "linkedHubs": hubs}).encode())
+    for body in bodies:  # warm every cache
+        decide(parse_allocation_request(body), ctx)
+    latencies = []
+    started = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        allocation = decide(parse_allocation_request(bodies[i % len(bodies)]), ctx)
+        allocation_response(allocation, NOW)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    elapsed = time.perf_counter() - started
+    print(f"warm decisions: {n} requests in {elapsed:.2f}s = {n / elapsed:,.0f}/s on one core; "
+          f"p50 {percentile(latencies, 0.5):.3f} ms, p99 {percentile(latencies, 0.99):.3f} ms, "
+          f"max {max(latencies):.3f} ms")
+
+
+def import_time(module: str, runs: int = 5) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    samples = [float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                                    check=True).stdout) for _ in range(runs)]
+    return statistics.median(samples) * 1000
+
+
+def bench_imports() -> None:
+    base = import_time("azure.functions")
+    app = import_time("function_app")
+    print(f"cold import (median of 5 fresh interpreters): azure.functions {base:.1f} ms, function_app {app:.1f} ms "
+          f"(+{app - base:.1f} ms)")
+    heavy = subprocess.run(
+        [sys.executable, "-c", "import sys, function_app; print(sorted(m for m in ('azure.iot.hub', "
+         "'azure.storage.blob', 'azure.storage.queue', 'azure.keyvault.secrets', 'pyodbc', 'uamqp') "
+         "if m in sys.modules))"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    print(f"SDKs imported by function_app at module level: {heavy}")
+
+
+def bench_crl(sizes: list[int]) -> None:
+    ca_cert, ca_key = make_ca("crl")
+    for size in sizes:
+        t0 = time.perf_counter()
+        der = build_crl(ca_cert, ca_key, size)
+        built = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index = verify_and_index(der, ca_cert, NOW)
+        indexed = time.perf_counter() - t0
+        probes = 100_000
+        t0 = time.perf_counter()
+        hits = sum(index.is_revoked(s * 7919) for s in range(probes))
+        lookup_ns = (time.perf_counter() - t0) / probes * 1e9
+        print(f"CRL {size:>9,} entries ({len(der) / 1e6:6.1f} MB): load+verify+index {indexed:6.3f} s, "
+              f"look-up {lookup_ns:5.0f} ns ({hits} hits of {probes}); built in {built:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (1,000 requests, CRLs up to 100,000)")
+    args = parser.parse_args()
+    bench_decisions(1_000 if args.quick else 10_000)
+    bench_imports()
+    bench_crl([1_000, 100_000] if args.quick else [1_000, 100_000, 1_000_000])
+
+
+if __name__ == "__main__":
+    main()
