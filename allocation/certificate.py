@@ -12,6 +12,7 @@ import base64
 import binascii
 import datetime as dt
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -35,6 +36,12 @@ class CertificateDetails:
         return format(self.serial_number, "X")
 
 
+@lru_cache(maxsize=256)
+def distinguished_name(name: x509.Name) -> str:
+    """RFC 4514 form of a DN; cached because a fleet has a handful of issuers and rendering is not free."""
+    return name.rfc4514_string()
+
+
 def _common_name(name: x509.Name) -> str | None:
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else None
@@ -43,7 +50,7 @@ def _common_name(name: x509.Name) -> str | None:
 def from_certificate(cert: x509.Certificate) -> CertificateDetails:
     return CertificateDetails(
         subject_cn=_common_name(cert.subject),
-        issuer=cert.issuer.rfc4514_string(),
+        issuer=distinguished_name(cert.issuer),
         serial_number=cert.serial_number,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
