@@ -23,7 +23,9 @@ def server_config(app, port: int, tls: TlsFiles | None = None, host: str = "127.
     kwargs = {}
     if tls is not None:
         kwargs = {"ssl_certfile": str(tls.server_cert), "ssl_keyfile": str(tls.server_key)}
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **kwargs)
+    # A short graceful shutdown: uvicorn would otherwise wait up to 30 s for idle TLS keep-alive connections.
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=3, **kwargs)
 
 
 @dataclass

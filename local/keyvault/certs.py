@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import math
 import re
 from dataclasses import dataclass
@@ -27,9 +26,7 @@ from local.keyvault.crypto import CryptoInputError, PrivateKey
 PEM = "application/x-pem-file"
 PKCS12 = "application/x-pkcs12"
 
-_KEY_BLOCK = re.compile(
-    rb"-----BEGIN (ENCRYPTED |EC |RSA )?PRIVATE KEY-----.+?-----END \1?PRIVATE KEY-----", re.DOTALL
-)
+_KEY_BLOCK = re.compile(rb"-----BEGIN (ENCRYPTED |EC |RSA )?PRIVATE KEY-----.+?-----END \1?PRIVATE KEY-----", re.DOTALL)
 _KEY_USAGE_NAMES = (
     ("digital_signature", "digitalSignature"),
     ("content_commitment", "nonRepudiation"),
@@ -151,8 +148,9 @@ def x509_props(cert: x509.Certificate) -> dict:
     if ku is not None:
         props["key_usage"] = [wire for attr, wire in _KEY_USAGE_NAMES if getattr(ku, attr)]
         if ku.key_agreement:
-            props["key_usage"] += [n for a, n in (("encipher_only", "encipherOnly"), ("decipher_only", "decipherOnly"))
-                                   if getattr(ku, a)]
+            props["key_usage"] += [
+                n for a, n in (("encipher_only", "encipherOnly"), ("decipher_only", "decipherOnly")) if getattr(ku, a)
+            ]
     san = _ext(cert, x509.SubjectAlternativeName)
     if san is not None:
         sans = {
@@ -185,17 +183,34 @@ def build_policy(imported: ImportedCertificate, requested: dict | None, created:
     else:
         key_props["crv"] = crypto.curve_name(key)  # type: ignore[arg-type]
     lifetime = requested.get("lifetime_actions")
-    if not isinstance(lifetime, list) or not lifetime:
+    if not isinstance(lifetime, list) or not lifetime or not all(_is_lifetime_action(a) for a in lifetime):
         lifetime = [{"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "EmailContacts"}}]
     issuer = requested.get("issuer") if isinstance(requested.get("issuer"), dict) else {}
+    issuer_name = issuer.get("name") if isinstance(issuer.get("name"), str) else None
+    try:
+        x509_properties = x509_props(imported.leaf)
+    except ValueError as exc:  # malformed or duplicate extensions
+        raise CryptoInputError(f"The certificate could not be read: {exc}") from exc
     return {
         "key_props": key_props,
         "secret_props": {"contentType": imported.content_type},
-        "x509_props": x509_props(imported.leaf),
+        "x509_props": x509_properties,
         "lifetime_actions": lifetime,
-        "issuer": {"name": issuer.get("name") or "Unknown"},
+        "issuer": {"name": issuer_name or "Unknown"},
         "attributes": {"enabled": True, "created": created, "updated": created},
     }
+
+
+def _is_lifetime_action(action: object) -> bool:
+    if not isinstance(action, dict):
+        return False
+    trigger, act = action.get("trigger"), action.get("action")
+    return (
+        isinstance(trigger, dict)
+        and isinstance(act, dict)
+        and act.get("action_type") in ("EmailContacts", "AutoRenew")
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in trigger.values())
+    )
 
 
 def secret_value(imported: ImportedCertificate, exportable: bool, name: str) -> str:
@@ -217,7 +232,3 @@ def validity(cert: x509.Certificate) -> tuple[int, int]:
 
 def der_b64(cert: x509.Certificate) -> str:
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -136,18 +136,22 @@ def key_family(key: PrivateKey | PublicKey) -> str:
 
 def check_supported(key: PrivateKey) -> None:
     """Refuse key kinds Key Vault does not hold (small RSA moduli, unknown curves, Ed25519...)."""
-    family = key_family(key)
-    if family == "EC":
-        curve_name(key)  # type: ignore[arg-type]
-    elif key.key_size < 2048:  # type: ignore[union-attr]
-        raise CryptoInputError(f"RSA key size {key.key_size} is not supported; minimum is 2048")  # type: ignore[union-attr]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        curve_name(key)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size not in RSA_KEY_SIZES:
+            raise CryptoInputError(
+                f"RSA key size {key.key_size} is not supported. Supported sizes are 2048, 3072 and 4096"
+            )
+    else:
+        raise CryptoInputError("Only RSA and EC keys are supported")
 
 
 def generate_key(kty: str, key_size: int | None, crv: str | None, public_exponent: int | None) -> PrivateKey:
     family = kty.removesuffix("-HSM")
     if family == "EC":
         crv = crv or "P-256"
-        if crv not in CURVES:
+        if not isinstance(crv, str) or crv not in CURVES:
             raise CryptoInputError(f"Invalid curve name: {crv}")
         return ec.generate_private_key(CURVES[crv][0]())
     if family == "RSA":
@@ -185,7 +189,7 @@ def private_key_from_jwk(jwk: dict) -> PrivateKey:
     family = kty.removesuffix("-HSM") if isinstance(kty, str) else None
     if family == "EC":
         crv = jwk.get("crv")
-        if crv not in CURVES:
+        if not isinstance(crv, str) or crv not in CURVES:
             raise CryptoInputError(f"Invalid curve name: {crv}")
         if jwk.get("d") is None:
             raise CryptoInputError("The imported key must contain its private part (d)")
@@ -201,9 +205,18 @@ def private_key_from_jwk(jwk: dict) -> PrivateKey:
         return key
     if family == "RSA":
         n, e = _b64url_to_int(jwk, "n"), _b64url_to_int(jwk, "e")
+        # Bound the sizes before any arithmetic: a huge modulus or exponent would stall the server.
+        if n.bit_length() not in RSA_KEY_SIZES:
+            raise CryptoInputError(
+                f"RSA key size {n.bit_length()} is not supported. Supported sizes are 2048, 3072 and 4096"
+            )
+        if not 3 <= e < 2**64:
+            raise CryptoInputError("JSON Web Key: property e has invalid value")
         if jwk.get("d") is None:
             raise CryptoInputError("The imported key must contain its private part (d)")
         d = _b64url_to_int(jwk, "d")
+        if not 1 < d < n:
+            raise CryptoInputError("JSON Web Key: property d has invalid value")
         try:
             if all(jwk.get(f) is not None for f in ("p", "q")):
                 p, q = _b64url_to_int(jwk, "p"), _b64url_to_int(jwk, "q")

@@ -111,8 +111,11 @@ class VaultStore:
         none of them behind.
         """
         with self._lock:
+            deleted_certificate = self._data["deleted"]["certificates"]
             for collection, (name, _) in records.items():
-                if name in self._data["deleted"][collection]:
+                if name in self._data["deleted"][collection] or (
+                    name in deleted_certificate and collection in deleted_certificate[name].get("linked", {})
+                ):
                     kind = KIND[collection]
                     raise conflict(
                         f"{kind.capitalize()} {name} is currently in a deleted but recoverable state, and its name "
@@ -167,6 +170,10 @@ class VaultStore:
             if entry is None:
                 raise not_found(collection, name)
             return copy.deepcopy(entry)
+
+    def deleted_entries(self, collection: str) -> list[tuple[str, dict]]:
+        with self._lock:
+            return [(n, copy.deepcopy(e)) for n, e in sorted(self._data["deleted"][collection].items())]
 
     def purge(self, collection: str, name: str) -> None:
         with self._lock:
