@@ -53,6 +53,8 @@ def start_azurite(location: Path, ports: AzuritePorts, log_file: Path | None = N
                   timeout: float = 30) -> subprocess.Popen:
     """Start Azurite bound to 127.0.0.1 with its data under location; return once all ports answer."""
     location.mkdir(parents=True, exist_ok=True)
+    if log_file:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(
         [

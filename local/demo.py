@@ -23,6 +23,7 @@ def print_health(body: dict) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("azure").setLevel(logging.WARNING)
     answer = health(timeout=2)
     stack = None
     started = time.monotonic()

@@ -140,8 +140,10 @@ class Stack:
         from shared.bootstrap import Services
         from shared.config import Settings
 
+        # The seed acts as the app: azure-identity reads IDENTITY_ENDPOINT/HEADER from the environment itself.
+        os.environ.update(values)
         os.environ["REQUESTS_CA_BUNDLE"] = str(ca_bundle)
-        services = Services(Settings({**os.environ, **values}))
+        services = Services(Settings())
         run_seed(services, self.state_dir)
 
     def stop(self) -> None:
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run"], help="run: start everything and stay in the foreground")
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP request at INFO
     stack = Stack()
 
     def _terminate(signum, frame):
@@ -207,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C or SIGTERM while stopping must not leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        log.info("stack stopped")
 
 
 if __name__ == "__main__":

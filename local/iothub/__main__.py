@@ -1,0 +1,68 @@
+"""Run the stack's IoT hubs in one process: `python -m local.iothub --state-dir .local --hub west=8441 ...`.
+
+Each `--hub NAME=PORT` serves https://localhost:PORT. NAME may be short ("west": hub iothub-west-local) or the
+full hub name ("iothub-west-local"); the SAS keys are the stack secrets `iothub-{NAME}-{policy}` (policies
+iothubowner, service, registryReadWrite) and bearer tokens are checked with the stack's identity signing key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from local.iothub.app import create_app
+from local.iothub.config import DEVICE_CREATED, DEVICE_DELETED, RateLimits, TwinLimits, local_hub_config
+from local.serve import serve_many, server_config
+from local.tls import ensure_tls
+
+
+def _hub(value: str) -> tuple[str, int]:
+    name, sep, port = value.partition("=")
+    if not sep or not name or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT, got {value!r}")
+    return name, int(port)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local.iothub", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, default=Path(".local"), help="stack state directory")
+    parser.add_argument("--hub", type=_hub, action="append", required=True, metavar="NAME=PORT")
+    parser.add_argument("--event-grid-url", help="Event Grid webhook that receives device lifecycle events")
+    parser.add_argument(
+        "--event-types", default=f"{DEVICE_CREATED},{DEVICE_DELETED}", help="comma-separated event types to deliver"
+    )
+    parser.add_argument("--rate-multiplier", type=float, default=1.0, help="scale the S1 throttles (demos)")
+    parser.add_argument("--units", type=int, default=1, help="S1 units per hub")
+    parser.add_argument("--no-rate-limit", action="store_true", help="turn the throttles off")
+    parser.add_argument("--desired-limit-kb", type=int, default=32, help="desired properties size limit")
+    parser.add_argument("--listen", default="127.0.0.1", help="address to listen on")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tls = ensure_tls(args.state_dir)
+    rates = RateLimits(enabled=not args.no_rate_limit, multiplier=args.rate_multiplier, units=args.units)
+    limits = replace(TwinLimits(), desired_bytes=args.desired_limit_kb * 1024)
+    event_types = frozenset(t.strip() for t in args.event_types.split(",") if t.strip())
+    configs = []
+    for name, port in args.hub:
+        config = local_hub_config(
+            args.state_dir,
+            name,
+            port,
+            rate_limits=rates,
+            twin_limits=limits,
+            event_grid_url=args.event_grid_url,
+            event_types=event_types,
+        )
+        configs.append(server_config(create_app(config), port, tls, host=args.listen))
+    asyncio.run(serve_many(configs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""create_app(config): one emulated IoT hub as an ASGI app (serve it over TLS with local.serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from local.iothub.config import HubConfig
+from local.iothub.edge import EdgeService
+from local.iothub.errors import HubError
+from local.iothub.events import EventPublisher
+from local.iothub.http import error_response
+from local.iothub.ratelimit import RateLimiter
+from local.iothub.routes import ROUTES
+from local.iothub.service import HubService
+from local.iothub.store import HubStore
+
+log = logging.getLogger("local.iothub")
+
+
+@dataclass
+class Hub:
+    """Everything a request handler needs; reachable as app.state.hub (tests use it too)."""
+
+    config: HubConfig
+    store: HubStore
+    events: EventPublisher
+    service: HubService
+    edge: EdgeService
+    limiter: RateLimiter
+
+
+def build_hub(config: HubConfig) -> Hub:
+    store = HubStore(config.state_dir)
+    events = EventPublisher(config, store)
+    service = HubService(config, store, events)
+    return Hub(config, store, events, service, EdgeService(service), RateLimiter(config.rate_limits))
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "BadRequest")
+    text = f"{request.method} {request.url.path} is not part of the emulated IoT Hub API."
+    return error_response(HubError(exc.status_code, code, text))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(HubError(500, "ServerError", "The emulator failed unexpectedly; see its log."))
+
+
+def create_app(config: HubConfig) -> Starlette:
+    hub = build_hub(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(hub.events.run(), name=f"events-{config.name}") if hub.events.enabled else None
+        log.info("IoT hub %s on https://%s (%d devices)", config.name, config.host_name, len(hub.store.devices))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HubError: _hub_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.state.hub = hub
+    return app

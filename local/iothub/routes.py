@@ -1,0 +1,244 @@
+"""The REST surface: IoT Hub service API paths (those azure-iot-hub's protocol layer calls) and two
+emulator-only device-side routes, since real devices use MQTT/AMQP for twins and the emulator speaks neither:
+
+- `GET /devices/{id}/twin?api-version=...[&desiredVersionAbove=N&timeoutSeconds=S]`: the twin as the device
+  sees it ({"desired", "reported"} with $metadata/$version); with desiredVersionAbove it waits (long poll,
+  up to 60 s) until desired.$version exceeds N, which is how a simulated sensor waits for its configuration.
+- `PATCH /devices/{id}/twin/properties/reported?api-version=...`: merge-patch of reported properties (null
+  deletes), as the MQTT `$iothub/twin/PATCH/properties/reported/` topic does.
+Both accept a device SAS token (sr={host}/devices/{id}, signed with the device's key) or a service credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from local.iothub import auth as au
+from local.iothub import ratelimit as rl
+from local.iothub.devices import device_keys
+from local.iothub.errors import throttled, unauthorized
+from local.iothub.http import (
+    int_param,
+    json_response,
+    page_size,
+    read_json,
+    read_object,
+    require_api_version,
+)
+
+Handler = Callable[[Request, Any], Awaitable[Response]]
+MAX_LONG_POLL_S = 60
+
+
+def _keys_of(hub) -> Callable[[str], list[str]]:
+    def keys(device_id: str) -> list[str]:
+        record = hub.store.devices.get(device_id)
+        return device_keys(record["device"]) if record else []
+
+    return keys
+
+
+def endpoint(operation: str, rights: set[str], device_self: bool = False) -> Callable[[Handler], Callable]:
+    """Wrap a handler with IoT Hub's checks, in its order: api-version, authentication, rights, throttle."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            hub = request.app.state.hub
+            require_api_version(request)
+            try:
+                principal = au.authenticate(
+                    request.headers.get("authorization"),
+                    hub.config.host_name,
+                    hub.config.policies,
+                    hub.config.identity_signing_key,
+                    _keys_of(hub) if device_self else None,
+                )
+            except au.AuthError as exc:
+                raise unauthorized(str(exc)) from exc
+            is_self = principal.kind == "device" and principal.name == request.path_params.get("id")
+            if not (principal.rights & rights) and not (device_self and is_self):
+                raise unauthorized(f"{principal.kind} '{principal.name}' lacks {' or '.join(sorted(rights))}")
+            wait = hub.limiter.check(operation)
+            if wait is not None:
+                raise throttled(rl.OPERATION_NAMES[operation], wait)
+            return await handler(request, hub)
+
+        return run
+
+    return wrap
+
+
+READ, WRITE, SERVICE = au.REGISTRY_READ, au.REGISTRY_WRITE, au.SERVICE_CONNECT
+
+
+def _id(request: Request) -> str:
+    return request.path_params["id"]
+
+
+# -- identity registry ------------------------------------------------------------------------------------
+@endpoint(rl.REGISTRY, {READ})
+async def list_devices(request: Request, hub) -> Response:
+    return json_response(hub.service.list_devices(int_param(request.query_params.get("top"), "top")))
+
+
+@endpoint(rl.REGISTRY, {READ})
+async def get_device(request: Request, hub) -> Response:
+    device = hub.service.get_device(_id(request))
+    return json_response(device, etag=device["etag"])
+
+
+@endpoint(rl.REGISTRY, {WRITE})
+async def put_device(request: Request, hub) -> Response:
+    body = await read_object(request, hub.config.max_body_bytes, "a device identity")
+    device = hub.service.put_device(_id(request), body, request.headers.get("if-match"))
+    return json_response(device, etag=device["etag"])
+
+
+@endpoint(rl.REGISTRY, {WRITE})
+async def delete_device(request: Request, hub) -> Response:
+    hub.service.delete_device(_id(request), request.headers.get("if-match"))
+    return Response(status_code=204)
+
+
+@endpoint(rl.REGISTRY, {READ})
+async def device_statistics(request: Request, hub) -> Response:
+    return json_response(hub.service.device_statistics())
+
+
+@endpoint(rl.REGISTRY, {READ, SERVICE})
+async def service_statistics(request: Request, hub) -> Response:
+    return json_response(hub.service.service_statistics())
+
+
+# -- twins ------------------------------------------------------------------------------------------------
+@endpoint(rl.TWIN_READ, {READ, SERVICE})
+async def get_twin(request: Request, hub) -> Response:
+    twin = hub.service.get_twin(_id(request))
+    return json_response(twin, etag=twin["etag"])
+
+
+async def _update_twin(request: Request, hub, replace: bool) -> Response:
+    body = await read_object(request, hub.config.max_body_bytes, "a twin")
+    twin = hub.service.update_twin(_id(request), body, request.headers.get("if-match"), replace)
+    return json_response(twin, etag=twin["etag"])
+
+
+@endpoint(rl.TWIN_UPDATE, {WRITE, SERVICE})
+async def patch_twin(request: Request, hub) -> Response:
+    return await _update_twin(request, hub, replace=False)
+
+
+@endpoint(rl.TWIN_UPDATE, {WRITE, SERVICE})
+async def replace_twin(request: Request, hub) -> Response:
+    return await _update_twin(request, hub, replace=True)
+
+
+@endpoint(rl.QUERY, {READ, SERVICE})
+async def query_devices(request: Request, hub) -> Response:
+    body = await read_object(request, hub.config.max_body_bytes, '{"query": "SELECT ..."}')
+    size = page_size(request, hub.config.default_page_size, hub.config.max_page_size)
+    items, item_type, token = hub.service.query(body.get("query"), size, request.headers.get("x-ms-continuation"))
+    headers = {"x-ms-item-type": item_type}
+    if token:
+        headers["x-ms-continuation"] = token
+    return json_response(items, headers=headers)
+
+
+# -- emulator-only device side ----------------------------------------------------------------------------
+@endpoint(rl.TWIN_READ, {SERVICE}, device_self=True)
+async def device_twin(request: Request, hub) -> Response:
+    above = int_param(request.query_params.get("desiredVersionAbove"), "desiredVersionAbove")
+    timeout = int_param(request.query_params.get("timeoutSeconds"), "timeoutSeconds") or 30
+    deadline = time.monotonic() + min(max(timeout, 0), MAX_LONG_POLL_S)
+    while True:
+        view = hub.service.device_side_twin(_id(request))
+        if above is None or view["desired"]["$version"] > above or time.monotonic() >= deadline:
+            return json_response(view)
+        await asyncio.sleep(0.2)
+
+
+@endpoint(rl.TWIN_UPDATE, {SERVICE}, device_self=True)
+async def patch_reported(request: Request, hub) -> Response:
+    body = await read_object(request, hub.config.max_body_bytes, "reported properties")
+    hub.service.update_reported(_id(request), body)
+    return json_response(hub.service.device_side_twin(_id(request)))
+
+
+# -- IoT Edge and configurations --------------------------------------------------------------------------
+@endpoint(rl.CONFIGURATION, {WRITE})
+async def apply_configuration_content(request: Request, hub) -> Response:
+    body = await read_json(request, hub.config.max_body_bytes)
+    hub.edge.apply_configuration_content(_id(request), body)
+    return Response(status_code=204)
+
+
+@endpoint(rl.REGISTRY, {READ})
+async def list_modules(request: Request, hub) -> Response:
+    return json_response(hub.edge.list_modules(_id(request)))
+
+
+@endpoint(rl.REGISTRY, {READ})
+async def get_module(request: Request, hub) -> Response:
+    module = hub.edge.get_module(_id(request), request.path_params["mid"])
+    return json_response(module, etag=module["etag"])
+
+
+@endpoint(rl.TWIN_READ, {READ, SERVICE})
+async def get_module_twin(request: Request, hub) -> Response:
+    twin = hub.edge.get_module_twin(_id(request), request.path_params["mid"])
+    return json_response(twin, etag=twin["etag"])
+
+
+@endpoint(rl.CONFIGURATION, {READ})
+async def list_configurations(request: Request, hub) -> Response:
+    return json_response(hub.edge.list_configurations(int_param(request.query_params.get("top"), "top")))
+
+
+@endpoint(rl.CONFIGURATION, {READ})
+async def get_configuration(request: Request, hub) -> Response:
+    found = hub.edge.get_configuration(_id(request))
+    return json_response(found, etag=found["etag"])
+
+
+@endpoint(rl.CONFIGURATION, {WRITE})
+async def put_configuration(request: Request, hub) -> Response:
+    body = await read_object(request, hub.config.max_body_bytes, "a configuration")
+    stored, created = hub.edge.put_configuration(_id(request), body, request.headers.get("if-match"))
+    return json_response(stored, status=201 if created else 200, etag=stored["etag"])
+
+
+@endpoint(rl.CONFIGURATION, {WRITE})
+async def delete_configuration(request: Request, hub) -> Response:
+    hub.edge.delete_configuration(_id(request), request.headers.get("if-match"))
+    return Response(status_code=204)
+
+
+ROUTES = [
+    Route("/devices", list_devices, methods=["GET"]),
+    Route("/devices/query", query_devices, methods=["POST"]),
+    Route("/devices/{id}", get_device, methods=["GET"]),
+    Route("/devices/{id}", put_device, methods=["PUT"]),
+    Route("/devices/{id}", delete_device, methods=["DELETE"]),
+    Route("/devices/{id}/applyConfigurationContent", apply_configuration_content, methods=["POST"]),
+    Route("/devices/{id}/modules", list_modules, methods=["GET"]),
+    Route("/devices/{id}/modules/{mid}", get_module, methods=["GET"]),
+    Route("/devices/{id}/twin", device_twin, methods=["GET"]),
+    Route("/devices/{id}/twin/properties/reported", patch_reported, methods=["PATCH"]),
+    Route("/twins/{id}", get_twin, methods=["GET"]),
+    Route("/twins/{id}", patch_twin, methods=["PATCH"]),
+    Route("/twins/{id}", replace_twin, methods=["PUT"]),
+    Route("/twins/{id}/modules/{mid}", get_module_twin, methods=["GET"]),
+    Route("/statistics/devices", device_statistics, methods=["GET"]),
+    Route("/statistics/service", service_statistics, methods=["GET"]),
+    Route("/configurations", list_configurations, methods=["GET"]),
+    Route("/configurations/{id}", get_configuration, methods=["GET"]),
+    Route("/configurations/{id}", put_configuration, methods=["PUT"]),
+    Route("/configurations/{id}", delete_configuration, methods=["DELETE"]),
+]
