@@ -28,7 +28,20 @@ class Settings:
     def __init__(self, environ: Mapping[str, str] | None = None):
         self._env = os.environ if environ is None else environ
 
-    # -- raw access -------------------------------------------------------------------------------
+    # -- raw access (feature folders declare their own settings with these) ------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The stripped value of name, or default when unset or blank."""
+        return self._get(name, default)
+
+    def required(self, name: str) -> str:
+        return self._require(name)
+
+    def flag(self, name: str, default: bool) -> bool:
+        return self._bool(name, default)
+
+    def number(self, name: str, default: float, minimum: float = 0) -> float:
+        return self._number(name, default, minimum)
+
     def _get(self, name: str, default: str | None = None) -> str | None:
         value = self._env.get(name)
         return value.strip() if value and value.strip() else default
