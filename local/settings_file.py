@@ -19,7 +19,8 @@ KEY_VAULT_PORT = 8450
 IDENTITY_PORT = 8449
 
 
-def stack_values(state_dir: Path, tls: TlsFiles, azurite: AzuritePorts | None = None) -> dict[str, str]:
+def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | None = None,
+                 azurite: AzuritePorts | None = None) -> dict[str, str]:
     storage = connection_string(azurite or AzuritePorts())
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -29,7 +30,7 @@ def stack_values(state_dir: Path, tls: TlsFiles, azurite: AzuritePorts | None = 
         "KEY_VAULT_URL": f"https://localhost:{KEY_VAULT_PORT}/",
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "REGIONAL_CAS": ",".join(f"{region}={name}" for region, name in data.CA_NAMES.items()),
-        "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in data.HUBS),
+        "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in hubs or data.HUBS),
         # The App Service managed identity protocol, served by the stack (local/identity.py).
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{IDENTITY_PORT}/msi/token",
         "IDENTITY_HEADER": stack_secret(state_dir, "identity-header"),

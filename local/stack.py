@@ -37,11 +37,11 @@ class StackError(RuntimeError):
     pass
 
 
-def stack_ports() -> dict[str, int]:
+def stack_ports(hubs: list[data.LocalHub]) -> dict[str, int]:
     ports = AzuritePorts()
     named = {"azurite-blob": ports.blob, "azurite-queue": ports.queue, "azurite-table": ports.table,
              "identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT, "functions-host": HOST_PORT}
-    named.update({f"iothub-{h.region}": h.port for h in data.HUBS})
+    named.update({h.name: h.port for h in hubs})
     return named
 
 
@@ -61,7 +61,12 @@ def health(timeout: float = 10) -> tuple[int, dict] | None:
 
 @dataclass
 class Stack:
+    """The whole local stack. Tests start one with their own state dir, settings file and extra settings."""
+
     state_dir: Path = STATE_DIR
+    settings_path: Path = REPO_ROOT / "local.settings.json"
+    hubs: list[data.LocalHub] = field(default_factory=lambda: list(data.HUBS))
+    extra_settings: dict[str, str] = field(default_factory=dict)
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def _env(self, ca_bundle: Path) -> dict[str, str]:
@@ -94,32 +99,32 @@ class Stack:
             time.sleep(0.1)
 
     def start(self, host_to_console: bool = True, health_timeout: float = 60) -> dict:
-        busy = [f"{name} ({port})" for name, port in stack_ports().items() if port_open(port)]
+        busy = [f"{name} ({port})" for name, port in stack_ports(self.hubs).items() if port_open(port)]
         if busy:
             raise StackError("ports already in use: " + ", ".join(busy)
                              + " (is a stack already running? `make stop` ends one started by `make demo`)")
         started = time.monotonic()
         tls = ensure_tls(self.state_dir)
         for name in ["identity-signing-key", "identity-header", "function-key-default", "function-master-key",
-                     *(f"iothub-{h.name}-iothubowner" for h in data.HUBS)]:
+                     *(f"iothub-{h.name}-iothubowner" for h in self.hubs)]:
             stack_secret(self.state_dir, name)
-        values = stack_values(self.state_dir, tls)
-        write_local_settings(REPO_ROOT / "local.settings.json", values)
+        values = {**stack_values(self.state_dir, tls, self.hubs), **self.extra_settings}
+        write_local_settings(self.settings_path, values)
         env = self._env(tls.ca_bundle)
 
         self.children["azurite"] = start_azurite(self.state_dir / "azurite", AzuritePorts(),
                                                  log_file=self.state_dir / "logs" / "azurite.log")
-        hub_args = [arg for h in data.HUBS for arg in ("--hub", f"{h.name}={h.port}")]
+        hub_args = [arg for h in self.hubs for arg in ("--hub", f"{h.name}={h.port}")]
         self._spawn("iothub", ["-m", "local.iothub", "--state-dir", str(self.state_dir), *hub_args,
                                "--event-grid-url", EVENT_GRID_URL], env)
         self._spawn("keyvault", ["-m", "local.keyvault", "--state-dir", str(self.state_dir),
                                  "--port", str(KEY_VAULT_PORT), "--identity-port", str(IDENTITY_PORT)], env)
         self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT,
-                          **{h.name: h.port for h in data.HUBS}}, timeout=30)
+                          **{h.name: h.port for h in self.hubs}}, timeout=30)
 
         self._seed(values, tls.ca_bundle)
         self._spawn("functions-host", ["-m", "local.host", "--app", "function_app:app", "--port", str(HOST_PORT),
-                                       "--settings", "local.settings.json", "--host-json", "host.json",
+                                       "--settings", str(self.settings_path), "--host-json", "host.json",
                                        "--state-dir", str(self.state_dir)], env, to_console=host_to_console)
         deadline = time.monotonic() + health_timeout
         while True:
@@ -141,10 +146,15 @@ class Stack:
         from shared.config import Settings
 
         # The seed acts as the app: azure-identity reads IDENTITY_ENDPOINT/HEADER from the environment itself.
+        saved = dict(os.environ)
         os.environ.update(values)
         os.environ["REQUESTS_CA_BUNDLE"] = str(ca_bundle)
-        services = Services(Settings())
-        run_seed(services, self.state_dir)
+        try:
+            services = Services(Settings())
+            run_seed(services, self.state_dir, self.hubs)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
     def stop(self) -> None:
         for proc in reversed(list(self.children.values())):
@@ -171,12 +181,12 @@ class Stack:
             time.sleep(0.5)
 
 
-def print_endpoints() -> None:
+def print_endpoints(hubs: list[data.LocalHub]) -> None:
     rows = [
         ("Functions host", f"http://127.0.0.1:{HOST_PORT}/api/health"),
         ("Event Grid webhook", f"http://127.0.0.1:{HOST_PORT}/runtime/webhooks/EventGrid?functionName={{name}}"),
         ("Azurite (Blob/Queue/Table)", "http://127.0.0.1:10000 / 10001 / 10002"),
-        *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in data.HUBS),
+        *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in hubs),
         ("Key Vault", f"https://localhost:{KEY_VAULT_PORT}/"),
         ("Managed identity endpoint", f"http://127.0.0.1:{IDENTITY_PORT}/msi/token"),
         ("State", str(STATE_DIR)),
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         stack.start()
-        print_endpoints()
+        print_endpoints(stack.hubs)
         return stack.wait()
     except StackError as exc:
         log.error("%s", exc)

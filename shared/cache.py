@@ -26,7 +26,7 @@ class _Entry(Generic[T]):
 class TtlCache(Generic[T]):
     def __init__(self, ttl_s: float, error_ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self._ttl_s = ttl_s
-        self._error_ttl_s = error_ttl_s
+        self._error_ttl_s = min(error_ttl_s, ttl_s)  # a failure is never remembered longer than a success
         self._clock = clock
         self._entries: dict[Hashable, _Entry[T]] = {}
         self._locks: dict[Hashable, threading.Lock] = {}

@@ -44,12 +44,12 @@ def _table_exists(db: Database, table: str) -> bool:
     return True
 
 
-def seed_sql(db: Database) -> None:
+def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
     if not _table_exists(db, "facilities"):
         for statement in schema_statements(SCHEMA.read_text()):
             db.execute(statement)
         log.info("created the schema from %s", SCHEMA.relative_to(REPO_ROOT))
-    for hub in data.HUBS:
+    for hub in hubs or data.HUBS:
         if not db.fetch_one("SELECT host_name FROM iot_hubs WHERE host_name = ?", [hub.host_name]):
             db.execute(
                 "INSERT INTO iot_hubs (host_name, region, max_devices, max_daily_messages, accepting) "
@@ -102,8 +102,8 @@ def _json_content():
     return ContentSettings(content_type="application/json")
 
 
-def run_seed(services: Services, state_dir: Path) -> None:
-    seed_sql(services.database)
+def run_seed(services: Services, state_dir: Path, hubs: list[data.LocalHub] | None = None) -> None:
+    seed_sql(services.database, hubs)
     seed_storage(services)
     root = ensure_root_ca(state_dir / "pki")
     created = ensure_intermediate_cas(services, root, data.CA_NAMES)

@@ -1,0 +1,111 @@
+"""Helpers for tests that run the whole local stack (fixed ports, like `make run`)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest
+
+BASE_URL = "http://127.0.0.1:7071"
+
+
+@contextmanager
+def app_environment(settings_path: Path):
+    """The stack's app settings in os.environ for the duration (the test acts as the function app)."""
+    saved = dict(os.environ)
+    os.environ.update(json.loads(settings_path.read_text())["Values"])
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def http(method: str, path: str, body: dict | bytes | None = None, key: str | None = None,
+         timeout: float = 30) -> tuple[int, dict]:
+    url = BASE_URL + path
+    if key is not None:
+        url += ("&" if "?" in url else "?") + "code=" + urllib.parse.quote(key, safe="")
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else {}
+        except ValueError:
+            return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+@dataclass
+class VaultCa:
+    """A seeded regional CA, signing through the Key Vault emulator like the product does."""
+
+    name: str
+    signer: KeyVaultSigner
+
+    @classmethod
+    def load(cls, services, name: str) -> VaultCa:
+        from azure.keyvault.keys.crypto import CryptographyClient
+
+        cert = services.certificates.get_certificate(name)
+        crypto = CryptographyClient(cert.key_id, services.credential, verify_challenge_resource=False)
+        return cls(name, KeyVaultSigner(x509.load_der_x509_certificate(bytes(cert.cer)),
+                                        key_vault_sign_digest(crypto)))
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.signer.ca_certificate
+
+    def issue(self, cn: str, days: int = 730) -> x509.Certificate:
+        now = dt.datetime.now(dt.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        return self.signer.sign_certificate(
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(self.certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+
+    def crl_der(self, revoked: list[int], number: int) -> bytes:
+        now = dt.datetime.now(dt.UTC)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject)
+                   .last_update(now - dt.timedelta(minutes=1)).next_update(now + dt.timedelta(days=7))
+                   .add_extension(x509.CRLNumber(number), critical=False))
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        return self.signer.sign_crl(builder).public_bytes(serialization.Encoding.DER)
+
+    def publish_crl(self, services, revoked: list[int], number: int) -> None:
+        services.secrets.set_secret(f"crl-{self.name}", base64.b64encode(self.crl_der(revoked, number)).decode(),
+                                    content_type="application/pkix-crl")
+
+
+def dps_request(cert: x509.Certificate, linked_hubs: list[str], current_hub: str | None = None) -> dict:
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    context = {"registrationId": cn, "x509": {"clientCertificate": base64.b64encode(
+        cert.public_bytes(serialization.Encoding.DER)).decode()}}
+    if current_hub:
+        context["currentIotHubHostName"] = current_hub
+    return {"enrollmentGroup": {"enrollmentGroupId": "sensors", "attestation": {"type": "x509"},
+                                "allocationPolicy": "custom"},
+            "deviceRuntimeContext": context, "linkedHubs": linked_hubs}
