@@ -38,5 +38,4 @@ def allocation_context() -> AllocationContext:
 @cache
 def audit_trail() -> AuditTrail:
     svc = services()
-    return AuditTrail(svc.database,
-                      lambda: svc.queue_service.get_queue_client(svc.settings.security_alerts_queue))
+    return AuditTrail(svc.database, lambda: svc.queue(svc.settings.security_alerts_queue))

@@ -37,6 +37,10 @@ class Services:
     def queue_service(self):
         return storage.queue_service(self.settings, lambda: self.credential)
 
+    def queue(self, name: str):
+        """A QueueClient for sending/receiving base64 messages (what queue triggers read)."""
+        return storage.message_queue(self.queue_service, name)
+
     @cached_property
     def secrets(self):
         return keyvault.secret_client(self.settings, self.credential)

@@ -14,15 +14,22 @@ def blob_service(settings: Settings, credential_factory):
 
 
 def queue_service(settings: Settings, credential_factory):
-    """Messages are base64-encoded, the encoding the Functions queue trigger expects by default."""
-    from azure.storage.queue import (
-        BinaryBase64DecodePolicy,
-        QueueServiceClient,
-        TextBase64EncodePolicy,
-    )
+    """For queue administration (create, list). Send and receive through message_queue()."""
+    from azure.storage.queue import QueueServiceClient
 
-    policies = {"message_encode_policy": TextBase64EncodePolicy(),
-                "message_decode_policy": BinaryBase64DecodePolicy()}
     if settings.storage_connection_string:
-        return QueueServiceClient.from_connection_string(settings.storage_connection_string, **policies)
-    return QueueServiceClient(settings.storage_queue_uri, credential=credential_factory(), **policies)
+        return QueueServiceClient.from_connection_string(settings.storage_connection_string)
+    return QueueServiceClient(settings.storage_queue_uri, credential=credential_factory())
+
+
+def message_queue(service, name: str):
+    """A QueueClient whose messages are base64 text, the encoding the Functions queue trigger expects.
+
+    The encode policy must be given per QueueClient: QueueServiceClient.get_queue_client does not pass the
+    service client's policies on, so a message sent without it reaches the trigger as plain text and the host
+    moves it to the poison queue.
+    """
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    return service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
+                                    message_decode_policy=TextBase64DecodePolicy())

@@ -93,8 +93,8 @@ def test_revoked_certificate_is_refused_after_the_crl_is_republished(stack, serv
     time.sleep(CACHE_TTL + 0.5)
     status, body = http("POST", "/api/allocate", dps_request(cert, LINKED), key=function_key)
     assert (status, body["error"]["code"]) == (403, "certificate_revoked")
-    alerts = services.queue_service.get_queue_client("security-alerts").peek_messages(max_messages=32)
-    texts = [m.content.decode() if isinstance(m.content, bytes) else m.content for m in alerts]
+    alerts = services.queue("security-alerts").peek_messages(max_messages=32)
+    texts = [m.content for m in alerts]
     assert any(format(cert.serial_number, "X") in text for text in texts)
     assert http("POST", "/api/allocate", dps_request(west_ca.issue(new_cn()), LINKED), key=function_key)[0] == 200
 
