@@ -102,6 +102,13 @@ async def put_device(request: Request, hub) -> Response:
 
 
 @endpoint(rl.REGISTRY, {WRITE})
+async def bulk_devices(request: Request, hub) -> Response:
+    body = await read_json(request, hub.config.max_body_bytes)
+    status, result = hub.service.bulk_update(body)
+    return json_response(result, status=status)
+
+
+@endpoint(rl.REGISTRY, {WRITE})
 async def delete_device(request: Request, hub) -> Response:
     hub.service.delete_device(_id(request), request.headers.get("if-match"))
     return Response(status_code=204)
@@ -222,6 +229,7 @@ async def delete_configuration(request: Request, hub) -> Response:
 
 ROUTES = [
     Route("/devices", list_devices, methods=["GET"]),
+    Route("/devices", bulk_devices, methods=["POST"]),
     Route("/devices/query", query_devices, methods=["POST"]),
     Route("/devices/{id}", get_device, methods=["GET"]),
     Route("/devices/{id}", put_device, methods=["PUT"]),

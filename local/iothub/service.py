@@ -23,6 +23,9 @@ from local.iothub.store import HubStore
 SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
 
 
+MAX_BULK_DEVICES = 100  # IoT Hub's limit per bulk registry call
+
+
 def etag_matches(if_match: str | None, current: str) -> bool:
     """If-Match against an etag. azure-iot-hub quotes etags, the wildcard too (`"*"`, its unconditional
     delete); weak W/ prefixes are tolerated."""
@@ -101,6 +104,49 @@ class HubService:
             if existing is None:
                 self.events.publish(DEVICE_CREATED, device_id, self.twin_view(record))
         return record["device"]
+
+    def create_with_twin(self, entry: dict[str, Any]) -> None:
+        """Create one device with its initial tags and desired properties in one step, as DPS does (bulk
+        registry importMode create). The DeviceCreated event therefore carries the initial twin."""
+        device_id = entry.get("id")
+        if not isinstance(device_id, str):
+            raise bad_request("Each device needs an id.")
+        check_device_id(device_id)
+        limits = self.config.twin_limits
+        tags = tw.validate_section(entry.get("tags") or {}, "tags", limits)
+        properties = entry.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise bad_request("properties must be a JSON object.")
+        desired = tw.validate_section(tw.strip_system(properties.get("desired") or {}), "properties.desired", limits)
+        now = event_time()
+        body = {"status": entry.get("status"), "authentication": entry.get("authentication"),
+                "capabilities": entry.get("capabilities"), "parentScopes": entry.get("parentScopes")}
+        with self.store.lock:
+            if device_id in self.store.devices:
+                raise HubError(409, "DeviceAlreadyExists", f"A device with ID '{device_id}' is already registered.")
+            twin = tw.apply_service_update(tw.new_state(now), tags or None, desired or None, limits, now, False)
+            record = {"device": build_device({k: v for k, v in body.items() if v is not None}, device_id, None, now),
+                      "twin": twin, "modules": {}}
+            if record["device"]["capabilities"]["iotEdge"]:
+                for module_id in SYSTEM_MODULES:
+                    record["modules"].setdefault(module_id, new_module(device_id, module_id, now))
+            self.store.devices.put(device_id, record)
+            self.events.publish(DEVICE_CREATED, device_id, self.twin_view(record))
+
+    def bulk_update(self, entries: Any) -> tuple[int, dict[str, Any]]:
+        """POST /devices: bulk registry operations. Only importMode create is supported by the emulator."""
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_BULK_DEVICES:
+            raise bad_request(f"A bulk registry operation takes 1 to {MAX_BULK_DEVICES} devices.")
+        errors = []
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("importMode", "create") != "create":
+                raise bad_request("The local IoT Hub emulator supports bulk importMode 'create' only.")
+            try:
+                self.create_with_twin(entry)
+            except HubError as exc:
+                errors.append({"deviceId": entry.get("id"), "errorCode": exc.code, "errorStatus": exc.message,
+                               "operation": "create"})
+        return (200 if not errors else 400), {"isSuccessful": not errors, "errors": errors, "warnings": []}
 
     def delete_device(self, device_id: str, if_match: str | None) -> None:
         with self.store.lock:

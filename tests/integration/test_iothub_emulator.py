@@ -582,3 +582,33 @@ def test_twin_state_survives_a_restart(tls, tmp_path):
     finally:
         stop(server, registry)
     assert twin.tags == {"facility": "FAC09"} and twin.etag == etag
+
+
+def test_bulk_create_sets_the_initial_twin_in_the_same_step_as_dps_does(tls, tmp_path):
+    from azure.iot.hub.models import AuthenticationMechanism, DeviceCapabilities, ExportImportDevice, PropertyContainer
+
+    sink = EventSink().start()
+    port = free_port()
+    config = hub_config(tmp_path, port, event_grid_url=sink.url, event_backoff_s=(0.1, 0.5))
+    server = serve_in_thread(create_app(config), port, tls)
+    registry = IoTHubRegistryManager.from_connection_string(connection_string(config))
+    try:
+        device_id = unique("sensor-vib-FAC07")
+        entry = ExportImportDevice(
+            id=device_id, import_mode="create", status="enabled",
+            authentication=AuthenticationMechanism(type="certificateAuthority"),
+            capabilities=DeviceCapabilities(iot_edge=False),
+            tags={"facility": "FAC07", "sensorType": "vibration"},
+            properties=PropertyContainer(desired={"onboarding": {"state": "awaitingConfiguration"}}))
+        result = registry.bulk_create_or_update_devices([entry])
+        assert result.is_successful is True
+        twin = registry.get_twin(device_id)
+        assert twin.tags == {"facility": "FAC07", "sensorType": "vibration"}
+        assert twin.properties.desired["onboarding"] == {"state": "awaitingConfiguration"}
+        created = sink.wait_for(1)[0]
+        assert created["data"]["twin"]["tags"]["facility"] == "FAC07"  # the event already carries the tags
+        again = registry.bulk_create_or_update_devices([entry])
+        assert again.is_successful is False and again.errors[0].error_code == "DeviceAlreadyExists"
+    finally:
+        stop(server, registry)
+        sink.stop()
