@@ -1,7 +1,9 @@
 """Azure SQL through pyodbc (SQLite through the SQLite3 ODBC driver locally).
 
 Parameterised statements only (`?` markers). A connection per thread: pyodbc connections must not be used
-by two threads at once, and the Python worker runs synchronous functions on a thread pool.
+by two threads at once, and the Python worker runs synchronous functions on a thread pool. Autocommit: each
+statement is its own transaction, so a read never leaves a transaction open that holds locks (on SQLite an
+open read transaction blocks every writer until it ends).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class Database:
         if conn is None:
             import pyodbc
 
-            conn = pyodbc.connect(self._connection_string, timeout=self._timeout_s)
+            conn = pyodbc.connect(self._connection_string, timeout=self._timeout_s, autocommit=True)
+            conn.timeout = self._timeout_s  # per-statement timeout: a blocked statement must not hang the webhook
             self._local.conn = conn
         return conn
 
@@ -40,17 +43,11 @@ class Database:
         return rows[0] if rows else None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement in its own transaction; return the affected row count."""
-        conn = self._connection()
-        cursor = conn.cursor()
+        """Run one statement (its own transaction); return the affected row count."""
+        cursor = self._connection().cursor()
         try:
             cursor.execute(sql, *params) if params else cursor.execute(sql)
-            count = cursor.rowcount
-            conn.commit()
-            return count
-        except Exception:
-            conn.rollback()
-            raise
+            return cursor.rowcount
         finally:
             cursor.close()
 

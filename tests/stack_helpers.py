@@ -21,6 +21,31 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest
 
 BASE_URL = "http://127.0.0.1:7071"
+CACHE_TTL = 1.0  # seconds: the stacks tests start refresh CRL, facility and capacity caches this often
+
+
+@contextmanager
+def running_stack(state_dir: Path, hubs=None):
+    """Start the whole stack on its fixed ports (skip when one is already running) and stop it afterwards."""
+    import pytest
+
+    from local.azurite import port_open
+    from local.seed import data
+    from local.stack import Stack, stack_ports
+
+    hubs = hubs or list(data.HUBS)
+    busy = [f"{n}:{p}" for n, p in stack_ports(hubs).items() if port_open(p)]
+    if busy:
+        pytest.skip(f"a local stack is already running on these ports ({', '.join(busy)}); stop it to run this test")
+    ttl = str(CACHE_TTL)
+    stack = Stack(state_dir=state_dir, settings_path=state_dir / "local.settings.json", hubs=hubs,
+                  extra_settings={"CRL_CACHE_TTL_SECONDS": ttl, "CAPACITY_CACHE_TTL_SECONDS": ttl,
+                                  "FACILITY_CACHE_TTL_SECONDS": ttl})
+    stack.start(host_to_console=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @contextmanager

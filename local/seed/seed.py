@@ -45,6 +45,9 @@ def _table_exists(db: Database, table: str) -> bool:
 
 
 def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
+    # SQLite only (the local stand-in): write-ahead logging lets readers and one writer work at once, as the
+    # function host, the emulators' clients and tests all use the database together.
+    db.fetch_all("PRAGMA journal_mode=WAL")
     if not _table_exists(db, "facilities"):
         for statement in schema_statements(SCHEMA.read_text()):
             db.execute(statement)

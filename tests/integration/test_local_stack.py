@@ -7,35 +7,21 @@ import time
 
 import pytest
 
-from local.azurite import port_open
 from local.secrets import stack_secret
 from local.seed import data
-from local.stack import Stack, stack_ports
 from shared.bootstrap import Services
 from shared.config import Settings
-from tests.stack_helpers import VaultCa, app_environment, dps_request, http
+from tests.stack_helpers import CACHE_TTL, VaultCa, app_environment, dps_request, http, running_stack
 
 pytestmark = pytest.mark.integration
 WEST2 = data.LocalHub("west", "iothub-west2-local", 8444)
 HUBS = [*data.HUBS, WEST2]
-CACHE_TTL = 1.0
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    busy = [f"{n}:{p}" for n, p in stack_ports(HUBS).items() if port_open(p)]
-    if busy:
-        pytest.skip(f"a local stack is already running on these ports ({', '.join(busy)}); stop it to run this test")
-    state = tmp_path_factory.mktemp("stack")
-    ttl = str(CACHE_TTL)
-    running = Stack(state_dir=state, settings_path=state / "local.settings.json", hubs=HUBS,
-                    extra_settings={"CRL_CACHE_TTL_SECONDS": ttl, "CAPACITY_CACHE_TTL_SECONDS": ttl,
-                                    "FACILITY_CACHE_TTL_SECONDS": ttl})
-    running.start(host_to_console=False)
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack"), HUBS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
