@@ -98,7 +98,7 @@ def _parse_pem(data: bytes, pwd: bytes | None) -> tuple[list[x509.Certificate], 
     if match is None:
         return certs, None
     if match.group(1) in (b"EC ", b"RSA "):
-        raise CryptoInputError("Key Vault only accepts a private key in PKCS#8 format (a "PRIVATE KEY" PEM block)")
+        raise CryptoInputError("Key Vault only accepts a private key in PKCS#8 format (a 'PRIVATE KEY' PEM block)")
     try:
         key = serialization.load_pem_private_key(match.group(0), password=pwd)
     except (ValueError, TypeError) as exc:
