@@ -1,0 +1,1 @@
+"""Fleet onboarding simulation: sensors that are manufactured, powered on, configured and renewed."""

@@ -1,0 +1,58 @@
+"""The device side of a twin, over the IoT Hub emulator's device routes (real sensors use MQTT/AMQP).
+
+`GET /devices/{id}/twin?desiredVersionAbove=N` long-polls until desired.$version passes N;
+`PATCH /devices/{id}/twin/properties/reported` merges reported properties.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+from local.iothub.auth import make_sas
+
+API_VERSION = "2021-04-12"
+
+
+class DeviceLink:
+    """One hub's device-side endpoint, shared by the simulated devices on that hub (thread-safe)."""
+
+    def __init__(self, host_name: str, service_key: str, ca_bundle: str | None = None, policy: str = "service"):
+        self.host_name = host_name
+        self._key = service_key
+        self._policy = policy
+        self._verify = ca_bundle or True
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.verify = self._verify
+        return session
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": make_sas(self.host_name, self._key, self._policy), "Content-Type": "application/json"}
+
+    def _call(self, method: str, path: str, attempts: int = 6, **kwargs) -> dict:
+        """One device-side call; a throttled (429) or busy (503) hub is retried after its Retry-After."""
+        for attempt in range(attempts):
+            response = self._session().request(method, f"https://{self.host_name}{path}", headers=self._headers(),
+                                               **kwargs)
+            if response.status_code not in (429, 503) or attempt == attempts - 1:
+                response.raise_for_status()
+                return response.json()
+            time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 10))
+        raise AssertionError("unreachable")
+
+    def twin(self, device_id: str, desired_version_above: int | None = None, timeout_s: int = 30) -> dict:
+        params = {"api-version": API_VERSION}
+        if desired_version_above is not None:
+            params.update(desiredVersionAbove=str(desired_version_above), timeoutSeconds=str(timeout_s))
+        return self._call("GET", f"/devices/{device_id}/twin", params=params, timeout=timeout_s + 10)
+
+    def report(self, device_id: str, reported: dict) -> dict:
+        return self._call("PATCH", f"/devices/{device_id}/twin/properties/reported",
+                          params={"api-version": API_VERSION}, json=reported, timeout=30)
