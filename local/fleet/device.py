@@ -94,5 +94,6 @@ class SimulatedSensor:
                 self.timeline.configured = time.monotonic()
                 return True
             if onboarding.get("state") == "failed":
+                self.applied = {"onboarding": onboarding}
                 return False
         return False

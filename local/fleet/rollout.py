@@ -1,0 +1,111 @@
+"""A plant rollout through the real functions: manufacture (sign_csr), power on (DPS -> allocate -> hub ->
+Event Grid -> twin setup), wait until configured. Many devices at once, each on a worker thread."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import requests
+
+from local.dps.simulator import DpsSimulator
+from local.fleet.device import SimulatedSensor
+from local.fleet.device_link import DeviceLink
+from local.fleet.plan import PlannedDevice
+
+
+@dataclass
+class DeviceOutcome:
+    device: PlannedDevice
+    sensor: SimulatedSensor
+    status: str  # configured | refused | failed | lost
+    reason: str | None = None
+    hub: str | None = None
+
+    @property
+    def latency_s(self) -> float | None:
+        return self.sensor.timeline.power_on_to_configured_s
+
+
+class Factory:
+    """The manufacturing partner: sends each sensor's CSR to sign_csr and burns the answer into the device."""
+
+    def __init__(self, base_url: str, function_key: str, timeout_s: float = 30):
+        self.url = f"{base_url}/api/certificates/sign"
+        self.key = function_key
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def manufacture(self, sensor: SimulatedSensor) -> None:
+        response = self._session().post(self.url, json={"csr": sensor.csr_pem()}, timeout=self.timeout_s,
+                                        headers={"x-functions-key": self.key})
+        if response.status_code != 200:
+            raise RuntimeError(f"sign_csr answered {response.status_code}: {response.text[:200]}")
+        sensor.install_certificate(response.json())
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when it is a terminal, else a line every 10%)."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done = max(total, 1), label, 0
+        self._lock = threading.Lock()
+        self._tty = sys.stderr.isatty()
+        self._last_decile = -1
+        self._started = time.monotonic()
+
+    def tick(self, note: str = "") -> None:
+        with self._lock:
+            self.done += 1
+            fraction = self.done / self.total
+            elapsed = time.monotonic() - self._started
+            if self._tty:
+                bar = "#" * int(fraction * 30)
+                sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {elapsed:5.1f}s {note:<20}")
+                if self.done == self.total:
+                    sys.stderr.write("\n")
+            elif int(fraction * 10) > self._last_decile:
+                self._last_decile = int(fraction * 10)
+                sys.stderr.write(f"{self.label}: {self.done}/{self.total} ({elapsed:.1f}s)\n")
+            sys.stderr.flush()
+
+
+def run_parallel(items: Iterable, work: Callable, workers: int, label: str) -> list:
+    items = list(items)
+    progress = Progress(len(items), label)
+    results = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        for future in as_completed(futures):
+            results.append(future.result())
+            progress.tick()
+    return results
+
+
+def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, links: dict[str, DeviceLink],
+            configure_timeout_s: float) -> DeviceOutcome:
+    """Power on one manufactured sensor and follow it until it runs its configuration (or is refused)."""
+    result = sensor.power_on(dps)
+    if result.status != "assigned":
+        return DeviceOutcome(device, sensor, "refused", result.error_code, None)
+    link = links.get(result.assigned_hub)
+    if link is None:
+        return DeviceOutcome(device, sensor, "failed", "unknown_hub", result.assigned_hub)
+    try:
+        configured = sensor.await_configuration(link, configure_timeout_s)
+    except requests.RequestException as exc:
+        return DeviceOutcome(device, sensor, "failed", f"device_link: {type(exc).__name__}", result.assigned_hub)
+    if configured:
+        return DeviceOutcome(device, sensor, "configured", None, result.assigned_hub)
+    reason = ((sensor.applied or {}).get("onboarding") or {}).get("reason")
+    return DeviceOutcome(device, sensor, "lost", reason or "not configured in time", result.assigned_hub)
