@@ -31,6 +31,8 @@ def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | Non
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "REGIONAL_CAS": ",".join(f"{region}={name}" for region, name in data.CA_NAMES.items()),
         "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in hubs or data.HUBS),
+        # Event Grid names hubs by name; locally host names are not {name}.azure-devices.net.
+        "IOT_HUB_NAMES": ",".join(f"{h.name}={h.host_name}" for h in hubs or data.HUBS),
         # The App Service managed identity protocol, served by the stack (local/identity.py).
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{IDENTITY_PORT}/msi/token",
         "IDENTITY_HEADER": stack_secret(state_dir, "identity-header"),

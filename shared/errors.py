@@ -38,6 +38,26 @@ _CATALOGUE = [
     ErrorCode("dependency_unavailable", 503, "A backing service did not answer; retry later."),
     ErrorCode("configuration_error", 500, "The function app is misconfigured."),
     ErrorCode("internal_error", 500, "Unexpected error."),
+    # twin setup (DeviceCreated -> twin desired properties)
+    ErrorCode("unknown_template", 404, "No configuration template exists for the sensor type."),
+    ErrorCode("invalid_template", 422, "The configuration template is not a valid template."),
+    ErrorCode("invalid_override", 422, "A facility override is not valid or makes the configuration invalid."),
+    ErrorCode("configuration_too_large", 413, "The configuration does not fit the twin, even as a pointer."),
+    ErrorCode("edge_capability_mismatch", 409, "The template has an edge deployment but the device is not IoT Edge."),
+    ErrorCode("twin_update_rejected", 502, "IoT Hub refused the twin update."),
+    ErrorCode("edge_deployment_failed", 502, "IoT Hub refused the edge deployment."),
+    # certificate lifecycle (CSR signing, revocation, CRLs)
+    ErrorCode("request_too_large", 413, "The request body is too large."),
+    ErrorCode("csr_invalid", 400, "The body is not a PEM certificate signing request."),
+    ErrorCode("csr_signature_invalid", 400, "The CSR's signature does not verify (no proof of possession)."),
+    ErrorCode("csr_subject_mismatch", 400, "The CSR's CN is not the device's ID."),
+    ErrorCode("weak_key", 400, "Key not allowed: EC P-256 or P-384, or RSA of at least 2048 bits."),
+    ErrorCode("invalid_serial_number", 400, "The serial number is not 1 to 40 hexadecimal digits."),
+    ErrorCode("invalid_revocation_reason", 400, "The revocation reason is not one the CA accepts."),
+    ErrorCode("unknown_ca", 404, "The issuer is not a configured regional CA."),
+    ErrorCode("certificate_not_found", 404, "No active certificate on record matches."),
+    ErrorCode("signing_failed", 502, "Key Vault did not produce a valid signature; nothing was issued."),
+    ErrorCode("crl_too_large", 500, "The CRL exceeds what its Key Vault secret can hold."),
 ]
 
 CATALOGUE: dict[str, ErrorCode] = {e.code: e for e in _CATALOGUE}

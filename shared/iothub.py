@@ -13,5 +13,9 @@ def registry_manager(settings: Settings, host_name: str, credential_factory):
 
     connection_string = settings.iot_hub_connection_string(host_name)
     if connection_string:
-        return IoTHubRegistryManager.from_connection_string(connection_string)
-    return IoTHubRegistryManager.from_token_credential(host_name, credential_factory())
+        manager = IoTHubRegistryManager.from_connection_string(connection_string)
+    else:
+        manager = IoTHubRegistryManager.from_token_credential(host_name, credential_factory())
+    # msrest opens a new TLS connection per call unless told to keep it alive (~20 ms of each 22 ms call).
+    manager.protocol.config.keep_alive = True
+    return manager

@@ -25,3 +25,10 @@ def key_client(settings: Settings, credential):
     from azure.keyvault.keys import KeyClient
 
     return KeyClient(settings.key_vault_url, credential, **_options(settings))
+
+
+def crypto_client(settings: Settings, credential, key_id: str):
+    """CryptographyClient for one Key Vault key (its `sign` is how the CA keys are used; they never leave)."""
+    from azure.keyvault.keys.crypto import CryptographyClient
+
+    return CryptographyClient(key_id, credential, **_options(settings))

@@ -1,5 +1,6 @@
-"""DeviceCreated handler: template + facility overrides -> twin desired properties. Lands with its issue."""
+"""Twin setup: IoT Hub DeviceCreated (Event Grid) -> Blob template + SQL facility overrides -> twin desired
+properties, and the edge deployment for gateways. Function: on_device_created."""
 
-import azure.functions as func
+from twin_setup.handler import bp
 
-bp = func.Blueprint()
+__all__ = ["bp"]

@@ -44,7 +44,7 @@ CREATE TABLE provisioning_events (
     event_id        UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
     at              DATETIME2        NOT NULL,
     registration_id NVARCHAR(128)    NOT NULL,
-    outcome         NVARCHAR(16)     NOT NULL CHECK (outcome IN ('allocated', 'rejected', 'error')),
+    outcome         NVARCHAR(16)     NOT NULL CHECK (outcome IN ('allocated', 'rejected', 'configured', 'error')),
     reason_code     NVARCHAR(64)     NULL,
     hub             NVARCHAR(255)    NULL,
     details         NVARCHAR(4000)   NULL

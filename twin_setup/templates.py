@@ -1,0 +1,92 @@
+"""Templates from Blob Storage, validated when read and cached by ETag.
+
+A template is downloaded once per change, not once per device: within TWIN_TEMPLATE_CACHE_SECONDS the cached
+copy is used without a request; after that one conditional GET (If-None-Match: <etag>) revalidates it, and a
+304 keeps the cached copy for another period. Concurrent devices wait for the same read (single flight).
+A missing blob is unknown_template, an invalid one invalid_template (both permanent for the device); a
+Storage failure is transient. Failures are remembered for a few seconds so a broken dependency is not hammered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared import telemetry
+from shared.cache import TtlCache
+from shared.errors import OnboardingError
+from twin_setup.configuration import Template, parse_template, template_blob_name
+from twin_setup.retry import TransientError
+from twin_setup.settings import TwinLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TemplateReads:
+    downloads: int = 0  # full reads (200)
+    not_modified: int = 0  # conditional reads answered 304
+    missing: int = 0
+
+
+class TemplateStore:
+    def __init__(self, container: Callable[[], Any], limits: TwinLimits, ttl_s: float, max_bytes: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self._container = container  # -> azure.storage.blob ContainerClient (created lazily, once)
+        self._limits = limits
+        self._max_bytes = max_bytes
+        self._cache: TtlCache[Template] = TtlCache(ttl_s, error_ttl_s=min(5.0, ttl_s), clock=clock)
+        self._known: dict[str, Template] = {}
+        self._lock = threading.Lock()
+        self.reads = TemplateReads()
+
+    def get(self, name: str) -> Template:
+        return self._cache.get(name, lambda: self._load(name))
+
+    def invalidate(self) -> None:
+        self._cache.invalidate()
+
+    def _load(self, name: str) -> Template:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+        blob_name = template_blob_name(name)
+        previous = self._known.get(name)
+        started = time.perf_counter()
+        conditions = {"etag": previous.etag, "match_condition": MatchConditions.IfModified} if previous else {}
+        try:
+            downloader = self._container().get_blob_client(blob_name).download_blob(**conditions)
+            size = downloader.properties.size
+            if size is not None and size > self._max_bytes:
+                raise OnboardingError("invalid_template", f"{blob_name}: {size} bytes, more than {self._max_bytes}")
+            raw, etag = downloader.readall(), downloader.properties.etag
+        except ResourceNotFoundError:
+            self._count("missing", name, started, "missing")
+            raise OnboardingError("unknown_template", f"no blob {blob_name}") from None
+        except HttpResponseError as exc:
+            # 304 to If-None-Match: azure-storage-blob raises it as ResourceModifiedError (ConditionNotMet)
+            if exc.status_code != 304 or previous is None:
+                telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name,
+                               outcome="unavailable", error=f"HTTP {exc.status_code}")
+                raise TransientError(f"template {blob_name}: HTTP {exc.status_code}") from exc
+            self._count("not_modified", name, started, "notModified")
+            return previous
+        except AzureError as exc:
+            telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name,
+                           outcome="unavailable", error=type(exc).__name__)
+            raise TransientError(f"template {blob_name}: {type(exc).__name__}") from exc
+        self._count("downloads", name, started, "downloaded")
+        template = parse_template(name, raw, self._limits, etag)
+        with self._lock:
+            self._known[name] = template
+        log.info("template %s version %s loaded (etag %s, %d bytes)", name, template.version, etag, len(raw))
+        return template
+
+    def _count(self, field: str, name: str, started: float, outcome: str) -> None:
+        with self._lock:
+            setattr(self.reads, field, getattr(self.reads, field) + 1)
+        telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name, outcome=outcome)
