@@ -1,5 +1,5 @@
-"""DPS custom allocation webhook: POST /api/allocate (auth level FUNCTION; DPS calls it with the key)."""
+"""DPS custom allocation webhook: POST /api/allocate."""
 
-from allocation.handler import bp
+from allocation.functions import bp
 
 __all__ = ["bp"]

@@ -1,4 +1,5 @@
-"""POST /api/allocate: the DPS custom allocation webhook. Thin: parse -> decide -> answer, audit, telemetry."""
+"""The DPS custom allocation webhook's handler. Thin: parse -> decide -> answer, audit, telemetry.
+Registered as a function in allocation/functions.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from shared import telemetry
 from shared.errors import OnboardingError
 
 log = logging.getLogger(__name__)
-bp = func.Blueprint()
 
 
 def _json(body: dict, status: int) -> func.HttpResponse:
@@ -56,8 +56,6 @@ def _allocated(allocation: Allocation, started: float) -> func.HttpResponse:
     return _json(body, 200)
 
 
-@bp.function_name("allocate")
-@bp.route(route="allocate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def allocate(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request = None

@@ -1,5 +1,5 @@
-"""Certificate lifecycle: CSR signing, revocation and CRLs, expiry scan. Lands with its issue."""
+"""Certificate lifecycle: CSR signing with Key Vault CA keys, revocation and CRLs, expiry scan, renewals."""
 
-import azure.functions as func
+from cert_lifecycle.functions import bp
 
-bp = func.Blueprint()
+__all__ = ["bp"]

@@ -99,6 +99,14 @@ class Stack:
             time.sleep(0.1)
 
     def start(self, host_to_console: bool = True, health_timeout: float = 60) -> dict:
+        """Start every component; a start that fails half-way stops what it started before raising."""
+        try:
+            return self._start(host_to_console, health_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, host_to_console: bool, health_timeout: float) -> dict:
         busy = [f"{name} ({port})" for name, port in stack_ports(self.hubs).items() if port_open(port)]
         if busy:
             raise StackError("ports already in use: " + ", ".join(busy)

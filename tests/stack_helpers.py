@@ -25,7 +25,7 @@ CACHE_TTL = 1.0  # seconds: the stacks tests start refresh CRL, facility and cap
 
 
 @contextmanager
-def running_stack(state_dir: Path, hubs=None):
+def running_stack(state_dir: Path, hubs=None, extra_settings: dict[str, str] | None = None):
     """Start the whole stack on its fixed ports (skip when one is already running) and stop it afterwards."""
     import pytest
 
@@ -40,7 +40,7 @@ def running_stack(state_dir: Path, hubs=None):
     ttl = str(CACHE_TTL)
     stack = Stack(state_dir=state_dir, settings_path=state_dir / "local.settings.json", hubs=hubs,
                   extra_settings={"CRL_CACHE_TTL_SECONDS": ttl, "CAPACITY_CACHE_TTL_SECONDS": ttl,
-                                  "FACILITY_CACHE_TTL_SECONDS": ttl})
+                                  "FACILITY_CACHE_TTL_SECONDS": ttl, **(extra_settings or {})})
     stack.start(host_to_console=False)
     try:
         yield stack

@@ -12,7 +12,6 @@ import azure.functions as func
 
 from shared import telemetry
 from twin_setup.events import MalformedEvent, from_trigger
-from twin_setup.wiring import twin_setup
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -30,4 +29,7 @@ def on_device_created(event: func.EventGridEvent) -> None:
         telemetry.emit("twin_setup", outcome="malformed", reasonCode="invalid_request", eventId=event_id,
                        error=str(exc))
         return
+    # Imported on first event, not when the host indexes function_app on every cold start.
+    from twin_setup.wiring import twin_setup
+
     twin_setup().handle(parsed)

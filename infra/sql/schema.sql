@@ -66,3 +66,20 @@ CREATE TABLE certificates (
 );
 
 CREATE INDEX ix_certificates_device ON certificates (device_id);
+
+-- Audit trail of the certificate lifecycle: issuance, revocation, CRL publication, renewal steps.
+CREATE TABLE certificate_events (
+    event_id        UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
+    at              DATETIME2        NOT NULL,
+    action          NVARCHAR(32)     NOT NULL,
+    device_id       NVARCHAR(128)    NULL,
+    issuer          NVARCHAR(255)    NULL,
+    serial_number   NVARCHAR(64)     NULL,
+    reason_code     NVARCHAR(64)     NULL,
+    actor           NVARCHAR(255)    NULL,
+    details         NVARCHAR(4000)   NULL
+);
+
+CREATE INDEX ix_certificate_events_at ON certificate_events (at);
+
+CREATE INDEX ix_certificate_events_device ON certificate_events (device_id);

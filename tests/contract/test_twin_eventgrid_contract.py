@@ -17,7 +17,7 @@ import function_app
 from local.host import create_host_app
 from local.serve import free_port, serve_in_thread
 from tests.unit.test_twin_service import HUB_NAME, build_service
-from twin_setup import handler
+from twin_setup import wiring as twin_wiring
 from twin_setup.retry import TransientError
 
 FIXTURES = Path(__file__).parent / "eventgrid"
@@ -37,7 +37,7 @@ def fixture(name: str, device_id: str = DEVICE, hub: str = HUB_NAME) -> list | d
 @pytest.fixture
 def wired(monkeypatch):
     harness = build_service()
-    monkeypatch.setattr(handler, "twin_setup", lambda: harness.service)
+    monkeypatch.setattr(twin_wiring, "twin_setup", lambda: harness.service)
     return harness
 
 

@@ -42,7 +42,7 @@ from local.serve import free_port, serve_in_thread
 from shared.bootstrap import Services
 from shared.config import Settings
 from shared.sql import Database
-from twin_setup import handler
+from twin_setup import wiring as twin_wiring
 from twin_setup.preview import preview, render
 from twin_setup.wiring import build_twin_setup
 
@@ -193,7 +193,7 @@ def stack(tls, azurite, tmp_path_factory):
     svc = Services(Settings(settings))
     service = build_twin_setup(svc)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(handler, "twin_setup", lambda: service)
+        patch.setattr(twin_wiring, "twin_setup", lambda: service)
         yield Stack(host_url, loud, quiet, db, blobs, templates_container, configurations_container, settings,
                     service)
     host.stop()

@@ -1,0 +1,250 @@
+"""Certificate lifecycle benchmark: prints figures, asserts nothing. `python -m bench.cert_lifecycle [--quick]`
+
+1. signing through the Key Vault emulator (HTTPS, managed-identity token, the production SDK): device
+   certificates per second (CSR check + build + Key Vault `sign` + verification), one thread and eight;
+2. CRL issue time for 1,000 and 100,000 revocations: read from SQL (SQLite ODBC), build, sign through the
+   emulator, verify; with the DER size against Key Vault's 25 KB secret limit;
+3. the expiry scan over 100,000 devices on the IoT Hub emulator (HTTPS, azure-iot-hub), 1% needing action:
+   wall time, hub queries used, tag writes; queues in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import datetime as dt
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cert_lifecycle.crl import crl_builder, crl_entries  # noqa: E402
+from cert_lifecycle.csr import check_csr, device_certificate_builder, random_serial_number  # noqa: E402
+from cert_lifecycle.records import CertificateRecords  # noqa: E402
+from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest  # noqa: E402
+from local.serve import free_port, serve_in_thread  # noqa: E402
+from local.tls import ensure_tls  # noqa: E402
+
+NOW = dt.datetime.now(dt.UTC)
+SIGNING_KEY = b"bench-identity-signing-key-32byt"
+HEADER = "bench-identity-header"
+
+
+def vault(state: Path, tls):
+    """The Key Vault emulator and the identity endpoint; a regional CA imported non-exportable, as the seed does."""
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.certificates import CertificateClient, CertificateContentType, CertificatePolicy, KeyType
+    from azure.keyvault.keys.crypto import CryptographyClient
+
+    from local.identity import identity_app
+    from local.keyvault import create_app
+    from local.seed.pki import ensure_root_ca, import_pem, make_intermediate
+
+    kv = serve_in_thread(create_app(state / "kv", SIGNING_KEY), free_port(), tls)
+    identity = serve_in_thread(identity_app(SIGNING_KEY, HEADER), free_port())
+    os.environ.update(IDENTITY_ENDPOINT=f"http://127.0.0.1:{identity.port}/msi/token", IDENTITY_HEADER=HEADER)
+    url = f"https://localhost:{kv.port}"
+    credential = ManagedIdentityCredential()
+    certificates = CertificateClient(url, credential, verify_challenge_resource=False)
+    root = ensure_root_ca(state / "pki")
+    cert, key = make_intermediate(root, "intermediate-ca-west", "west")
+    policy = CertificatePolicy(issuer_name="Unknown", subject=cert.subject.rfc4514_string(), exportable=False,
+                               key_type=KeyType.ec, content_type=CertificateContentType.pem)
+    imported = certificates.import_certificate("intermediate-ca-west", import_pem(cert, key, [root.certificate]),
+                                               policy=policy)
+    crypto = CryptographyClient(imported.key_id, credential, verify_challenge_resource=False)
+    return KeyVaultSigner(cert, key_vault_sign_digest(crypto)), [kv, identity]
+
+
+def csr_pem(cn: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .sign(key, hashes.SHA256()).public_bytes(Encoding.PEM))
+
+
+def bench_signing(signer: KeyVaultSigner, count: int) -> None:
+    csrs = [csr_pem(f"sensor-temp-FAC03-B{i:06d}") for i in range(count)]
+
+    def issue(pem: bytes) -> float:
+        started = time.perf_counter()
+        checked = check_csr(pem, 16384)
+        signer.sign_certificate(device_certificate_builder(
+            checked, signer.ca_certificate, random_serial_number(), dt.datetime.now(dt.UTC),
+            dt.timedelta(days=730), dt.timedelta(minutes=5)))
+        return (time.perf_counter() - started) * 1000
+
+    issue(csrs[0])  # token, connection and CryptographyClient warm-up
+    print("\n1. Device certificates signed through the Key Vault emulator (ES384, P-384 CA key, HTTPS)")
+    for threads in (1, 8):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            latencies = sorted(pool.map(issue, csrs))
+        elapsed = time.perf_counter() - started
+        p50, p95 = statistics.median(latencies), latencies[int(len(latencies) * 0.95) - 1]
+        print(f"   {threads} thread(s): {count / elapsed:7.1f} certificates/s   p50 {p50:5.1f} ms   p95 {p95:5.1f} ms")
+
+
+def revocation_db(path: Path, issuer: str, count: int):
+    import pyodbc
+
+    from local.seed.seed import SCHEMA, schema_statements
+    from shared.sql import Database
+
+    db = Database(f"Driver=SQLite3;Database={path}")
+    for statement in schema_statements(SCHEMA.read_text()):
+        db.execute(statement)
+    conn = pyodbc.connect(f"Driver=SQLite3;Database={path}", autocommit=False)
+    cursor = conn.cursor()
+    revoked_at = NOW.replace(tzinfo=None, microsecond=0)
+    rows = [(issuer, format(x509.random_serial_number(), "X"), "keyCompromise", revoked_at, "bench")
+            for _ in range(count)]
+    cursor.executemany("INSERT INTO revocations (issuer, serial_number, reason, revoked_at, revoked_by) "
+                       "VALUES (?, ?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    return db
+
+
+def bench_crl(signer: KeyVaultSigner, sizes: list[int], state: Path) -> None:
+    print("\n2. CRL issue (SQL read + build + Key Vault sign + verify); Key Vault secrets hold at most 25 KB")
+    issuer = signer.ca_certificate.subject.rfc4514_string()
+    per_entry = None
+    for count in sizes:
+        db = revocation_db(state / f"crl-{count}.db", issuer, count)
+        records = CertificateRecords(db)
+        started = time.perf_counter()
+        rows = records.revocations(issuer)
+        read = time.perf_counter()
+        entries = crl_entries(rows, NOW, dt.timedelta(days=7))
+        builder = crl_builder(signer.ca_certificate, entries, 2, NOW, dt.timedelta(days=7))
+        built = time.perf_counter()
+        crl = signer.sign_crl(builder)
+        signed = time.perf_counter()
+        der = crl.public_bytes(Encoding.DER)
+        per_entry = per_entry or len(der) / count
+        b64 = len(base64.b64encode(der))
+        fits = "fits" if b64 <= 25_000 else "DOES NOT FIT"
+        total_ms, sql_ms = (signed - started) * 1000, (read - started) * 1000
+        print(f"   {count:>7,} revocations: {total_ms:8.0f} ms total (SQL {sql_ms:.0f}"
+              f" ms, build {(built - read) * 1000:.0f} ms, sign+verify {(signed - built) * 1000:.0f} ms); "
+              f"{len(der) / 1024:,.0f} KiB DER, {b64 / 1024:,.0f} KiB base64: {fits} in a secret")
+        db.close()
+    fit = 25_000 * 3 / 4 / per_entry
+    print(f"   ({per_entry:.0f} bytes per entry with its reason code: about {fit:.0f} entries fit in one secret)")
+
+
+def bench_scan(devices: int, state: Path, tls) -> None:
+    from azure.iot.hub import IoTHubRegistryManager
+
+    from cert_lifecycle.alerts import AlertSender
+    from cert_lifecycle.hub import HubGateway
+    from cert_lifecycle.scan import ExpiryScanner
+    from cert_lifecycle.settings import LifecycleSettings
+    from local.iothub import HubConfig, RateLimits, connection_string, create_app
+    from local.iothub import store as hub_store
+
+    port = free_port()
+    config = HubConfig(name="iothub-bench-local", host_name=f"localhost:{port}", state_dir=state / "hub", port=port,
+                       policies={"iothubowner": base64.b64encode(os.urandom(32)).decode()},
+                       rate_limits=RateLimits(enabled=False))
+    app = create_app(config)
+    service = app.state.hub.service
+    original_put = hub_store.Collection.put
+    hub_store.Collection.put = lambda self, key, value: self._items.__setitem__(key, value)  # setup: memory only
+    try:
+        service.put_device("template", {"deviceId": "template", "authentication": {"type": "certificateAuthority"}},
+                           None)
+        service.update_reported("template", {"certificate": {"serialNumber": "01", "notAfter": "x", "notBefore": "y"}})
+        template = service.store.devices.get("template")
+        service.store.devices.delete("template")
+        needing = devices // 100
+        started = time.perf_counter()
+        for i in range(devices):
+            record = copy.deepcopy(template)
+            device_id = f"sensor-temp-FAC{1 + i % 12:02d}-B{i:07d}"
+            record["device"]["deviceId"] = device_id
+            days = 5 + (i % 80) if i % 100 == 0 else 200 + i % 500
+            not_after = NOW + dt.timedelta(days=days)
+            record["twin"]["reported"]["certificate"] = {
+                "serialNumber": format(i + 1, "X"), "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "notBefore": (not_after - dt.timedelta(days=730)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            service.store.devices._items[device_id] = record
+        print(f"\n3. Expiry scan: {devices:,} devices on one emulated hub, {needing:,} needing action "
+              f"(setup {time.perf_counter() - started:.1f} s)")
+    finally:
+        hub_store.Collection.put = original_put
+    server = serve_in_thread(app, port, tls)
+    registry = IoTHubRegistryManager.from_connection_string(connection_string(config))
+
+    class MemoryQueues:
+        def __init__(self):
+            self.count = 0
+
+        def send(self, queue, message):
+            self.count += 1
+
+    queues, settings = MemoryQueues(), LifecycleSettings(escalation_email="security@example.com")
+
+    class Records:
+        def facility(self, code):
+            return None
+
+    class Audit:
+        def record(self, *args, **kwargs):
+            return True
+
+    gateway = HubGateway(lambda host: registry)
+    renewals = []
+    scanner = ExpiryScanner(gateway, [config.host_name], renewals.append, AlertSender(queues, settings), Records(),
+                            Audit(), settings)
+    for label in ("first run", "second run (same day)"):
+        before = gateway.queries[config.host_name]
+        started = time.perf_counter()
+        report = scanner.run(NOW)
+        elapsed = time.perf_counter() - started
+        print(f"   {label}: {elapsed:6.1f} s, {gateway.queries[config.host_name] - before} hub queries, "
+              f"levels {report.levels}, {len(report.queued)} queued, {report.tags_written} tags written, "
+              f"{len(report.digests)} digests")
+    registry.protocol.close()
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # keep-alive notices at server shutdown
+    server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (CRL up to 10,000, 10,000 devices)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-cert-") as tmp:
+        state = Path(tmp)
+        tls = ensure_tls(state)
+        os.environ["REQUESTS_CA_BUNDLE"] = str(tls.ca_bundle)
+        os.environ["SSL_CERT_FILE"] = str(tls.ca_bundle)
+        signer, servers = vault(state, tls)
+        try:
+            bench_signing(signer, 100 if args.quick else 400)
+            bench_crl(signer, [1_000, 10_000] if args.quick else [1_000, 100_000], state)
+        finally:
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+            for server in servers:
+                server.server.config.timeout_graceful_shutdown = 1
+                server.stop()
+        bench_scan(10_000 if args.quick else 100_000, state, tls)
+
+
+if __name__ == "__main__":
+    main()

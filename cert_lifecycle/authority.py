@@ -1,0 +1,197 @@
+"""The regional CAs (certificates in Key Vault, keys non-exportable) and device certificate issuance.
+
+A CA is its Key Vault certificate (REGIONAL_CAS: region=name) plus a KeyVaultSigner over the certificate's key:
+every signature comes from Key Vault's `sign`; nothing here can read a private key, and nothing tries.
+CA certificates are cached for CERT_CA_CACHE_SECONDS, so a rotated intermediate is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from cert_lifecycle.csr import CheckedCsr, check_csr, device_certificate_builder, random_serial_number, serial_hex
+from cert_lifecycle.records import CertificateAudit, CertificateRecord, CertificateRecords
+from cert_lifecycle.settings import LifecycleSettings
+from cert_lifecycle.signer import KeyVaultSigner, SigningError
+from shared import telemetry
+from shared.cache import TtlCache
+from shared.config import RegionalCa
+from shared.errors import OnboardingError
+
+log = logging.getLogger(__name__)
+SignDigestFactory = Callable[[str], Callable[[str, bytes], bytes]]  # key id -> sign_digest(algorithm, digest)
+
+
+@dataclass(frozen=True)
+class RegionalAuthority:
+    name: str
+    region: str
+    certificate: x509.Certificate
+    signer: KeyVaultSigner
+
+    @property
+    def subject(self) -> str:
+        """RFC 4514 DN: the `issuer` column of certificates and revocations."""
+        return self.certificate.subject.rfc4514_string()
+
+    @property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(Encoding.PEM).decode()
+
+
+def _transient(exc: Exception) -> OnboardingError:
+    return OnboardingError("dependency_unavailable", f"Key Vault: {type(exc).__name__}")
+
+
+class CaDirectory:
+    def __init__(self, regional_cas: list[RegionalCa], certificate_client, sign_digest_for: SignDigestFactory,
+                 ttl_s: float = 900):
+        self._regional = regional_cas
+        self._certificates = certificate_client
+        self._sign_digest_for = sign_digest_for
+        self._cache: TtlCache[RegionalAuthority] = TtlCache(ttl_s)
+        self._digests: dict[str, Callable[[str, bytes], bytes]] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return [ca.name for ca in self._regional]
+
+    def _load(self, ca: RegionalCa) -> RegionalAuthority:
+        found = self._certificates.get_certificate(ca.name)
+        certificate = x509.load_der_x509_certificate(bytes(found.cer))
+        key_id = found.key_id
+        if key_id not in self._digests:  # one CryptographyClient per key version, reused
+            self._digests[key_id] = self._sign_digest_for(key_id)
+        return RegionalAuthority(ca.name, ca.region, certificate, KeyVaultSigner(certificate, self._digests[key_id]))
+
+    def get(self, ca: RegionalCa) -> RegionalAuthority:
+        try:
+            return self._cache.get(ca.name, lambda: self._load(ca))
+        except OnboardingError:
+            raise
+        except Exception as exc:
+            raise _transient(exc) from exc
+
+    def by_name(self, name: str) -> RegionalAuthority:
+        for ca in self._regional:
+            if ca.name == name:
+                return self.get(ca)
+        raise OnboardingError("unknown_ca", f"issuer {name[:100]}")
+
+    def by_region(self, region: str) -> RegionalAuthority:
+        for ca in self._regional:
+            if ca.region == region:
+                return self.get(ca)
+        raise OnboardingError("configuration_error", f"REGIONAL_CAS has no CA for region {region}")
+
+    def all(self) -> list[RegionalAuthority]:
+        return [self.get(ca) for ca in self._regional]
+
+    def resolve(self, issuer: str) -> RegionalAuthority:
+        """A CA by its name (intermediate-ca-west) or by its subject DN in RFC 4514 form."""
+        if issuer in self.names:
+            return self.by_name(issuer)
+        try:
+            wanted = x509.Name.from_rfc4514_string(issuer)
+        except ValueError:
+            raise OnboardingError("unknown_ca", f"issuer {issuer[:100]}") from None
+        for authority in self.all():
+            if authority.certificate.subject == wanted:
+                return authority
+        raise OnboardingError("unknown_ca", f"issuer {issuer[:100]}")
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    authority: RegionalAuthority
+    device_id: str
+    facility: str
+    key: str
+
+    @property
+    def serial_number(self) -> str:
+        return serial_hex(self.certificate.serial_number)
+
+    @property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(Encoding.PEM).decode()
+
+    def to_body(self) -> dict:
+        """The sign_csr answer: the certificate, the CA certificate, and the chain to present (leaf first)."""
+        return {
+            "deviceId": self.device_id,
+            "serialNumber": self.serial_number,
+            "issuer": self.authority.name,
+            "issuerDn": self.authority.subject,
+            "notBefore": self.certificate.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "notAfter": self.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "certificate": self.pem,
+            "caCertificates": [self.authority.pem],
+            "chain": self.pem + self.authority.pem,
+        }
+
+
+class CertificateIssuer:
+    """sign_csr's logic, shared with the renewal collector: check, pick the CA, sign via Key Vault, record."""
+
+    def __init__(self, cas: CaDirectory, records: CertificateRecords, audit: CertificateAudit,
+                 settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        self._cas = cas
+        self._records = records
+        self._audit = audit
+        self._settings = settings
+        self._now = now
+
+    def check(self, csr_text: str | bytes, expected_device_id: str | None = None) -> CheckedCsr:
+        return check_csr(csr_text, self._settings.max_csr_bytes, expected_device_id)
+
+    def issue(self, csr_text: str | bytes, *, actor: str, expected_device_id: str | None = None) -> IssuedCertificate:
+        checked = self.check(csr_text, expected_device_id)
+        identity = checked.identity
+        try:
+            facility = self._records.facility(identity.facility)
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"facility look-up failed ({type(exc).__name__})") \
+                from exc
+        if facility is None:
+            raise OnboardingError("unknown_facility", f"facility {identity.facility}")
+        if not facility.active:
+            raise OnboardingError("facility_inactive", f"facility {identity.facility}")
+        authority = self._cas.by_region(facility.region)
+        now = self._now()
+        builder = device_certificate_builder(
+            checked, authority.certificate, random_serial_number(), now,
+            dt.timedelta(days=self._settings.validity_days), dt.timedelta(minutes=self._settings.backdate_minutes))
+        started = dt.datetime.now(dt.UTC)
+        try:
+            certificate = authority.signer.sign_certificate(builder)
+        except SigningError as exc:
+            log.error("Key Vault signature for %s by %s rejected: %s", identity.device_id, authority.name, exc)
+            raise OnboardingError("signing_failed", str(exc)) from None
+        except Exception as exc:
+            raise _transient(exc) from exc
+        sign_ms = (dt.datetime.now(dt.UTC) - started).total_seconds() * 1000
+        issued = IssuedCertificate(certificate, authority, identity.device_id, identity.facility,
+                                   checked.key_description)
+        record = CertificateRecord(authority.subject, issued.serial_number, identity.device_id,
+                                   certificate.not_valid_before_utc, certificate.not_valid_after_utc, "active")
+        try:  # on record before anyone sees it: a certificate that is not on record is never handed out
+            self._records.add_certificate(record)
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
+                from exc
+        self._audit.record("issued", device_id=identity.device_id, issuer=authority.subject,
+                           serial_number=issued.serial_number, actor=actor,
+                           details={"ca": authority.name, "key": checked.key_description,
+                                    "notAfter": record.not_after.isoformat()})
+        telemetry.emit("certificate_issued", sign_ms, deviceId=identity.device_id, facility=identity.facility,
+                       ca=authority.name, serialNumber=issued.serial_number, key=checked.key_description,
+                       actor=actor.split(":", 1)[0])
+        return issued

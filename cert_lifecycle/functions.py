@@ -1,0 +1,165 @@
+"""The certificate lifecycle's functions. Thin: parse -> logic (cert_lifecycle modules) -> answer.
+
+| function | trigger | |
+|---|---|---|
+| sign_csr | POST /api/certificates/sign (function key) | PEM CSR (raw or {"csr": ...}) -> certificate + chain |
+| revoke_certificate | POST /api/certificates/revoke (admin key) | revocation row, new CRL, security alert |
+| refresh_crls | timer, every 6 hours | re-issues each CA's CRL before nextUpdate or when SQL has more |
+| scan_expiring_certificates | timer, daily 06:00 UTC | expiry scan -> renewal queue, digests, tags |
+| process_renewal | queue certificate-renewals | asks the device for a CSR (desired properties) |
+| collect_renewal_csrs | timer, hourly at :05 | signs answered CSRs, completes renewals, revokes superseded |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import azure.functions as func
+
+from cert_lifecycle.settings import RENEWAL_QUEUE
+from shared import telemetry
+from shared.config import SettingError
+from shared.errors import OnboardingError
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+SCAN_SCHEDULE = "0 0 6 * * *"
+CRL_REFRESH_SCHEDULE = "0 0 */6 * * *"
+COLLECT_SCHEDULE = "0 5 * * * *"
+JSON_OVERHEAD = 1024
+
+
+def lifecycle():
+    """The lifecycle services, built on first use. Imported here, not at module level, because the host imports
+    function_app on every cold start to index the functions, and none of this is needed for that."""
+    from cert_lifecycle import wiring
+
+    return wiring.lifecycle()
+
+
+def _json(body: dict, status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _refusal(error: OnboardingError, event: str, started: float, **fields) -> func.HttpResponse:
+    duration_ms = (time.perf_counter() - started) * 1000
+    telemetry.emit(event, duration_ms, outcome="rejected", reasonCode=error.code, **fields)
+    if error.status >= 500:
+        log.error("%s failed: %s", event, error)
+    return _json(error.to_body(), error.status)
+
+
+def csr_from_body(body: bytes, max_bytes: int) -> str | bytes:
+    """The CSR of a sign request: the raw body (PEM or DER), or the `csr` member of a JSON object."""
+    if len(body) > max_bytes + JSON_OVERHEAD:
+        raise OnboardingError("request_too_large", f"{len(body)} bytes (at most {max_bytes})")
+    if body.lstrip()[:1] == b"{":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise OnboardingError("invalid_request", "the body is not JSON") from None
+        csr = data.get("csr") if isinstance(data, dict) else None
+        if not isinstance(csr, str):
+            raise OnboardingError("invalid_request", 'expected {"csr": "-----BEGIN CERTIFICATE REQUEST-----..."}')
+        return csr
+    return body
+
+
+@bp.function_name("sign_csr")
+@bp.route(route="certificates/sign", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+    try:
+        lc = lifecycle()
+        max_bytes = lc.settings.max_csr_bytes
+    except SettingError as exc:
+        return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_signing", started)
+    try:
+        csr = csr_from_body(req.get_body(), max_bytes)
+        issued = lc.issuer.issue(csr, actor="sign_csr")
+    except OnboardingError as error:
+        lc.audit.record("rejected", reason_code=error.code, actor="sign_csr", details={"detail": error.detail})
+        return _refusal(error, "certificate_signing", started)
+    except Exception:
+        log.exception("sign_csr failed unexpectedly")
+        return _refusal(OnboardingError("internal_error"), "certificate_signing", started)
+    return _json(issued.to_body(), 200)
+
+
+@bp.function_name("revoke_certificate")
+@bp.route(route="certificates/revoke", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+    try:
+        from cert_lifecycle.revocation import parse_revocation_request
+
+        request = parse_revocation_request(req.get_body())
+        result = lifecycle().revoker.revoke(request)
+    except OnboardingError as error:
+        return _refusal(error, "certificate_revocation", started)
+    except SettingError as exc:
+        return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_revocation", started)
+    except Exception:
+        log.exception("revoke_certificate failed unexpectedly")
+        return _refusal(OnboardingError("internal_error"), "certificate_revocation", started)
+    telemetry.emit("certificate_revocation", (time.perf_counter() - started) * 1000, outcome="revoked",
+                   changed=result.changed, certificates=len(result.revoked))
+    return _json(result.to_body(), 200)
+
+
+@bp.function_name("refresh_crls")
+@bp.timer_trigger(schedule=CRL_REFRESH_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def refresh_crls(timer: func.TimerRequest) -> None:
+    lc = lifecycle()
+    failed = []
+    for authority in lc.cas.all():
+        try:
+            crl = lc.publisher.publish(authority, actor="refresh_crls")
+            telemetry.emit("crl_status", ca=authority.name, crlNumber=crl.number, entries=crl.entries,
+                           republished=crl.changed, nextUpdate=crl.next_update.isoformat() if crl.next_update else None)
+        except Exception as exc:
+            log.exception("CRL of %s not refreshed", authority.name)
+            telemetry.emit("crl_status", ca=authority.name, reasonCode=getattr(exc, "code", "internal_error"))
+            failed.append(authority.name)
+    if failed:
+        raise RuntimeError(f"CRL refresh failed for {', '.join(failed)}")
+
+
+@bp.function_name("scan_expiring_certificates")
+@bp.timer_trigger(schedule=SCAN_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def scan_expiring_certificates(timer: func.TimerRequest) -> None:
+    report = lifecycle().scanner.run()
+    if report.hubs and all(h.error for h in report.hubs):
+        raise RuntimeError("expiry scan reached no hub: " + "; ".join(str(h.error) for h in report.hubs))
+
+
+@bp.function_name("process_renewal")
+@bp.queue_trigger(arg_name="msg", queue_name=RENEWAL_QUEUE, connection="AzureWebJobsStorage")
+def process_renewal(msg: func.QueueMessage) -> None:
+    from cert_lifecycle.renewal import InvalidRenewalMessage, parse_renewal_message
+
+    lc = lifecycle()
+    text = msg.get_body().decode("utf-8", "replace")
+    try:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise InvalidRenewalMessage("not JSON") from None
+        request = parse_renewal_message(data, lc.hosts)
+    except InvalidRenewalMessage as exc:
+        # Can never succeed: straight to the poison queue with the reason, instead of five pointless retries.
+        log.error("renewal message %s refused: %s", msg.id, exc)
+        telemetry.emit("certificate_renewal", step="invalid_message", reasonCode="invalid_request")
+        lc.queues.send(f"{RENEWAL_QUEUE}-poison", {"error": str(exc), "message": text[:4000]})
+        return
+    lc.renewals.request(request)  # transient failures raise: the queue redelivers, then poisons
+
+
+@bp.function_name("collect_renewal_csrs")
+@bp.timer_trigger(schedule=COLLECT_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def collect_renewal_csrs(timer: func.TimerRequest) -> None:
+    report = lifecycle().renewals.collect()
+    log.info("renewal collector: %s", json.dumps(report.to_dict(), sort_keys=True))

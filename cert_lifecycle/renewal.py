@@ -1,0 +1,296 @@
+"""Certificate renewal through the twin, without moving a private key.
+
+    scan        -> queue certificate-renewals {deviceId, hub, serialNumber, level}
+    worker      -> desired.certificateRenewal {requestId, requestedAt, status: requested, serialNumber}
+                   tags.certificateRenewal   {state: requested, requestId, level, serialNumber}
+    device      -> reported.certificateRenewal {requestId, csr}        (its new key stays on the device)
+    collector   -> signs the CSR (sign_csr's checks; CN must be the device) ->
+                   desired.certificateRenewal {status: issued, certificate, chain, newSerialNumber, notAfter}
+                   (a bad CSR: {status: rejected, reasonCode}; the device may answer again)
+    device      -> reported.certificate {serialNumber: new, notBefore, notAfter}
+    collector   -> tags state completed, revokeAfter = now + CERT_SUPERSEDED_GRACE_HOURS; desired cleared of
+                   the certificate; after the grace period every other active certificate of the device on
+                   record is revoked as `superseded` (one CRL per CA), tags state closed.
+
+Every step is idempotent and conditional on the twin's etag; a step that fails is retried by the queue
+(worker) or the next collector run. The collector's query selects only devices with a renewal in progress.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cert_lifecycle.authority import CaDirectory, CertificateIssuer
+from cert_lifecycle.expiry import LEVELS, RANK, TAG, DeviceTwin, iso, normalise_serial, parse_time, reported_certificate
+from cert_lifecycle.hub import HubConflict, HubGateway
+from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.revocation import Revoker, Target
+from cert_lifecycle.settings import LifecycleSettings
+from shared import telemetry
+from shared.errors import OnboardingError
+from shared.identity import parse_device_id
+
+log = logging.getLogger(__name__)
+IN_PROGRESS = ("requested", "issued", "completed")
+COLLECT_QUERY = "SELECT * FROM devices WHERE tags.certificateRenewal.state IN ['requested', 'issued', 'completed']"
+MAX_CONFLICTS = 3
+
+
+class InvalidRenewalMessage(ValueError):
+    """A renewal message that can never be processed (sent to the poison queue, not retried)."""
+
+
+@dataclass(frozen=True)
+class RenewalRequest:
+    device_id: str
+    hub: str
+    serial_number: str
+    level: str
+
+
+def parse_renewal_message(data: object, hosts: list[str]) -> RenewalRequest:
+    if not isinstance(data, dict):
+        raise InvalidRenewalMessage("not a JSON object")
+    try:
+        device_id = parse_device_id(data.get("deviceId")).device_id
+    except OnboardingError as exc:
+        raise InvalidRenewalMessage(f"deviceId: {exc.code}") from None
+    hub = data.get("hub")
+    if hub not in hosts:
+        raise InvalidRenewalMessage("hub is not a configured IoT hub")
+    serial = normalise_serial(data.get("serialNumber"))
+    if serial is None:
+        raise InvalidRenewalMessage("serialNumber is not hexadecimal")
+    level = data.get("level")
+    if level not in LEVELS:
+        raise InvalidRenewalMessage("unknown level")
+    return RenewalRequest(device_id, hub, serial, level)
+
+
+def _csr_fingerprint(csr: str) -> str:
+    return hashlib.sha256(csr.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@dataclass
+class CollectReport:
+    queries: int = 0
+    issued: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    waiting: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"queries": self.queries, "issued": self.issued, "rejected": self.rejected,
+                "completed": self.completed, "closed": self.closed, "waiting": self.waiting,
+                "failures": self.failures[:50]}
+
+
+class RenewalService:
+    def __init__(self, hubs: HubGateway, hosts: list[str], issuer: CertificateIssuer, cas: CaDirectory,
+                 revoker: Revoker, records: CertificateRecords, audit: CertificateAudit,
+                 settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        self._hubs = hubs
+        self._hosts = hosts
+        self._issuer = issuer
+        self._cas = cas
+        self._revoker = revoker
+        self._records = records
+        self._audit = audit
+        self._settings = settings
+        self._now = now
+
+    def _step(self, step: str, device_id: str, hub: str, **fields) -> None:
+        self._audit.record(f"renewal_{step}", device_id=device_id, serial_number=fields.get("serialNumber"),
+                           reason_code=fields.get("reasonCode"), actor="renewal",
+                           details={"hub": hub, **fields})
+        telemetry.emit("certificate_renewal", step=step, deviceId=device_id, hub=hub,
+                       **{k: v for k, v in fields.items() if k != "deviceId"})
+
+    # -- the queue worker -----------------------------------------------------------------------------
+    def request(self, request: RenewalRequest) -> str:
+        """Ask the device for a CSR; the outcome name (requested, already_requested, stale, device_gone)."""
+        for _ in range(MAX_CONFLICTS):
+            twin = self._hubs.get_twin(request.hub, request.device_id)
+            if twin is None:
+                self._step("device_gone", request.device_id, request.hub, serialNumber=request.serial_number)
+                return "device_gone"
+            outcome = self._request_on(twin, request)
+            if outcome is not None:
+                return outcome
+        raise HubConflict(f"twin of {request.device_id} kept changing")
+
+    def _request_on(self, twin: DeviceTwin, request: RenewalRequest) -> str | None:
+        now = self._now()
+        current = reported_certificate(twin.reported)
+        if current is not None and current.serial_number != request.serial_number:
+            self._step("stale", request.device_id, request.hub, serialNumber=request.serial_number,
+                       reportedSerialNumber=current.serial_number)
+            return "stale"
+        tag = twin.renewal_tag
+        desired = twin.desired.get(TAG) if isinstance(twin.desired.get(TAG), dict) else {}
+        same = (normalise_serial(tag.get("serialNumber")) == request.serial_number and tag.get("state") in IN_PROGRESS
+                and tag.get("requestId") and desired.get("requestId") == tag.get("requestId"))
+        level = request.level
+        if tag.get("level") in RANK and RANK[tag["level"]] > RANK[level]:
+            level = tag["level"]
+        try:
+            if same:
+                if tag.get("level") != level:
+                    self._hubs.update_twin(twin.hub, twin.device_id, etag=twin.etag,
+                                           tags={TAG: {"level": level, "updatedAt": iso(now)}})
+                self._step("already_requested", twin.device_id, twin.hub, serialNumber=request.serial_number,
+                           requestId=tag["requestId"], level=level)
+                return "already_requested"
+            request_id = uuid.uuid4().hex
+            self._hubs.update_twin(
+                twin.hub, twin.device_id, etag=twin.etag,
+                desired={TAG: {"requestId": request_id, "requestedAt": iso(now), "status": "requested",
+                               "serialNumber": request.serial_number, "level": level, "certificate": None,
+                               "chain": None, "newSerialNumber": None, "notAfter": None, "issuedAt": None,
+                               "reasonCode": None, "detail": None}},
+                tags={TAG: {"state": "requested", "requestId": request_id, "level": level,
+                            "serialNumber": request.serial_number, "requestedAt": tag.get("requestedAt") or iso(now),
+                            "newSerialNumber": None, "issuedAt": None, "completedAt": None, "revokeAfter": None,
+                            "closedAt": None, "reasonCode": None, "rejectedCsr": None, "updatedAt": iso(now)}})
+        except HubConflict:
+            return None
+        self._step("requested", twin.device_id, twin.hub, serialNumber=request.serial_number, requestId=request_id,
+                   level=level)
+        return "requested"
+
+    # -- the collector ----------------------------------------------------------------------------------
+    def collect(self) -> CollectReport:
+        report = CollectReport()
+        to_supersede: list[tuple[DeviceTwin, dict]] = []
+        for host in self._hosts:
+            before = self._hubs.queries[host]
+            try:
+                for twin in self._hubs.query(host, COLLECT_QUERY, self._settings.scan_page_size):
+                    try:
+                        self._advance(twin, report, to_supersede)
+                    except Exception as exc:
+                        log.exception("renewal of %s failed", twin.device_id)
+                        report.failures.append(f"{twin.device_id}: {type(exc).__name__}")
+            except Exception as exc:  # noqa: BLE001 - the other hubs still run; the next run retries this one
+                report.failures.append(f"{host}: {type(exc).__name__}: {exc}")
+            report.queries += self._hubs.queries[host] - before
+        if to_supersede:
+            self._supersede(to_supersede, report)
+        telemetry.emit("certificate_renewal_collect", queries=report.queries, issued=len(report.issued),
+                       rejected=len(report.rejected), completed=len(report.completed), closed=len(report.closed),
+                       waiting=report.waiting, failures=len(report.failures))
+        return report
+
+    def _advance(self, twin: DeviceTwin, report: CollectReport, to_supersede: list) -> None:
+        tag, now = twin.renewal_tag, self._now()
+        state = tag.get("state")
+        if state == "requested":
+            self._collect_csr(twin, tag, report)
+        elif state == "issued":
+            current = reported_certificate(twin.reported)
+            if current is None or current.serial_number != normalise_serial(tag.get("newSerialNumber")):
+                report.waiting += 1
+                return
+            grace = dt.timedelta(hours=self._settings.superseded_grace_hours)
+            revoke_after = now + grace
+            self._hubs.update_twin(
+                twin.hub, twin.device_id, etag=twin.etag,
+                desired={TAG: {"status": "completed", "certificate": None, "chain": None}},
+                tags={TAG: {"state": "completed", "completedAt": iso(now), "revokeAfter": iso(revoke_after),
+                            "updatedAt": iso(now)}})
+            report.completed.append(twin.device_id)
+            self._step("completed", twin.device_id, twin.hub, serialNumber=current.serial_number,
+                       oldSerialNumber=tag.get("serialNumber"))
+            if grace <= dt.timedelta(0):
+                refreshed = self._hubs.get_twin(twin.hub, twin.device_id)
+                if refreshed is not None:
+                    to_supersede.append((refreshed, refreshed.renewal_tag))
+        elif state == "completed":
+            revoke_after = parse_time(tag.get("revokeAfter"))
+            if revoke_after is None or revoke_after <= now:
+                to_supersede.append((twin, tag))
+            else:
+                report.waiting += 1
+
+    def _collect_csr(self, twin: DeviceTwin, tag: dict, report: CollectReport) -> None:
+        answer = twin.reported.get(TAG)
+        if not isinstance(answer, dict) or answer.get("requestId") != tag.get("requestId"):
+            report.waiting += 1
+            return
+        csr = answer.get("csr")
+        if not isinstance(csr, str) or not csr:
+            report.waiting += 1
+            return
+        fingerprint = _csr_fingerprint(csr)
+        if tag.get("rejectedCsr") == fingerprint:  # already refused; wait for the device to send another
+            report.waiting += 1
+            return
+        now = self._now()
+        try:
+            issued = self._issuer.issue(csr, actor=f"renewal:{tag.get('requestId')}", expected_device_id=twin.device_id)
+        except OnboardingError as error:
+            if error.status >= 500:
+                raise
+            self._hubs.update_twin(
+                twin.hub, twin.device_id, etag=twin.etag,
+                desired={TAG: {"status": "rejected", "reasonCode": error.code, "detail": (error.detail or "")[:200]}},
+                tags={TAG: {"reasonCode": error.code, "rejectedCsr": fingerprint, "updatedAt": iso(now)}})
+            report.rejected.append(twin.device_id)
+            self._step("rejected", twin.device_id, twin.hub, reasonCode=error.code, requestId=tag.get("requestId"))
+            return
+        try:
+            self._hubs.update_twin(
+                twin.hub, twin.device_id, etag=twin.etag,
+                desired={TAG: {"status": "issued", "certificate": issued.pem, "chain": [issued.authority.pem],
+                               "newSerialNumber": issued.serial_number,
+                               "notAfter": iso(issued.certificate.not_valid_after_utc), "issuedAt": iso(now),
+                               "reasonCode": None, "detail": None}},
+                tags={TAG: {"state": "issued", "newSerialNumber": issued.serial_number, "issuedAt": iso(now),
+                            "reasonCode": None, "updatedAt": iso(now)}})
+        except HubConflict:
+            # The certificate is on record but undelivered; the next run signs the CSR again, and this one is
+            # revoked as superseded when the renewal completes (every other active certificate of the device is).
+            report.failures.append(f"{twin.device_id}: twin changed while issuing")
+            return
+        report.issued.append(twin.device_id)
+        self._step("issued", twin.device_id, twin.hub, serialNumber=issued.serial_number,
+                   oldSerialNumber=tag.get("serialNumber"), requestId=tag.get("requestId"))
+
+    def _supersede(self, items: list[tuple[DeviceTwin, dict]], report: CollectReport) -> None:
+        """Revoke every other active certificate of each device (one CRL per CA), then close the renewals."""
+        targets: list[Target] = []
+        for twin, tag in items:
+            keep = normalise_serial(tag.get("newSerialNumber"))
+            found = [r for r in self._records.active_certificates(twin.device_id) if r.serial_number != keep]
+            targets += [Target(self._cas.resolve(r.issuer), r.serial_number, twin.device_id, True) for r in found]
+            old = normalise_serial(tag.get("serialNumber"))
+            if old and old != keep and old not in {r.serial_number for r in found}:
+                known = self._records.certificates_with_serial(old)
+                if not known:  # a factory certificate this product did not issue: its region's CA issued it
+                    facility = self._records.facility(parse_device_id(twin.device_id).facility)
+                    if facility is not None:
+                        targets.append(Target(self._cas.by_region(facility.region), old, twin.device_id, False))
+        try:
+            if targets:
+                self._revoker.revoke_targets(targets, "superseded", "renewal")
+        except Exception as exc:  # noqa: BLE001 - nothing is closed; the next run tries again
+            report.failures.append(f"superseded revocation failed: {type(exc).__name__}: {exc}")
+            return
+        now = self._now()
+        for twin, _tag in items:
+            try:
+                self._hubs.update_twin(twin.hub, twin.device_id, desired={TAG: None},
+                                       tags={TAG: {"state": "closed", "closedAt": iso(now), "updatedAt": iso(now)}})
+            except Exception as exc:  # noqa: BLE001 - the revocation is done; closing again next run is harmless
+                report.failures.append(f"{twin.device_id}: not closed ({type(exc).__name__})")
+                continue
+            report.closed.append(twin.device_id)
+            self._step("closed", twin.device_id, twin.hub, serialNumber=_tag.get("serialNumber"),
+                       revoked=[t.serial_number for t in targets if t.device_id == twin.device_id])

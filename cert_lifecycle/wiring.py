@@ -1,0 +1,94 @@
+"""Builds the certificate lifecycle's collaborators once per process from the shared Services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache, cached_property
+
+from cert_lifecycle.alerts import AlertSender, EmailSender, QueueSender
+from cert_lifecycle.authority import CaDirectory, CertificateIssuer
+from cert_lifecycle.crl import CrlPublisher
+from cert_lifecycle.hub import HubGateway
+from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.renewal import RenewalService
+from cert_lifecycle.revocation import Revoker
+from cert_lifecycle.scan import ExpiryScanner
+from cert_lifecycle.settings import LifecycleSettings, lifecycle_settings
+from cert_lifecycle.signer import key_vault_sign_digest
+from shared import keyvault
+from shared.bootstrap import Services, services
+
+
+@dataclass
+class Lifecycle:
+    svc: Services
+
+    @cached_property
+    def settings(self) -> LifecycleSettings:
+        return lifecycle_settings(self.svc.settings)
+
+    @cached_property
+    def hosts(self) -> list[str]:
+        return self.svc.settings.iot_hub_host_names
+
+    @cached_property
+    def records(self) -> CertificateRecords:
+        return CertificateRecords(self.svc.database, self.svc.settings.facility_cache_ttl_s)
+
+    @cached_property
+    def audit(self) -> CertificateAudit:
+        return CertificateAudit(self.svc.database)
+
+    @cached_property
+    def cas(self) -> CaDirectory:
+        def sign_digest_for(key_id: str):
+            return key_vault_sign_digest(keyvault.crypto_client(self.svc.settings, self.svc.credential, key_id))
+
+        return CaDirectory(self.svc.settings.regional_cas, self.svc.certificates, sign_digest_for,
+                           self.settings.ca_cache_s)
+
+    @cached_property
+    def issuer(self) -> CertificateIssuer:
+        return CertificateIssuer(self.cas, self.records, self.audit, self.settings)
+
+    @cached_property
+    def publisher(self) -> CrlPublisher:
+        return CrlPublisher(self.svc.secrets, self.records, self.audit, self.settings)
+
+    @cached_property
+    def queues(self) -> QueueSender:
+        return QueueSender(lambda: self.svc.queue_service)
+
+    @cached_property
+    def hubs(self) -> HubGateway:
+        return HubGateway(self.svc.registry_manager)
+
+    def _own_gateway(self) -> HubGateway:
+        """Scanner and collector count their own queries, undisturbed by concurrent invocations."""
+        return HubGateway(self.svc.registry_manager)
+
+    @cached_property
+    def revoker(self) -> Revoker:
+        security = self.settings.security_alerts_queue
+        return Revoker(self.cas, self.records, self.publisher, self.audit,
+                       lambda alert: self.queues.send(security, alert), self.hubs, self.hosts)
+
+    @cached_property
+    def alerts(self) -> AlertSender:
+        return AlertSender(self.queues, self.settings, EmailSender(self.settings, lambda: self.svc.credential))
+
+    @cached_property
+    def scanner(self) -> ExpiryScanner:
+        queue = self.settings.renewal_queue
+        return ExpiryScanner(self._own_gateway(), self.hosts, lambda message: self.queues.send(queue, message),
+                             self.alerts, self.records, self.audit, self.settings)
+
+    @cached_property
+    def renewals(self) -> RenewalService:
+        return RenewalService(self._own_gateway(), self.hosts, self.issuer, self.cas, self.revoker, self.records,
+                              self.audit, self.settings)
+
+
+@cache
+def lifecycle() -> Lifecycle:
+    return Lifecycle(services())

@@ -1,0 +1,239 @@
+// The function app (azd service `onboarding`): Linux, Python 3.11, Flex Consumption with always-ready HTTP
+// instances so the DPS webhook (allocate) never waits for a cold start; system-assigned identity for every
+// dependency (identity-based AzureWebJobsStorage, Key Vault, SQL, IoT Hub, Application Insights); app settings
+// hold names and URLs only, never a secret. Flex Consumption refuses FUNCTIONS_WORKER_RUNTIME,
+// FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE: the runtime lives in functionAppConfig.
+
+@description('Region of the plan and the app.')
+param location string
+
+@description('Tags of every resource.')
+param tags object
+
+@description('Function app name (globally unique: {name}.azurewebsites.net).')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Storage account for host storage and the deployment package.')
+param storageAccountName string
+
+@description('Blob container that holds the deployment package.')
+param deploymentContainerName string
+
+@description('Application Insights component.')
+param applicationInsightsName string
+
+@description('Always-ready instances of the HTTP trigger group.')
+@minValue(0)
+param alwaysReadyInstances int = 1
+
+@description('Maximum instances.')
+param maximumInstanceCount int = 100
+
+@description('Instance memory.')
+param instanceMemoryMB int = 2048
+
+@description('Azure SQL server FQDN.')
+param sqlServerFqdn string
+
+@description('Azure SQL database name.')
+param sqlDatabaseName string
+
+@description('Key Vault URI (https://{vault}.vault.azure.net/).')
+param keyVaultUrl string
+
+@description('Facility regions, in hub order.')
+param regionNames array
+
+@description('IoT hub names, in region order (Event Grid events carry the hub name).')
+param hubNames array
+
+@description('IoT hub host names, in region order.')
+param hubHostNames array
+
+@description('Blob container of the sensor configuration templates.')
+param templatesContainer string
+
+@description('Blob container of oversized device configurations.')
+param configurationsContainer string
+
+@description('Queue of security alerts (revoked certificate presented, revocations).')
+param securityAlertsQueue string
+
+@description('Communication Services endpoint for certificate alert e-mail; empty disables e-mail.')
+param emailEndpoint string = ''
+
+@description('Sender address of certificate alert e-mail.')
+param emailSender string = ''
+
+@description('Address that also receives critical and expired certificate digests; empty for none.')
+param escalationEmail string = ''
+
+@description('Lifetime of every CRL (nextUpdate - thisUpdate), hours.')
+param crlValidityHours int = 168
+
+@description('The CRL refresh timer re-issues a CRL when less than this many hours remain before nextUpdate.')
+param crlRefreshBeforeHours int = 96
+
+@description('Values that replace the defaults of productSettings.')
+param appSettingOverrides object = {}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'onboarding'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+        alwaysReady: (alwaysReadyInstances > 0) ? [
+          {
+            name: 'http'
+            instanceCount: alwaysReadyInstances
+          }
+        ] : []
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// No FTP or basic-auth SCM publishing: code is published with Entra credentials (az functionapp deployment).
+resource ftpPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+// Settings of the Functions host and the Python worker (not read by the product code).
+var platformSettings = {
+  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+}
+
+// Every setting the product code reads (shared/config.py, twin_setup/settings.py, cert_lifecycle/...).
+// tests/infra/test_settings.py discovers the settings from the code and fails when the two sets differ.
+var productSettings = {
+  USE_MANAGED_IDENTITY: 'true'
+  SQL_CONNECTION_STRING: 'Driver={ODBC Driver 18 for SQL Server};Server=tcp:${sqlServerFqdn},1433;Database=${sqlDatabaseName};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=30;Authentication=ActiveDirectoryMsi'
+  STORAGE_BLOB_URI: storage.properties.primaryEndpoints.blob
+  STORAGE_QUEUE_URI: storage.properties.primaryEndpoints.queue
+  TEMPLATES_CONTAINER: templatesContainer
+  DEVICE_CONFIGURATIONS_CONTAINER: configurationsContainer
+  SECURITY_ALERTS_QUEUE: securityAlertsQueue
+  KEY_VAULT_URL: keyVaultUrl
+  KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
+  REGIONAL_CAS: join(map(regionNames, region => '${region}=intermediate-ca-${region}'), ',')
+  CRL_SECRET_PREFIX: 'crl-'
+  IOT_HUB_HOSTNAMES: join(hubHostNames, ',')
+  IOT_HUB_NAMES: join(map(range(0, length(hubNames)), i => '${hubNames[i]}=${hubHostNames[i]}'), ',')
+  CRL_CACHE_TTL_SECONDS: '300'
+  CRL_GRACE_SECONDS: '0'
+  FACILITY_CACHE_TTL_SECONDS: '60'
+  CAPACITY_CACHE_TTL_SECONDS: '60'
+  HUB_UTILISATION_THRESHOLD: '0.9'
+  ALLOW_SYMMETRIC_KEY_ATTESTATION: 'false'
+  HEALTH_CHECK_TIMEOUT_SECONDS: '5'
+  TWIN_TEMPLATE_CACHE_SECONDS: '60'
+  TWIN_OVERRIDES_CACHE_SECONDS: '60'
+  TWIN_DESIRED_LIMIT_BYTES: '32768'
+  TWIN_DESIRED_BUDGET_BYTES: '24576'
+  TWIN_MAX_DEPTH: '10'
+  TWIN_TEMPLATE_MAX_BYTES: '262144'
+  TWIN_ESSENTIAL_SECTIONS: 'telemetry,firmware,diagnostics'
+  TWIN_RETRY_ATTEMPTS: '4'
+  TWIN_RETRY_BASE_SECONDS: '0.5'
+  TWIN_RETRY_BUDGET_SECONDS: '20'
+  TWIN_CONFLICT_ATTEMPTS: '5'
+  TWIN_HUB_TIMEOUT_SECONDS: '10'
+  CERT_VALIDITY_DAYS: '730'
+  CERT_BACKDATE_MINUTES: '5'
+  CERT_MAX_CSR_BYTES: '16384'
+  CERT_CA_CACHE_SECONDS: '900'
+  CERT_RENEW_DAYS: '90'
+  CERT_RENEW_FRACTION: '0.3333'
+  CERT_CRITICAL_DAYS: '30'
+  CERT_CRITICAL_FRACTION: '0.10'
+  CERT_SCAN_PAGE_SIZE: '1000'
+  CERT_SCAN_UNREPORTED_PAGES: '5'
+  CERT_SUPERSEDED_GRACE_HOURS: '24'
+  CERT_ESCALATION_EMAIL: escalationEmail
+  CERT_ALERT_SENDER: emailSender
+  ACS_ENDPOINT: emailEndpoint
+  CRL_VALIDITY_HOURS: string(crlValidityHours)
+  CRL_REFRESH_BEFORE_HOURS: string(crlRefreshBeforeHours)
+  CRL_MAX_SECRET_CHARS: '25000'
+}
+
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: union(platformSettings, productSettings, appSettingOverrides)
+}
+
+output name string = site.name
+output principalId string = site.identity.principalId
+output baseUrl string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,688 @@
+#!/usr/bin/env bash
+# Deploy the sensor onboarding product into your own Azure subscription with the Azure CLI only.
+#
+#   infra/deploy.sh -e <environment> -l <azure-region> [options]     deploy (safe to run again)
+#   infra/deploy.sh -e <environment> -l <azure-region> --what-if     print the plan, change nothing
+#
+# Steps: preflight (login, azure-iot extension, names) -> Bicep (infra/main.bicep) -> code package (zip,
+# remote build) -> DeviceCreated Event Grid subscriptions -> SQL schema, database user, hubs, facilities ->
+# sample templates -> regional CA certificates in Key Vault -> CAs verified in DPS -> DPS enrollment groups
+# (custom allocation to the webhook, with its function key) -> first CRLs -> smoke check of /api/health.
+# Every step looks before it acts, so a second run changes nothing that is already in place.
+#
+# Needs: az (logged in) with the azure-iot extension, zip (or python3), and for the SQL step go-sqlcmd
+# (https://github.com/microsoft/go-sqlcmd; Cloud Shell has it). openssl only with --sign-with-root.
+set -Eeuo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
+readonly SCRIPT_DIR REPO_ROOT
+readonly TEMPLATE="${SCRIPT_DIR}/main.bicep"
+readonly DPS_WEBHOOK_API_VERSION="2021-10-01"
+# The deployable app: function_app.py, its blueprints and shared/. Never local/, tests/, bench/ or .local/.
+readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation twin_setup cert_lifecycle health shared)
+readonly POLL_SECONDS="${DEPLOY_POLL_SECONDS:-10}"
+readonly POLL_ATTEMPTS="${DEPLOY_POLL_ATTEMPTS:-30}"
+
+ENV_NAME="${AZURE_ENV_NAME:-}"
+LOCATION="${AZURE_LOCATION:-}"
+RESOURCE_GROUP_NAME=""
+WHAT_IF=false
+ALERT_EMAIL=""
+ENABLE_EMAIL=false
+CA_DIR=""
+ROOT_CERT=""
+ROOT_KEY=""
+FACILITIES_CSV=""
+HUB_MAX_DEVICES=100000
+HUB_DAILY_MESSAGES_PER_UNIT=400000
+OVERWRITE_TEMPLATES=false
+
+usage() {
+  cat <<'EOF'
+Usage: infra/deploy.sh -e ENV -l LOCATION [options]
+
+  -e, --environment NAME     environment name (resource names derive from it; default $AZURE_ENV_NAME)
+  -l, --location REGION      Azure region, e.g. westeurope (default $AZURE_LOCATION)
+  -g, --resource-group NAME  resource group (default rg-ENV)
+      --what-if              print the plan (az deployment what-if and every later step); change nothing
+      --alert-email ADDRESS  e-mail receiver of the Azure Monitor alerts
+      --enable-email         create Azure Communication Services e-mail for certificate alerts
+      --ca-dir DIR           where CA CSRs are written and signed CA certificates are read (default .azure/ENV/ca)
+      --sign-with-root CERT KEY
+                             sign the CA CSRs with this root (openssl; for evaluation: a production root stays offline)
+      --facilities FILE      CSV facility_code,name,region,manager_email to load into SQL (existing rows kept)
+      --hub-max-devices N    capacity of each hub in iot_hubs (default 100000)
+      --overwrite-templates  upload the sample templates even where a template already exists
+  -h, --help                 this text
+EOF
+}
+
+log() { printf '==> %s\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() {
+  local code=$1
+  shift
+  printf 'ERROR: %s\n' "$*" >&2
+  exit "$code"
+}
+
+# A command that changes something: printed, and skipped under --what-if. The line goes to fd 3 (the
+# script's stdout), so it shows even where the command's own output is captured or discarded.
+exec 3>&1
+mutate() {
+  if [[ "${WHAT_IF}" == true ]]; then
+    printf '    [what-if] would run: %s\n' "$(redact "$*")" >&3
+    return 0
+  fi
+  printf '    + %s\n' "$(redact "$*")" >&3
+  "$@"
+}
+
+# Function keys never reach the console.
+redact() { sed -E 's/(code=|x-functions-key=)[^ &"]+/\1***/g' <<<"$*"; }
+
+parse_args() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -e | --environment) ENV_NAME="${2:?}"; shift 2 ;;
+      -l | --location) LOCATION="${2:?}"; shift 2 ;;
+      -g | --resource-group) RESOURCE_GROUP_NAME="${2:?}"; shift 2 ;;
+      --what-if) WHAT_IF=true; shift ;;
+      --alert-email) ALERT_EMAIL="${2:?}"; shift 2 ;;
+      --enable-email) ENABLE_EMAIL=true; shift ;;
+      --ca-dir) CA_DIR="${2:?}"; shift 2 ;;
+      --sign-with-root) ROOT_CERT="${2:?}"; ROOT_KEY="${3:?}"; shift 3 ;;
+      --facilities) FACILITIES_CSV="${2:?}"; shift 2 ;;
+      --hub-max-devices) HUB_MAX_DEVICES="${2:?}"; shift 2 ;;
+      --overwrite-templates) OVERWRITE_TEMPLATES=true; shift ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage >&2; die 64 "unknown option $1" ;;
+    esac
+  done
+  [[ -n "${ENV_NAME}" ]] || { usage >&2; die 64 "an environment name is required (-e)"; }
+  [[ -n "${LOCATION}" ]] || { usage >&2; die 64 "a location is required (-l)"; }
+  [[ "${ENV_NAME}" =~ ^[a-zA-Z0-9-]{1,64}$ ]] || die 64 "environment name: letters, digits and '-' only"
+  [[ "${HUB_MAX_DEVICES}" =~ ^[0-9]+$ ]] || die 64 "--hub-max-devices must be a number"
+  DEPLOYMENT_NAME="onboarding-${ENV_NAME}"
+  CA_DIR="${CA_DIR:-${REPO_ROOT}/.azure/${ENV_NAME}/ca}"
+}
+
+# --- preflight ------------------------------------------------------------------------------------------------
+
+preflight() {
+  log "Preflight"
+  command -v az >/dev/null 2>&1 || die 2 "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
+  local account
+  if ! account="$(az account show --query "[id, user.name, user.type]" -o tsv 2>/dev/null)"; then
+    die 2 "not logged in to Azure: run 'az login' (and 'az account set --subscription <id>')"
+  fi
+  IFS=$'\t' read -r SUBSCRIPTION_ID PRINCIPAL_NAME PRINCIPAL_KIND <<<"${account}"
+  note "subscription ${SUBSCRIPTION_ID} as ${PRINCIPAL_NAME} (${PRINCIPAL_KIND})"
+  if ! az extension show --name azure-iot --query version -o tsv >/dev/null 2>&1; then
+    die 3 "the azure-iot CLI extension is missing (DPS enrollment groups and certificates need it): run 'az extension add --name azure-iot'"
+  fi
+  if [[ "${PRINCIPAL_KIND}" == "servicePrincipal" ]]; then
+    PRINCIPAL_TYPE="ServicePrincipal"
+    PRINCIPAL_ID="$(az ad sp show --id "${PRINCIPAL_NAME}" --query id -o tsv)"
+  else
+    PRINCIPAL_TYPE="User"
+    PRINCIPAL_ID="$(az ad signed-in-user show --query id -o tsv)"
+  fi
+  [[ -n "${PRINCIPAL_ID}" ]] || die 2 "could not resolve the object id of ${PRINCIPAL_NAME}"
+  if [[ "${WHAT_IF}" != true ]] && ! command -v sqlcmd >/dev/null 2>&1; then
+    die 5 "sqlcmd (go-sqlcmd) is needed to create the database schema and user: https://learn.microsoft.com/sql/tools/sqlcmd/go-sqlcmd-utility"
+  fi
+  if [[ -n "${ROOT_CERT}" ]]; then
+    [[ -r "${ROOT_CERT}" && -r "${ROOT_KEY}" ]] || die 64 "--sign-with-root: cannot read ${ROOT_CERT} / ${ROOT_KEY}"
+    command -v openssl >/dev/null 2>&1 || die 5 "--sign-with-root needs openssl"
+  fi
+  if [[ -n "${FACILITIES_CSV}" && ! -r "${FACILITIES_CSV}" ]]; then
+    die 64 "--facilities: cannot read ${FACILITIES_CSV}"
+  fi
+}
+
+# --- names and outputs ----------------------------------------------------------------------------------------
+
+readonly OUTPUT_NAMES=(AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME SERVICE_ONBOARDING_BASE_URL FUNCTION_PRINCIPAL_ID
+  AZURE_STORAGE_ACCOUNT_NAME TEMPLATES_CONTAINER AZURE_KEY_VAULT_NAME AZURE_SQL_SERVER_NAME AZURE_SQL_SERVER_FQDN
+  AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED)
+
+for _name in "${OUTPUT_NAMES[@]}"; do printf -v "${_name}" '%s' ""; done
+unset _name
+
+outputs_query() {
+  local fields=() name
+  for name in "${OUTPUT_NAMES[@]}"; do fields+=("${name}.value"); done
+  local joined
+  joined="$(IFS=,; echo "${fields[*]}")"
+  printf 'properties.outputs.[%s]' "${joined// /}"
+}
+
+# Reads the outputs of a deployment result (tab-separated, in OUTPUT_NAMES order) into shell variables.
+read_outputs() {
+  local line=$1 name value i=0
+  IFS=$'\t' read -r -a values <<<"${line}"
+  for name in "${OUTPUT_NAMES[@]}"; do
+    value="${values[$i]:-}"
+    [[ "${value}" == "None" ]] && value=""
+    printf -v "${name}" '%s' "${value}"
+    i=$((i + 1))
+  done
+}
+
+previous_outputs() {
+  local line
+  if line="$(az deployment sub show --name "${DEPLOYMENT_NAME}" --query "$(outputs_query)" -o tsv 2>/dev/null)" && [[ -n "${line}" ]]; then
+    read_outputs "${line}"
+    return 0
+  fi
+  return 1
+}
+
+deployment_parameters() {
+  local subscribe=$1
+  printf '%s\n' "environmentName=${ENV_NAME}" "location=${LOCATION}" "principalId=${PRINCIPAL_ID}" \
+    "principalType=${PRINCIPAL_TYPE}" "principalName=${PRINCIPAL_NAME}" "alertEmail=${ALERT_EMAIL}" \
+    "enableEmail=${ENABLE_EMAIL}" "subscribeDeviceCreated=${subscribe}" "resourceGroupName=${RESOURCE_GROUP_NAME}"
+}
+
+FUNCTIONS=""
+
+# The functions the deployed app has indexed (bare names, one per line), read again by refresh_functions.
+refresh_functions() {
+  FUNCTIONS=""
+  [[ -n "${AZURE_RESOURCE_GROUP}" && -n "${AZURE_FUNCTION_APP_NAME}" ]] || return 0
+  FUNCTIONS="$(az functionapp function list --resource-group "${AZURE_RESOURCE_GROUP}" --name "${AZURE_FUNCTION_APP_NAME}" \
+    --query "[].name" -o tsv 2>/dev/null | sed 's#.*/##' || true)"
+}
+
+has_function() { grep -qx "$1" <<<"${FUNCTIONS}"; }
+
+# --- plan: what-if and name collisions -----------------------------------------------------------------------
+
+# checkNameAvailability of the providers whose names are global (api-version, body type, result field).
+check_name() {
+  local type=$1 name=$2 url body field available
+  local base="https://management.azure.com/subscriptions/${SUBSCRIPTION_ID}/providers"
+  case "${type,,}" in
+    microsoft.storage/storageaccounts)
+      available="$(az storage account check-name --name "${name}" --query nameAvailable -o tsv)" ;;
+    microsoft.keyvault/vaults)
+      url="${base}/Microsoft.KeyVault/checkNameAvailability?api-version=2023-07-01"
+      body="{\"name\": \"${name}\", \"type\": \"Microsoft.KeyVault/vaults\"}"; field=nameAvailable ;;
+    microsoft.web/sites)
+      url="${base}/Microsoft.Web/checknameavailability?api-version=2023-12-01"
+      body="{\"name\": \"${name}\", \"type\": \"Microsoft.Web/sites\"}"; field=nameAvailable ;;
+    microsoft.sql/servers)
+      url="${base}/Microsoft.Sql/checkNameAvailability?api-version=2021-11-01"
+      body="{\"name\": \"${name}\", \"type\": \"Microsoft.Sql/servers\"}"; field=available ;;
+    microsoft.devices/iothubs)
+      url="${base}/Microsoft.Devices/checkNameAvailability?api-version=2023-06-30"
+      body="{\"name\": \"${name}\"}"; field=nameAvailable ;;
+    microsoft.devices/provisioningservices)
+      url="${base}/Microsoft.Devices/checkProvisioningServiceNameAvailability?api-version=2022-02-05"
+      body="{\"name\": \"${name}\"}"; field=nameAvailable ;;
+    microsoft.communication/communicationservices)
+      url="${base}/Microsoft.Communication/checkNameAvailability?api-version=2023-04-01"
+      body="{\"name\": \"${name}\", \"type\": \"Microsoft.Communication/CommunicationServices\"}"; field=nameAvailable ;;
+    *) return 0 ;;
+  esac
+  if [[ -n "${url:-}" ]]; then
+    available="$(az rest --method post --url "${url}" --body "${body}" --query "${field}" -o tsv)"
+  fi
+  if [[ "${available,,}" != "true" ]]; then
+    die 4 "name collision: ${type} '${name}' is already taken in Azure. Choose another environment name (-e), or delete the resource that holds it."
+  fi
+  if [[ "${type,,}" == "microsoft.keyvault/vaults" ]]; then
+    local deleted
+    deleted="$(az keyvault list-deleted --resource-type vault --query "[?name=='${name}'].name" -o tsv)"
+    if [[ -n "${deleted}" ]]; then
+      die 4 "name collision: a deleted Key Vault '${name}' is kept by purge protection. Recover it with 'az keyvault recover --name ${name}' or choose another environment name (-e)."
+    fi
+  fi
+}
+
+plan() {
+  log "Plan (az deployment sub what-if)"
+  local subscribe=false params=() changes
+  if previous_outputs; then
+    refresh_functions
+    has_function on_device_created && subscribe=true
+  fi
+  SUBSCRIBE_NOW="${subscribe}"
+  mapfile -t params < <(deployment_parameters "${subscribe}")
+  changes="$(az deployment sub what-if --name "${DEPLOYMENT_NAME}" --location "${LOCATION}" \
+    --template-file "${TEMPLATE}" --parameters "${params[@]}" --no-pretty-print \
+    --query "changes[].[changeType, resourceId]" -o tsv)"
+  local change_type resource_id type name creates=0
+  while IFS=$'\t' read -r change_type resource_id; do
+    [[ -n "${change_type}" ]] || continue
+    note "${change_type}: ${resource_id}"
+    if [[ "${resource_id}" =~ /resourceGroups/([^/]+)$ ]]; then
+      AZURE_RESOURCE_GROUP="${AZURE_RESOURCE_GROUP:-${BASH_REMATCH[1]}}"
+    fi
+    if [[ "${change_type}" == "Create" ]]; then
+      creates=$((creates + 1))
+      # .../providers/<namespace>/<type>/<name>: only top-level resources have global names.
+      if [[ "${resource_id}" =~ /providers/([^/]+/[^/]+)/([^/]+)$ ]]; then
+        type="${BASH_REMATCH[1]}"
+        name="${BASH_REMATCH[2]}"
+        check_name "${type}" "${name}"
+        remember_planned_name "${type}" "${name}"
+      fi
+    fi
+  done <<<"${changes}"
+  note "${creates} resource(s) to create; global names are available"
+}
+
+# Under --what-if on a first deployment there are no outputs yet: take the names from the plan.
+remember_planned_name() {
+  case "${1,,}" in
+    microsoft.web/sites)
+      AZURE_FUNCTION_APP_NAME="${AZURE_FUNCTION_APP_NAME:-$2}"
+      SERVICE_ONBOARDING_BASE_URL="${SERVICE_ONBOARDING_BASE_URL:-https://$2.azurewebsites.net}"
+      ;;
+    microsoft.keyvault/vaults) AZURE_KEY_VAULT_NAME="${AZURE_KEY_VAULT_NAME:-$2}" ;;
+    microsoft.storage/storageaccounts) AZURE_STORAGE_ACCOUNT_NAME="${AZURE_STORAGE_ACCOUNT_NAME:-$2}" ;;
+    microsoft.devices/provisioningservices) AZURE_DPS_NAME="${AZURE_DPS_NAME:-$2}" ;;
+    microsoft.sql/servers) AZURE_SQL_SERVER_NAME="${AZURE_SQL_SERVER_NAME:-$2}" ;;
+  esac
+}
+
+# --- infrastructure ---------------------------------------------------------------------------------------------
+
+explain_deployment_error() {
+  local errors=$1
+  case "${errors}" in
+    # StorageAccountAlreadyTaken, VaultAlreadyExists, IotHubNameNotAvailable, ServerNameAlreadyExists,
+    # WebsiteWithGivenNameAlreadyExists and the like.
+    *StorageAccountAlreadyTaken* | *VaultAlreadyExists* | *NameAlreadyExists* | *NameNotAvailable*)
+      die 4 "name collision during the deployment (a global resource name is taken). Choose another environment name (-e). Details: ${errors}" ;;
+    *ConflictError*deleted* | *SoftDeleted*)
+      die 4 "a soft-deleted resource with this name exists (Key Vault purge protection). Recover it or choose another environment name. Details: ${errors}" ;;
+    *) die 1 "deployment ${DEPLOYMENT_NAME} failed: ${errors}" ;;
+  esac
+}
+
+deploy_infrastructure() {
+  local subscribe=$1 params=() line errors
+  log "Infrastructure (infra/main.bicep, subscribeDeviceCreated=${subscribe})"
+  mapfile -t params < <(deployment_parameters "${subscribe}")
+  if [[ "${WHAT_IF}" == true ]]; then
+    mutate az deployment sub create --name "${DEPLOYMENT_NAME}" --location "${LOCATION}" --template-file "${TEMPLATE}" --parameters "${params[@]}"
+    return 0
+  fi
+  errors="$(mktemp)"
+  printf '    + az deployment sub create --name %s --template-file %s --parameters %s\n' "${DEPLOYMENT_NAME}" "${TEMPLATE}" "${params[*]}" >&3
+  if ! line="$(az deployment sub create --name "${DEPLOYMENT_NAME}" --location "${LOCATION}" \
+    --template-file "${TEMPLATE}" --parameters "${params[@]}" --query "$(outputs_query)" -o tsv 2>"${errors}")"; then
+    explain_deployment_error "$(cat "${errors}")"
+  fi
+  rm -f "${errors}"
+  read_outputs "$(tail -n 1 <<<"${line}")"
+  note "resource group ${AZURE_RESOURCE_GROUP}, function app ${AZURE_FUNCTION_APP_NAME}"
+}
+
+# --- code -----------------------------------------------------------------------------------------------------
+
+build_package() {
+  local package=$1 path
+  for path in "${PACKAGE_PATHS[@]}"; do
+    [[ -e "${REPO_ROOT}/${path}" ]] || die 1 "package: ${path} is missing"
+  done
+  rm -f "${package}"
+  if command -v zip >/dev/null 2>&1; then
+    (cd "${REPO_ROOT}" && zip -q -r "${package}" "${PACKAGE_PATHS[@]}" -x '*/__pycache__/*' '*.pyc')
+  else
+    (cd "${REPO_ROOT}" && python3 - "${package}" "${PACKAGE_PATHS[@]}" <<'PY'
+import os, sys, zipfile
+target, paths = sys.argv[1], sys.argv[2:]
+with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+    for path in paths:
+        for root, dirs, files in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                if not name.endswith(".pyc"):
+                    zf.write(os.path.join(root, name))
+PY
+    )
+  fi
+}
+
+publish_code() {
+  log "Code package (zip deploy, remote build of requirements.txt)"
+  local package="${TMPDIR:-/tmp}/onboarding-${ENV_NAME}.zip"
+  if [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] would package ${PACKAGE_PATHS[*]} and publish it to ${AZURE_FUNCTION_APP_NAME:-<function app>}"
+    return 0
+  fi
+  build_package "${package}"
+  mutate az functionapp deployment source config-zip --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --name "${AZURE_FUNCTION_APP_NAME}" --src "${package}" --build-remote true --timeout 900 >/dev/null
+  local attempt
+  for ((attempt = 1; attempt <= POLL_ATTEMPTS; attempt++)); do
+    refresh_functions
+    has_function allocate && break
+    sleep "${POLL_SECONDS}"
+  done
+  has_function allocate || die 1 "the function app indexed no 'allocate' function after the deployment; see its logs"
+  note "functions: $(tr '\n' ' ' <<<"${FUNCTIONS}")"
+}
+
+subscribe_device_created() {
+  log "Event Grid: DeviceCreated -> on_device_created"
+  if [[ "${SUBSCRIBE_NOW}" == true ]]; then
+    note "subscriptions deployed with the infrastructure"
+  elif [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] would re-deploy infra/main.bicep with subscribeDeviceCreated=true once on_device_created is published"
+  elif has_function on_device_created; then
+    deploy_infrastructure true
+  else
+    warn "the published code has no on_device_created function yet: DeviceCreated is not subscribed (run again later)"
+  fi
+}
+
+# --- SQL ------------------------------------------------------------------------------------------------------
+
+FIREWALL_RULE=""
+
+sql() {
+  sqlcmd -S "tcp:${AZURE_SQL_SERVER_FQDN},1433" -d "${AZURE_SQL_DATABASE_NAME}" \
+    --authentication-method ActiveDirectoryDefault -b -h -1 -W "$@"
+}
+
+cleanup_firewall() {
+  if [[ -n "${FIREWALL_RULE}" ]]; then
+    az sql server firewall-rule delete --resource-group "${AZURE_RESOURCE_GROUP}" --server "${AZURE_SQL_SERVER_NAME}" \
+      --name "${FIREWALL_RULE}" >/dev/null 2>&1 || warn "could not delete SQL firewall rule ${FIREWALL_RULE}"
+    FIREWALL_RULE=""
+  fi
+}
+
+# The server refuses unknown client addresses and names the address in its error: open it for this run only.
+sql_reachable() {
+  local probe ip
+  if probe="$(sql -Q "SET NOCOUNT ON; SELECT 1;" 2>&1)"; then
+    return 0
+  fi
+  if [[ "${probe}" =~ IP\ address\ \'([0-9.]+)\' ]]; then
+    ip="${BASH_REMATCH[1]}"
+    FIREWALL_RULE="deploy-${ip//./-}"
+    trap cleanup_firewall EXIT
+    mutate az sql server firewall-rule create --resource-group "${AZURE_RESOURCE_GROUP}" --server "${AZURE_SQL_SERVER_NAME}" \
+      --name "${FIREWALL_RULE}" --start-ip-address "${ip}" --end-ip-address "${ip}" >/dev/null
+    local attempt
+    for ((attempt = 1; attempt <= POLL_ATTEMPTS; attempt++)); do
+      sql -Q "SET NOCOUNT ON; SELECT 1;" >/dev/null 2>&1 && return 0
+      sleep "${POLL_SECONDS}"
+    done
+  fi
+  die 5 "cannot reach ${AZURE_SQL_SERVER_FQDN} as the Entra administrator: ${probe}"
+}
+
+valid_field() { [[ "$1" =~ ^[A-Za-z0-9\ .@_+\&/-]{1,200}$ ]]; }
+
+setup_database() {
+  log "SQL: schema, database user, hubs, facilities"
+  if [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] would apply infra/sql/schema.sql when the tables are absent, grant ${AZURE_FUNCTION_APP_NAME:-<function app>} db_datareader/db_datawriter, and record the hubs"
+    return 0
+  fi
+  sql_reachable
+  local exists
+  exists="$(sql -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = 'facilities';" | tr -d '[:space:]')"
+  if [[ "${exists}" == "0" ]]; then
+    mutate sql -i "${SCRIPT_DIR}/sql/schema.sql"
+  else
+    note "schema present"
+  fi
+  mutate sql -i "${SCRIPT_DIR}/sql/grant-function.sql" -v "APP_NAME=${AZURE_FUNCTION_APP_NAME}" "APP_OBJECT_ID=${FUNCTION_PRINCIPAL_ID}"
+  local regions=() hosts=() i units_messages
+  IFS=, read -r -a regions <<<"${REGIONS:-}"
+  IFS=, read -r -a hosts <<<"${IOT_HUB_HOSTNAMES}"
+  units_messages=$((HUB_DAILY_MESSAGES_PER_UNIT))
+  for i in "${!hosts[@]}"; do
+    mutate sql -i "${SCRIPT_DIR}/sql/upsert-hub.sql" -v "HOST_NAME=${hosts[$i]}" "REGION=${regions[$i]}" \
+      "MAX_DEVICES=${HUB_MAX_DEVICES}" "MAX_DAILY_MESSAGES=${units_messages}"
+  done
+  if [[ -n "${FACILITIES_CSV}" ]]; then
+    local code name region email hub
+    while IFS=, read -r code name region email || [[ -n "${code}" ]]; do
+      [[ -z "${code}" || "${code}" == "facility_code" || "${code}" == \#* ]] && continue
+      [[ "${code}" =~ ^[A-Z0-9]{1,16}$ ]] || die 64 "facilities: bad facility code '${code}'"
+      valid_field "${name}" || die 64 "facilities: bad name for ${code}"
+      if ! valid_field "${email}" || [[ "${email}" != *@* ]]; then
+        die 64 "facilities: bad manager e-mail for ${code}"
+      fi
+      hub=""
+      for i in "${!regions[@]}"; do [[ "${regions[$i]}" == "${region}" ]] && hub="${hosts[$i]}"; done
+      [[ -n "${hub}" ]] || die 64 "facilities: ${code} is in unknown region '${region}' (regions: ${REGIONS})"
+      mutate sql -i "${SCRIPT_DIR}/sql/upsert-facility.sql" -v "CODE=${code}" "NAME=${name}" "REGION=${region}" \
+        "PREFERRED_HUB=${hub}" "MANAGER_EMAIL=${email}"
+    done <"${FACILITIES_CSV}"
+  else
+    note "no --facilities file: load your facilities into the facilities table (allocation refuses unknown facilities)"
+  fi
+  cleanup_firewall
+}
+
+# --- templates ------------------------------------------------------------------------------------------------
+
+upload_templates() {
+  log "Sample templates -> ${TEMPLATES_CONTAINER:-sensor-configurations}"
+  local file blob exists
+  for file in "${SCRIPT_DIR}"/templates/*.json; do
+    blob="$(basename "${file}")"
+    exists=false
+    if [[ -n "${AZURE_STORAGE_ACCOUNT_NAME:-}" && "${OVERWRITE_TEMPLATES}" != true ]]; then
+      exists="$(az storage blob exists --account-name "${AZURE_STORAGE_ACCOUNT_NAME}" --container-name "${TEMPLATES_CONTAINER:-sensor-configurations}" \
+        --name "${blob}" --auth-mode login --query exists -o tsv 2>/dev/null || echo false)"
+    fi
+    if [[ "${exists,,}" == "true" ]]; then
+      note "${blob} present (kept; --overwrite-templates replaces it)"
+    else
+      mutate az storage blob upload --account-name "${AZURE_STORAGE_ACCOUNT_NAME:-<storage>}" \
+        --container-name "${TEMPLATES_CONTAINER:-sensor-configurations}" --name "${blob}" --file "${file}" \
+        --auth-mode login --overwrite true --only-show-errors >/dev/null
+    fi
+  done
+}
+
+# --- regional CAs ---------------------------------------------------------------------------------------------
+
+READY_CAS=()
+
+pem_csr() {
+  printf -- '-----BEGIN CERTIFICATE REQUEST-----\n'
+  fold -w 64 <<<"$1"
+  printf -- '-----END CERTIFICATE REQUEST-----\n'
+}
+
+sign_csr_with_root() {
+  local ca=$1
+  openssl x509 -req -in "${CA_DIR}/${ca}.csr" -CA "${ROOT_CERT}" -CAkey "${ROOT_KEY}" -CAcreateserial \
+    -days 1826 -sha384 -extfile "${SCRIPT_DIR}/ca/intermediate-ca.ext" -extensions v3_intermediate \
+    -out "${CA_DIR}/${ca}.signed.pem" 2>/dev/null
+  cat "${CA_DIR}/${ca}.signed.pem" "${ROOT_CERT}" >"${CA_DIR}/${ca}.pem"
+}
+
+ensure_ca() {
+  local region=$1 ca="intermediate-ca-$1" status csr policy
+  if az keyvault certificate show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --query x509ThumbprintHex -o tsv >/dev/null 2>&1; then
+    note "${ca}: present in Key Vault"
+    READY_CAS+=("${region}")
+    return 0
+  fi
+  status="$(az keyvault certificate pending show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --query status -o tsv 2>/dev/null || true)"
+  if [[ -z "${status}" ]]; then
+    policy="$(mktemp)"
+    sed "s/__REGION__/${region}/" "${SCRIPT_DIR}/ca/intermediate-ca-policy.json" >"${policy}"
+    mutate az keyvault certificate create --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --policy "@${policy}" >/dev/null
+    rm -f "${policy}"
+    if [[ "${WHAT_IF}" == true ]]; then
+      READY_CAS+=("${region}")
+      return 0
+    fi
+  fi
+  if [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] ${ca}: would merge ${CA_DIR}/${ca}.pem once the offline root has signed the CSR"
+    return 0
+  fi
+  mkdir -p "${CA_DIR}"
+  csr="$(az keyvault certificate pending show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --query csr -o tsv)"
+  pem_csr "${csr}" >"${CA_DIR}/${ca}.csr"
+  if [[ ! -s "${CA_DIR}/${ca}.pem" && -n "${ROOT_CERT}" ]]; then
+    sign_csr_with_root "${ca}"
+  fi
+  if [[ -s "${CA_DIR}/${ca}.pem" ]]; then
+    mutate az keyvault certificate pending merge --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --file "${CA_DIR}/${ca}.pem" >/dev/null
+    READY_CAS+=("${region}")
+  else
+    warn "${ca}: its key is in Key Vault; sign ${CA_DIR}/${ca}.csr with the offline root (CA:true, pathlen 0, 5 years; see infra/ca/intermediate-ca.ext), save the chain as ${CA_DIR}/${ca}.pem and run again"
+  fi
+}
+
+register_ca_in_dps() {
+  local region=$1 ca="intermediate-ca-$1" verified file etag
+  verified="$(az iot dps certificate show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --certificate-name "${ca}" --query properties.isVerified -o tsv 2>/dev/null || true)"
+  if [[ "${verified,,}" == "true" ]]; then
+    note "${ca}: verified in DPS"
+    return 0
+  fi
+  file="${CA_DIR}/${ca}.cer.pem"
+  mkdir -p "${CA_DIR}"
+  mutate az keyvault certificate download --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --file "${file}" --encoding PEM
+  if [[ -z "${verified}" ]]; then
+    mutate az iot dps certificate create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --certificate-name "${ca}" --path "${file}" --verified true >/dev/null
+  else
+    etag="$(az iot dps certificate show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --certificate-name "${ca}" --query etag -o tsv)"
+    mutate az iot dps certificate update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --certificate-name "${ca}" --path "${file}" --etag "${etag}" --verified true >/dev/null
+  fi
+}
+
+setup_cas() {
+  log "Regional intermediate CAs (Key Vault, HSM keys) and their registration in DPS"
+  local regions=() region
+  IFS=, read -r -a regions <<<"${REGIONS:-west,central,east}"
+  for region in "${regions[@]}"; do
+    ensure_ca "${region}"
+  done
+  for region in "${READY_CAS[@]}"; do
+    register_ca_in_dps "${region}"
+  done
+}
+
+# --- DPS enrollment groups ------------------------------------------------------------------------------------
+
+setup_enrollment_groups() {
+  log "DPS enrollment groups (X.509 CA per region, custom allocation -> /api/allocate)"
+  local host="${SERVICE_ONBOARDING_BASE_URL:-https://${AZURE_FUNCTION_APP_NAME:-<function app>}.azurewebsites.net}"
+  local key="<function key>" url hubs region group current
+  if [[ ${#READY_CAS[@]} -eq 0 ]]; then
+    warn "no regional CA is ready: no enrollment group was created"
+    return 0
+  fi
+  if [[ "${WHAT_IF}" != true ]] || has_function allocate; then
+    key="$(az functionapp function keys list --resource-group "${AZURE_RESOURCE_GROUP}" --name "${AZURE_FUNCTION_APP_NAME}" \
+      --function-name allocate --query default -o tsv)"
+    [[ -n "${key}" ]] || die 1 "no function key for allocate"
+  fi
+  url="${host}/api/allocate?code=${key}"
+  hubs="${IOT_HUB_HOSTNAMES//,/ }"
+  for region in "${READY_CAS[@]}"; do
+    group="sensors-${region}"
+    current="$(az iot dps enrollment-group show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --enrollment-id "${group}" --query customAllocationDefinition.webhookUrl -o tsv 2>/dev/null || true)"
+    if [[ -z "${current}" ]]; then
+      mutate az iot dps enrollment-group create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+        --enrollment-id "${group}" --root-ca-name "intermediate-ca-${region}" --allocation-policy custom \
+        --webhook-url "${url}" --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs}" \
+        --provisioning-status enabled --reprovision-policy reprovisionandmigratedata \
+        --initial-twin-tags "{\"onboarding\": {\"region\": \"${region}\"}}" >/dev/null
+    elif [[ "${current}" != "${url}" ]]; then
+      mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+        --enrollment-id "${group}" --allocation-policy custom --webhook-url "${url}" \
+        --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs}" >/dev/null
+    else
+      note "${group}: present, webhook current"
+    fi
+  done
+}
+
+# --- CRLs and smoke check -------------------------------------------------------------------------------------
+
+publish_first_crls() {
+  log "CRLs (allocation fails closed without them)"
+  local region missing=0
+  for region in "${READY_CAS[@]}"; do
+    if ! az keyvault secret show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "crl-intermediate-ca-${region}" --query id -o tsv >/dev/null 2>&1; then
+      missing=$((missing + 1))
+    fi
+  done
+  if [[ ${#READY_CAS[@]} -eq 0 ]]; then
+    note "no regional CA is ready yet"
+  elif [[ ${missing} -eq 0 ]]; then
+    note "every ready CA has a CRL"
+  elif [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] would run refresh_crls once for ${missing} CA(s) without a CRL"
+  elif has_function refresh_crls; then
+    local master
+    master="$(az functionapp keys list --resource-group "${AZURE_RESOURCE_GROUP}" --name "${AZURE_FUNCTION_APP_NAME}" --query masterKey -o tsv)"
+    mutate az rest --method post --url "${SERVICE_ONBOARDING_BASE_URL}/admin/functions/refresh_crls" \
+      --headers "x-functions-key=${master}" "Content-Type=application/json" --body '{"input": ""}' \
+      --skip-authorization-header >/dev/null
+  else
+    warn "${missing} CA(s) have no CRL and the code has no refresh_crls function yet: allocation answers crl_unavailable"
+  fi
+}
+
+smoke_check() {
+  log "Smoke check: GET /api/health"
+  if [[ "${WHAT_IF}" == true ]]; then
+    note "[what-if] would call ${SERVICE_ONBOARDING_BASE_URL:-https://<function app>.azurewebsites.net}/api/health"
+    return 0
+  fi
+  local attempt status=""
+  for ((attempt = 1; attempt <= POLL_ATTEMPTS; attempt++)); do
+    status="$(az rest --method get --url "${SERVICE_ONBOARDING_BASE_URL}/api/health" --skip-authorization-header \
+      --query status -o tsv 2>/dev/null || true)"
+    [[ "${status}" == "ok" ]] && break
+    sleep "${POLL_SECONDS}"
+  done
+  if [[ "${status}" != "ok" ]]; then
+    az rest --method get --url "${SERVICE_ONBOARDING_BASE_URL}/api/health" --skip-authorization-header >&2 || true
+    die 6 "the app is deployed but /api/health is not ok (see the components above)"
+  fi
+  note "healthy: every dependency answers"
+}
+
+main() {
+  parse_args "$@"
+  preflight
+  plan
+  if [[ "${WHAT_IF}" == true ]]; then
+    log "What-if: the steps that would follow (nothing is changed)"
+  fi
+  deploy_infrastructure "${SUBSCRIBE_NOW}"
+  publish_code
+  subscribe_device_created
+  setup_database
+  upload_templates
+  setup_cas
+  setup_enrollment_groups
+  publish_first_crls
+  smoke_check
+  if [[ "${WHAT_IF}" == true ]]; then
+    log "What-if complete: nothing was changed"
+  else
+    log "Done: ${SERVICE_ONBOARDING_BASE_URL}  (DPS ${AZURE_DPS_NAME}, resource group ${AZURE_RESOURCE_GROUP})"
+  fi
+}
+
+main "$@"

@@ -1,0 +1,347 @@
+// Zero-touch sensor onboarding: every Azure resource of the product, in one resource group.
+// Subscription scope, azd conventions (abbreviations.json, resourceToken, azd tags, UPPER_CASE outputs).
+// Deployed by infra/deploy.sh (az only) or `azd up` (azure.yaml); no public module registry is used.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment (azd AZURE_ENV_NAME); feeds the resource token and the azd-env-name tag.')
+param environmentName string
+
+@minLength(1)
+@description('Primary Azure region of the resource group and of every regional resource without its own location.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group name; empty means rg-{environmentName}.')
+param resourceGroupName string = ''
+
+@description('Object id of the deployer (user or service principal): Entra admin of SQL and data-plane roles for the deploy script. Empty skips those roles.')
+param principalId string = ''
+
+@description('Kind of principal behind principalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Display name of the SQL Entra administrator (the principal behind principalId).')
+param principalName string = 'onboarding-deployer'
+
+@description('Facility regions; one IoT hub, one intermediate CA and one DPS enrollment group per region. location empty = the primary location.')
+param regions array = [
+  {
+    name: 'west'
+    location: ''
+  }
+  {
+    name: 'central'
+    location: ''
+  }
+  {
+    name: 'east'
+    location: ''
+  }
+]
+
+@description('IoT Hub SKU of every regional hub (S1 and up: the product needs device twins and Event Grid).')
+@allowed([
+  'S1'
+  'S2'
+  'S3'
+])
+param iotHubSku string = 'S1'
+
+@description('IoT Hub units per regional hub (S1: 400,000 messages a day per unit).')
+@minValue(1)
+param iotHubUnits int = 1
+
+@description('Azure SQL database SKU. Avoid serverless auto-pause: a paused database makes the DPS webhook miss its deadline.')
+param sqlDatabaseSku string = 'S0'
+
+@description('Always-ready instances of the HTTP group (the DPS webhook and the certificate endpoints): no cold start on the allocation path.')
+@minValue(0)
+param alwaysReadyInstances int = 1
+
+@description('Upper bound of Flex Consumption instances.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Memory per Flex Consumption instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Grant IoT Hub Data Contributor (needed to apply edge deployments to gateways) instead of Data Reader + Twin Contributor.')
+param enableEdgeDeployments bool = true
+
+@description('Create the DeviceCreated Event Grid subscriptions. The function endpoint must exist first, so deploy.sh sets this after publishing the code.')
+param subscribeDeviceCreated bool = false
+
+@description('Create Azure Communication Services e-mail (Azure-managed domain) for certificate alerts.')
+param enableEmail bool = false
+
+@description('Data location of Communication Services, when enabled.')
+param emailDataLocation string = 'United States'
+
+@description('E-mail address that receives the Azure Monitor alerts; empty creates the alert rules without a notification.')
+param alertEmail string = ''
+
+@description('Address that also receives critical and expired certificate digests (CERT_ESCALATION_EMAIL); empty for none.')
+param escalationEmail string = ''
+
+@description('Lifetime of every CRL in hours (CRL_VALIDITY_HOURS).')
+param crlValidityHours int = 168
+
+@description('The CRL refresh timer (every 6 hours) re-issues a CRL when less than this many hours remain (CRL_REFRESH_BEFORE_HOURS).')
+param crlRefreshBeforeHours int = 96
+
+@description('App setting values that replace the defaults below (tuning without editing the template).')
+param appSettingOverrides object = {}
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var regionNames = [for region in regions: region.name]
+var caNames = [for region in regions: 'intermediate-ca-${region.name}']
+var regionalCas = [for region in regions: '${region.name}=intermediate-ca-${region.name}']
+
+// Names the code uses (local/seed/data.py, shared/config.py); tests/infra checks them against the code.
+var templatesContainer = 'sensor-configurations'
+var configurationsContainer = 'device-configurations'
+var deadLetterContainer = 'eventgrid-deadletter'
+var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var queueNames = [
+  'certificate-renewals'
+  'certificate-renewals-poison'
+  'certificate-alerts'
+  'security-alerts'
+]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: (!empty(resourceGroupName)) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    containerNames: [
+      templatesContainer
+      configurationsContainer
+      deadLetterContainer
+      deploymentContainer
+    ]
+    queueNames: queueNames
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+  }
+}
+
+module sql 'modules/sql.bicep' = {
+  name: 'sql'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    serverName: '${abbrs.sqlServers}${resourceToken}'
+    databaseName: '${abbrs.sqlServersDatabases}onboarding'
+    databaseSku: sqlDatabaseSku
+    adminObjectId: principalId
+    adminLogin: principalName
+    adminPrincipalType: principalType
+  }
+}
+
+module hubs 'modules/iothubs.bicep' = {
+  name: 'iothubs'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    regions: regions
+    namePrefix: abbrs.devicesIotHubs
+    systemTopicPrefix: abbrs.eventGridSystemTopics
+    resourceToken: resourceToken
+    sku: iotHubSku
+    units: iotHubUnits
+  }
+}
+
+module dps 'modules/dps.bicep' = {
+  name: 'dps'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.devicesProvisioningServices}${resourceToken}'
+    hubNames: hubs.outputs.names
+    hubLocations: hubs.outputs.locations
+  }
+}
+
+module email 'modules/communication.bicep' = if (enableEmail) {
+  name: 'communication'
+  scope: rg
+  params: {
+    tags: tags
+    communicationServiceName: '${abbrs.communicationCommunicationServices}${resourceToken}'
+    emailServiceName: '${abbrs.communicationEmailServices}${resourceToken}'
+    dataLocation: emailDataLocation
+  }
+}
+
+module functionApp 'app/functions.bicep' = {
+  name: 'functions'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainer
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    alwaysReadyInstances: alwaysReadyInstances
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    sqlServerFqdn: sql.outputs.serverFqdn
+    sqlDatabaseName: sql.outputs.databaseName
+    keyVaultUrl: keyVault.outputs.vaultUri
+    regionNames: regionNames
+    hubNames: hubs.outputs.names
+    hubHostNames: hubs.outputs.hostNames
+    templatesContainer: templatesContainer
+    configurationsContainer: configurationsContainer
+    securityAlertsQueue: 'security-alerts'
+    emailEndpoint: enableEmail ? email.outputs.endpoint : ''
+    emailSender: enableEmail ? email.outputs.senderAddress : ''
+    escalationEmail: escalationEmail
+    crlValidityHours: crlValidityHours
+    crlRefreshBeforeHours: crlRefreshBeforeHours
+    appSettingOverrides: appSettingOverrides
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: functionApp.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    hubNames: hubs.outputs.names
+    systemTopicPrincipalIds: hubs.outputs.systemTopicPrincipalIds
+    deadLetterContainerName: deadLetterContainer
+    enableEdgeDeployments: enableEdgeDeployments
+    communicationServiceName: enableEmail ? email.outputs.name : ''
+  }
+}
+
+module deviceEvents 'modules/device-events.bicep' = if (subscribeDeviceCreated) {
+  name: 'device-events'
+  scope: rg
+  params: {
+    systemTopicNames: hubs.outputs.systemTopicNames
+    functionAppName: functionApp.outputs.name
+    functionName: 'on_device_created'
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: deadLetterContainer
+  }
+  dependsOn: [
+    rbac
+  ]
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    storageAccountName: storage.outputs.name
+    environmentName: environmentName
+    caNames: caNames
+    crlValidityHours: crlValidityHours
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertRulePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}'
+    alertEmail: alertEmail
+    caNames: caNames
+    crlValidityHours: crlValidityHours
+    crlRefreshBeforeHours: crlRefreshBeforeHours
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_ONBOARDING_BASE_URL string = functionApp.outputs.baseUrl
+output FUNCTION_PRINCIPAL_ID string = functionApp.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output TEMPLATES_CONTAINER string = templatesContainer
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.vaultUri
+output AZURE_SQL_SERVER_NAME string = sql.outputs.serverName
+output AZURE_SQL_SERVER_FQDN string = sql.outputs.serverFqdn
+output AZURE_SQL_DATABASE_NAME string = sql.outputs.databaseName
+output AZURE_DPS_NAME string = dps.outputs.name
+output AZURE_DPS_ID_SCOPE string = dps.outputs.idScope
+output AZURE_DPS_ENDPOINT string = dps.outputs.deviceEndpoint
+output REGIONS string = join(regionNames, ',')
+output REGIONAL_CAS string = join(regionalCas, ',')
+output IOT_HUB_NAMES string = join(hubs.outputs.names, ',')
+output IOT_HUB_HOSTNAMES string = join(hubs.outputs.hostNames, ',')
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output DEVICE_CREATED_SUBSCRIBED bool = subscribeDeviceCreated

@@ -1,0 +1,215 @@
+// The provisioning dashboard: an Azure Monitor workbook over the app's telemetry events (Application Insights)
+// and the storage queue metrics. Queries live in infra/monitoring/queries/*.kql and read events only through
+// the views of events.kql, the same text the alert rules use.
+
+@description('Region of the workbook resource.')
+param location string
+
+@description('Tags of every resource.')
+param tags object
+
+@description('Application Insights component the queries run against.')
+param applicationInsightsName string
+
+@description('Storage account whose queue depth is charted.')
+param storageAccountName string
+
+@description('Environment name, shown in the workbook title.')
+param environmentName string
+
+@description('Regional CA names whose CRL age is shown.')
+param caNames array = []
+
+@description('A device allocated longer ago than this without a twin configuration counts as not configured.')
+param notConfiguredAfterMinutes int = 10
+
+@description('Lifetime of every CRL in hours (CRL_VALIDITY_HOURS), to turn nextUpdate into an age.')
+param crlValidityHours int = 168
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+var queryParameters = 'let ExpectedCAs = dynamic(${string(caNames)});\nlet NotConfiguredAfter = ${notConfiguredAfterMinutes}m;\nlet CrlValidityHours = ${crlValidityHours};\n'
+var prelude = concat(queryParameters, loadTextContent('../monitoring/queries/events.kql'))
+var day = 86400000
+var week = 604800000
+
+var panels = [
+  {
+    name: 'provisioning-daily'
+    title: 'Provisioning attempts per day: succeeded vs failed'
+    query: concat(prelude, loadTextContent('../monitoring/queries/provisioning-daily.kql'))
+    visualization: 'barchart'
+    durationMs: week
+  }
+  {
+    name: 'failures-by-reason'
+    title: 'Failures by reason code'
+    query: concat(prelude, loadTextContent('../monitoring/queries/failures-by-reason.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
+    name: 'allocation-latency'
+    title: 'Allocation latency (ms): p50, p95, p99'
+    query: concat(prelude, loadTextContent('../monitoring/queries/allocation-latency.kql'))
+    visualization: 'linechart'
+    durationMs: day
+  }
+  {
+    name: 'hub-distribution'
+    title: 'Allocation decisions and hub load'
+    query: concat(prelude, loadTextContent('../monitoring/queries/hub-distribution.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
+    name: 'not-configured'
+    title: 'Devices provisioned but not yet configured'
+    query: concat(prelude, loadTextContent('../monitoring/queries/not-configured.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
+    name: 'twin-failures'
+    title: 'Twin configuration failures'
+    query: concat(prelude, loadTextContent('../monitoring/queries/twin-failures.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
+    name: 'template-latency'
+    title: 'Template retrieval latency (ms) by result'
+    query: concat(prelude, loadTextContent('../monitoring/queries/template-latency.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
+    name: 'certificates-by-expiry'
+    title: 'Certificates by days to expiry (latest daily scan)'
+    query: concat(prelude, loadTextContent('../monitoring/queries/certificates-by-expiry.kql'))
+    visualization: 'table'
+    durationMs: 2 * day
+  }
+  {
+    name: 'crl-age'
+    title: 'CRL age per regional CA (hours)'
+    query: concat(prelude, loadTextContent('../monitoring/queries/crl-age.kql'))
+    visualization: 'table'
+    durationMs: 2 * day
+  }
+  {
+    name: 'revocations'
+    title: 'Revocations and revoked certificates presented'
+    query: concat(prelude, loadTextContent('../monitoring/queries/revocations.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
+    name: 'events-overview'
+    title: 'Telemetry events per day'
+    query: concat(prelude, loadTextContent('../monitoring/queries/events-overview.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
+    name: 'audit-trail'
+    title: 'Audit trail: latest provisioning decisions'
+    query: concat(prelude, loadTextContent('../monitoring/queries/audit-trail.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+]
+
+var queryItems = [for panel in panels: {
+  type: 3
+  name: panel.name
+  content: {
+    version: 'KqlItem/1.0'
+    title: panel.title
+    query: panel.query
+    size: 0
+    queryType: 0
+    resourceType: 'microsoft.insights/components'
+    crossComponentResources: [
+      appInsights.id
+    ]
+    visualization: panel.visualization
+    timeContext: {
+      durationMs: panel.durationMs
+    }
+  }
+}]
+
+// Queue depth is a storage metric (QueueMessageCount, the whole account: the metric has no per-queue dimension).
+var queueDepthItem = {
+  type: 10
+  name: 'queue-depth'
+  content: {
+    version: 'MetricsItem/2.0'
+    title: 'Queue depth: messages waiting in certificate-renewals, certificate-alerts, security-alerts and poison queues'
+    size: 0
+    chartType: 2
+    resourceType: 'microsoft.storage/storageaccounts/queueservices'
+    metricScope: 0
+    resourceIds: [
+      queueService.id
+    ]
+    timeContext: {
+      durationMs: day
+    }
+    metrics: [
+      {
+        namespace: 'microsoft.storage/storageaccounts/queueservices'
+        metric: 'microsoft.storage/storageaccounts/queueservices--QueueMessageCount'
+        aggregation: 4
+      }
+    ]
+  }
+}
+
+var header = {
+  type: 1
+  name: 'header'
+  content: {
+    json: '## Sensor onboarding (${environmentName})\nProvisioning, twin configuration and certificate health from the app telemetry (Application Insights `traces`, logger `onboarding.events`).'
+  }
+}
+
+var workbookContent = {
+  version: 'Notebook/1.0'
+  items: concat([
+    header
+  ], queryItems, [
+    queueDepthItem
+  ])
+  isLocked: false
+  fallbackResourceIds: [
+    appInsights.id
+  ]
+}
+
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, 'sensor-onboarding-workbook')
+  location: location
+  tags: tags
+  kind: 'shared'
+  properties: {
+    displayName: 'Sensor onboarding (${environmentName})'
+    category: 'workbook'
+    sourceId: appInsights.id
+    serializedData: string(workbookContent)
+  }
+}
+
+output workbookId string = workbook.id

@@ -1,0 +1,241 @@
+"""infra/deploy.sh against a recording fake `az` (and `sqlcmd`) on PATH: call order, idempotency, --what-if,
+and the clear errors the issue asks for. The fake keeps a simulated subscription between runs."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.infra.conftest import DEPLOY
+
+MUTATING = {
+    "az deployment sub create", "az functionapp deployment source config-zip", "az storage blob upload",
+    "az keyvault certificate create", "az keyvault certificate pending merge", "az iot dps certificate create",
+    "az iot dps certificate update", "az iot dps enrollment-group create", "az iot dps enrollment-group update",
+    "az sql server firewall-rule create", "az sql server firewall-rule delete",
+}
+REGIONS = ("west", "central", "east")
+
+
+def mutations(run) -> list[str]:
+    found = []
+    for call, command in zip(run.calls, run.commands, strict=True):
+        argv = call["argv"]
+        if command in MUTATING:
+            found.append(command)
+        elif command == "sqlcmd" and "-i" in argv:
+            found.append(f"sqlcmd -i {argv[argv.index('-i') + 1].rsplit('/', 1)[-1]}")
+        elif command == "az rest" and "post" in argv and any("/admin/" in a for a in argv):
+            found.append("az rest admin")
+    return found
+
+
+def first(run, command: str, containing: str = "") -> int:
+    for index, (call, name) in enumerate(zip(run.calls, run.commands, strict=True)):
+        if name == command and any(containing in arg for arg in call["argv"]):
+            return index
+    raise AssertionError(f"{command} {containing} was not called")
+
+
+def root_ca(tmp_path):
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sensor Onboarding Root CA (test)")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA384()))
+    cert_path, key_path = tmp_path / "root.pem", tmp_path / "root.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def real_csrs() -> dict[str, str]:
+    """What Key Vault returns for a pending certificate: a base64 DER CSR of its non-exportable key."""
+    csrs = {}
+    for region in REGIONS:
+        key = ec.generate_private_key(ec.SECP384R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Sensor Onboarding Intermediate CA {region}")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA384())
+        csrs[f"intermediate-ca-{region}"] = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
+    return csrs
+
+
+@pytest.fixture(scope="module")
+def first_deployment(tmp_path_factory):
+    """One full first run (CA CSRs are real and signed by a test root), shared by the tests that read it."""
+    from tests.infra.code_scan import functions
+    from tests.infra.conftest import FakeAzure
+
+    root = tmp_path_factory.mktemp("first-deployment")
+    fake = FakeAzure(root, sorted(functions()))
+    cert, key = root_ca(root)
+    fake.update(csr_b64=real_csrs())
+    sign = ("--sign-with-root", str(cert), str(key))
+    run = fake.run(*sign, env={"FAKE_AZ_VERIFY_CA": "1"})
+    return fake, sign, run, fake.state
+
+
+@pytest.fixture
+def signed(first_deployment, fake_azure):
+    """A fake subscription in the state the first deployment left, and the options it used."""
+    _fake, sign, _run, state = first_deployment
+    fake_azure.update(**state)
+    return fake_azure, sign
+
+
+def test_first_run_issues_the_steps_in_order(first_deployment):
+    _fake, _sign, run, state = first_deployment
+    assert run.returncode == 0, run.output
+    order = ["az account show", "az extension show", "az deployment sub what-if", "az deployment sub create",
+             "az functionapp deployment source config-zip", "sqlcmd", "az storage blob upload",
+             "az keyvault certificate create", "az keyvault certificate pending merge",
+             "az iot dps certificate create", "az iot dps enrollment-group create",
+             "az rest /admin/functions/refresh_crls", "az rest /api/health"]
+    positions = [first(run, *command.split(" /", 1)) if "/" in command else first(run, command) for command in order]
+    assert positions == sorted(positions), dict(zip(order, positions, strict=True))
+    # Event Grid subscriptions are deployed once the code (and so on_device_created) exists.
+    creates = [i for i, c in enumerate(run.commands) if c == "az deployment sub create"]
+    assert len(creates) == 2 and creates[0] < first(run, "az functionapp deployment source config-zip") < creates[1]
+    assert "subscribeDeviceCreated=false" in run.calls[creates[0]]["argv"]
+    assert "subscribeDeviceCreated=true" in run.calls[creates[1]]["argv"]
+    assert sorted(state["enrollment_groups"]) == [f"sensors-{r}" for r in sorted(REGIONS)]
+    for group in state["enrollment_groups"].values():
+        assert group["webhookUrl"] == "https://func-tok42.azurewebsites.net/api/allocate?code=function-key-allocate"
+        assert len(group["iotHubs"].split()) == 3
+    assert all(state["dps_certs"].values()) and set(state["kv_certs"].values()) == {"complete"}
+    assert sorted(state["kv_secrets"]) == [f"crl-intermediate-ca-{r}" for r in sorted(REGIONS)]
+    assert [s["script"] for s in state["sql_scripts"]][:2] == ["schema.sql", "grant-function.sql"]
+    assert len(state["blobs"]["sensor-configurations"]) == 5
+    assert "function-key-allocate" not in run.output and "master-key" not in run.output
+    health = [c for c in run.calls if c["tool"] == "az" and any(a.endswith("/api/health") for a in c["argv"])]
+    assert health and run.calls.index(health[-1]) == len(run.calls) - 1
+
+
+def test_second_run_changes_nothing(signed):
+    fake, sign = signed
+    before = fake.state
+    run = fake.run(*sign)
+    assert run.returncode == 0, run.output
+    # The Bicep deployment (incremental, declarative) and the code publish are the only writes; the deployment
+    # runs once, already with the DeviceCreated subscription, because on_device_created exists.
+    changes = [m for m in mutations(run) if not m.startswith("sqlcmd -i ") or m == "sqlcmd -i schema.sql"]
+    assert changes == ["az deployment sub create", "az functionapp deployment source config-zip"]
+    after = fake.state
+    for key in ("enrollment_groups", "dps_certs", "kv_certs", "kv_secrets", "blobs"):
+        assert after[key] == before[key], key
+    assert "schema present" in run.output
+
+
+def test_pending_ca_without_the_root_stops_before_dps(fake_azure):
+    run = fake_azure.run()
+    assert run.returncode == 0, run.output
+    assert "sign" in run.stderr and "offline root" in run.stderr
+    assert (fake_azure.ca_dir / "intermediate-ca-west.csr").read_text().startswith("-----BEGIN CERTIFICATE REQUEST")
+    assert "az iot dps enrollment-group create" not in run.commands
+
+
+def test_what_if_prints_the_plan_and_changes_nothing(fake_azure):
+    run = fake_azure.run("--what-if")
+    assert run.returncode == 0, run.output
+    assert mutations(run) == []
+    assert "sqlcmd" not in run.commands
+    assert "deployments" not in fake_azure.state
+    text = run.output
+    for expected in ("Create: /subscriptions/", "would run: az deployment sub create", "would package",
+                     "would apply infra/sql/schema.sql", "would run: az storage blob upload",
+                     "would run: az keyvault certificate create", "would run: az iot dps enrollment-group create",
+                     "/api/allocate?code=***", "would call https://func-tok42.azurewebsites.net/api/health",
+                     "nothing was changed"):
+        assert expected in text, expected
+
+
+def test_what_if_after_a_deployment_changes_nothing(signed):
+    fake, _sign = signed
+    before = fake.state
+    run = fake.run("--what-if")
+    assert run.returncode == 0, run.output
+    assert mutations(run) == []
+    assert fake.state == before
+    assert "sensors-west: present, webhook current" in run.output
+
+
+def test_not_logged_in_is_a_clear_error(fake_azure):
+    fake_azure.update(logged_in=False)
+    run = fake_azure.run()
+    assert run.returncode == 2 and "az login" in run.stderr
+    assert mutations(run) == []
+
+
+def test_missing_azure_iot_extension_is_a_clear_error(fake_azure):
+    fake_azure.update(extensions=[])
+    run = fake_azure.run()
+    assert run.returncode == 3 and "az extension add --name azure-iot" in run.stderr
+    assert mutations(run) == []
+
+
+@pytest.mark.parametrize("taken", ["kv-tok42", "sttok42", "func-tok42", "sql-tok42", "iot-west-tok42", "provs-tok42"])
+def test_name_collision_is_a_clear_error_before_any_change(fake_azure, taken):
+    fake_azure.update(taken_names=[taken])
+    run = fake_azure.run()
+    assert run.returncode == 4, run.output
+    assert "name collision" in run.stderr and taken in run.stderr
+    assert mutations(run) == []
+
+
+def test_soft_deleted_key_vault_is_a_clear_error(fake_azure):
+    fake_azure.update(deleted_vaults=["kv-tok42"])
+    run = fake_azure.run()
+    assert run.returncode == 4 and "az keyvault recover --name kv-tok42" in run.stderr
+
+
+def test_sql_firewall_is_opened_for_this_run_only(fake_azure):
+    fake_azure.update(sql_blocked_ip="203.0.113.7")
+    run = fake_azure.run()
+    assert run.returncode == 0, run.output
+    assert mutations(run).count("az sql server firewall-rule create") == 1
+    assert mutations(run).count("az sql server firewall-rule delete") == 1
+    assert fake_azure.state["firewall_rules"] == []
+    assert fake_azure.state["sql_schema"] is True
+
+
+def test_facilities_are_loaded_from_a_validated_csv(fake_azure, tmp_path):
+    csv = tmp_path / "facilities.csv"
+    csv.write_text("facility_code,name,region,manager_email\nFAC01,Portland Assembly,west,m1@example.com\n"
+                   "FAC09,Columbus Welding,east,m9@example.com\n")
+    run = fake_azure.run("--facilities", str(csv))
+    assert run.returncode == 0, run.output
+    loaded = [s["variables"] for s in fake_azure.state["sql_scripts"] if s["script"] == "upsert-facility.sql"]
+    assert [(f["CODE"], f["PREFERRED_HUB"]) for f in loaded] == [
+        ("FAC01", "iot-west-tok42.azure-devices.net"), ("FAC09", "iot-east-tok42.azure-devices.net")]
+    csv.write_text("FAC02,Robert'); DROP TABLE facilities;--,west,m@example.com\n")
+    run = fake_azure.run("--facilities", str(csv))
+    assert run.returncode == 64 and "bad name" in run.stderr
+
+
+def test_usage_errors(fake_azure):
+    done = subprocess.run(["bash", str(DEPLOY), "--bogus"], capture_output=True, text=True, check=False)
+    assert done.returncode == 64 and "Usage" in done.stderr
+    done = subprocess.run(["bash", str(DEPLOY), "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "--what-if" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
+def test_shellcheck_is_clean():
+    done = subprocess.run(["shellcheck", "-x", str(DEPLOY)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout

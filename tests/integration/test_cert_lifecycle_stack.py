@@ -1,0 +1,459 @@
+"""The certificate lifecycle against the whole local stack (fixed ports, like `make run`).
+
+Signing through the Key Vault emulator with path validation to the local root, bad CSRs, revocation seen by
+the allocation webhook within the CRL cache TTL, the expiry scan (classification, queue-once, escalation,
+hub queries counted), and the full renewal loop with a simulated device, searched for private keys after.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
+
+from cert_lifecycle.crl import CRL_CONTENT_TYPE
+from cert_lifecycle.csr import serial_hex
+from cert_lifecycle.expiry import TAG
+from cert_lifecycle.hub import HubGateway
+from cert_lifecycle.scan import ExpiryScanner
+from cert_lifecycle.wiring import Lifecycle
+from local.iothub.auth import make_sas
+from local.secrets import stack_secret
+from local.seed import data
+from local.tls import ensure_tls
+from shared.bootstrap import Services
+from shared.config import Settings
+from tests.stack_helpers import VaultCa, app_environment, dps_request, http, running_stack
+
+pytestmark = pytest.mark.integration
+CACHE_TTL = 1.0
+API = {"api-version": "2021-04-12"}
+WEST, CENTRAL = data.HUBS[0], data.HUBS[1]
+LINKED = [h.host_name for h in data.HUBS]
+ESCALATION = "security@example.com"
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    extra = {"CERT_SUPERSEDED_GRACE_HOURS": "0", "CERT_ESCALATION_EMAIL": ESCALATION}
+    with running_stack(tmp_path_factory.mktemp("cert-stack"), extra_settings=extra) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def services(stack):
+    with app_environment(stack.settings_path):
+        yield Services(Settings())
+
+
+@pytest.fixture(scope="module")
+def keys(stack):
+    return {"function": stack_secret(stack.state_dir, "function-key-default"),
+            "master": stack_secret(stack.state_dir, "function-master-key")}
+
+
+@pytest.fixture(scope="module")
+def root(stack) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((stack.state_dir / "pki" / "root-ca.pem").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def device_http(stack):
+    """The emulator's device-side twin routes, as a simulated sensor uses them (service SAS per hub)."""
+    context = ssl.create_default_context(cafile=str(ensure_tls(stack.state_dir).ca_bundle))
+    clients = {}
+    for hub in data.HUBS:
+        key = stack_secret(stack.state_dir, f"iothub-{hub.name}-iothubowner")
+        clients[hub.host_name] = httpx.Client(
+            base_url=f"https://{hub.host_name}", verify=context, timeout=70,
+            headers={"Authorization": make_sas(hub.host_name, key, "iothubowner")})
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def serial_cn(prefix: str, facility: str = "FAC03") -> str:
+    return f"sensor-temp-{facility}-{prefix}{secrets.randbelow(10**8):08d}"
+
+
+def csr_pem(cn: str, key=None) -> tuple[bytes, object]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM), key
+
+
+def sign(body: bytes | dict, key: str | None) -> tuple[int, dict]:
+    return http("POST", "/api/certificates/sign", body, key=key)
+
+
+def verify_chain(leaf_pem: str, chain_pems: list[str], root: x509.Certificate) -> None:
+    leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
+    intermediates = [x509.load_pem_x509_certificate(p.encode()) for p in chain_pems]
+    # RFC 5280 path validation with the Web PKI profile, except that a device certificate names its device in
+    # the CN (what DPS and IoT Hub match) and need not carry a subjectAltName.
+    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    verifier = (PolicyBuilder().store(Store([root])).time(dt.datetime.now(dt.UTC))
+                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee_policy)
+                .build_client_verifier())
+    verified = verifier.verify(leaf, intermediates)
+    assert [c.subject for c in verified.chain] == [leaf.subject, intermediates[0].subject, root.subject]
+
+
+def queue_texts(services, name: str) -> list[str]:
+    client = services.queue_service.get_queue_client(name)
+    try:
+        messages = client.peek_messages(max_messages=32)
+    except Exception:  # a queue that was never created holds nothing
+        return []
+    texts = []
+    for message in messages:  # raw peek: the lifecycle's messages are base64 (queue trigger), others may not be
+        raw = message.content.decode() if isinstance(message.content, bytes) else message.content
+        try:
+            texts.append(base64.b64decode(raw, validate=True).decode())
+        except ValueError:
+            texts.append(raw)
+    return texts
+
+
+def wait_for(check, timeout: float = 20, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+# -- Key Vault: the CA key never leaves -----------------------------------------------------------------
+def test_ca_keys_cannot_be_read_out_of_key_vault(stack, services):
+    from azure.core.exceptions import HttpResponseError
+
+    for name in data.CA_NAMES.values():
+        key = services.keys.get_key(name).key  # the certificate's key: public half only
+        assert key.x and all(getattr(key, part, None) is None for part in ("d", "p", "q", "dp", "dq", "qi"))
+        assert "PRIVATE KEY" not in (services.secrets.get_secret(name).value or "")
+    token = services.credential.get_token("https://vault.azure.net/.default").token
+    context = ssl.create_default_context(cafile=str(ensure_tls(stack.state_dir).ca_bundle))
+    with httpx.Client(verify=context, headers={"Authorization": f"Bearer {token}"}) as client:
+        release = client.post(f"https://localhost:8450/keys/{data.CA_NAMES['west']}/release",
+                              params={"api-version": "7.6"}, json={"target": "x"})
+    assert release.status_code >= 400 and "PRIVATE" not in release.text
+    with pytest.raises(HttpResponseError):
+        services.keys.release_key(data.CA_NAMES["west"], "attestation-token")
+
+
+# -- sign_csr -------------------------------------------------------------------------------------------
+def test_signed_certificates_validate_from_the_local_root_through_the_regional_ca(stack, services, keys, root):
+    cn = serial_cn("SIGN")
+    pem, _ = csr_pem(cn)
+    status, body = sign(pem, keys["function"])
+    assert status == 200, body
+    assert (body["deviceId"], body["issuer"]) == (cn, "intermediate-ca-west")
+    verify_chain(body["certificate"], body["caCertificates"], root)
+    leaf = x509.load_pem_x509_certificate(body["certificate"].encode())
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert 150 <= leaf.serial_number.bit_length() <= 159
+    assert abs((leaf.not_valid_after_utc - leaf.not_valid_before_utc).days - 730) <= 1
+    row = services.database.fetch_one("SELECT device_id, status, issuer FROM certificates WHERE serial_number = ?",
+                                      [body["serialNumber"]])
+    assert row == {"device_id": cn, "status": "active", "issuer": leaf.issuer.rfc4514_string()}
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # central plant, RSA, JSON body
+    status, body = sign({"csr": csr_pem(serial_cn("RSA", "FAC07"), rsa_key)[0].decode()}, keys["function"])
+    assert status == 200, body
+    assert body["issuer"] == "intermediate-ca-central"
+    verify_chain(body["certificate"], body["caCertificates"], root)
+
+
+def test_bad_csrs_get_catalogue_codes_never_500(stack, keys):
+    good, _ = csr_pem(serial_cn("BAD"))
+    tampered = x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER)
+    tampered = tampered[:-4] + bytes(b ^ 0xFF for b in tampered[-4:])
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point of the test
+    cases = {
+        "csr_signature_invalid": tampered,
+        "invalid_registration_id": csr_pem("device-42")[0],
+        "unknown_facility": csr_pem("sensor-temp-FAC99-SN1")[0],
+        "weak_key": csr_pem(serial_cn("WEAK"), weak)[0],
+        "csr_invalid": b"-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgQ1NS\n-----END CERTIFICATE REQUEST-----\n",
+        "request_too_large": b"A" * (1024 * 1024),
+        "invalid_request": json.dumps({"pem": good.decode()}).encode(),
+    }
+    for code, body in cases.items():
+        status, answer = sign(body, keys["function"])
+        assert 400 <= status < 500 and answer["error"]["code"] == code, (code, status, answer)
+    assert sign(good, None)[0] == 401
+    assert sign(good, "wrong")[0] == 401
+
+
+# -- revocation -----------------------------------------------------------------------------------------
+def test_revoked_certificate_is_refused_by_the_webhook_and_revoking_again_changes_nothing(stack, services, keys):
+    cn = serial_cn("REV")
+    status, issued = sign(csr_pem(cn)[0], keys["function"])
+    assert status == 200, issued
+    cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
+    services.registry_manager(WEST.host_name).create_device_with_certificate_authority(cn, "enabled")
+    assert http("POST", "/api/allocate", dps_request(cert, LINKED), key=keys["function"])[0] == 200
+
+    request = {"serialNumber": issued["serialNumber"], "issuer": "intermediate-ca-west", "reason": "keyCompromise",
+               "revokedBy": "security-team"}
+    assert http("POST", "/api/certificates/revoke", request, key=keys["function"])[0] == 401  # admin only
+    status, first = http("POST", "/api/certificates/revoke", request, key=keys["master"])
+    assert status == 200, first
+    assert first["changed"] is True and first["revoked"][0]["deviceId"] == cn
+    assert first["disabledOn"] == {cn: [WEST.host_name]}
+    time.sleep(CACHE_TTL + 0.5)
+    status, refused = http("POST", "/api/allocate", dps_request(cert, LINKED), key=keys["function"])
+    assert (status, refused["error"]["code"]) == (403, "certificate_revoked")
+
+    status, second = http("POST", "/api/certificates/revoke", request, key=keys["master"])
+    assert status == 200 and second["changed"] is False
+    assert second["crlNumbers"] == first["crlNumbers"]
+    secret = services.secrets.get_secret("crl-intermediate-ca-west")
+    assert secret.properties.content_type == CRL_CONTENT_TYPE
+    crl = x509.load_der_x509_crl(base64.b64decode(secret.value))
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert services.registry_manager(WEST.host_name).get_device(cn).status == "disabled"
+    assert any(issued["serialNumber"] in text for text in queue_texts(services, "security-alerts"))
+    assert services.database.fetch_one("SELECT status FROM certificates WHERE serial_number = ?",
+                                       [issued["serialNumber"]]) == {"status": "revoked"}
+    status, bad = http("POST", "/api/certificates/revoke", {"serialNumber": "XYZ", "reason": "keyCompromise"},
+                       key=keys["master"])
+    assert (status, bad["error"]["code"]) == (400, "invalid_serial_number")
+
+
+# -- the expiry scan ------------------------------------------------------------------------------------
+def report_certificate(client: httpx.Client, device_id: str, certificate: dict | None) -> None:
+    answer = client.patch(f"/devices/{device_id}/twin/properties/reported", params=API,
+                          json={"certificate": certificate})
+    assert answer.status_code == 200, answer.text
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CountingRegistries:
+    """The SDK registry managers, with every query_iot_hub call counted at the SDK boundary."""
+
+    def __init__(self, services):
+        self.services, self.calls = services, 0
+
+    def __call__(self, host):
+        registry = self.services.registry_manager(host)
+        outer = self
+
+        class Counted:
+            def __getattr__(self, name):
+                return getattr(registry, name)
+
+            def query_iot_hub(self, *args, **kwargs):
+                outer.calls += 1
+                return registry.query_iot_hub(*args, **kwargs)
+
+        return Counted()
+
+
+EXPECTED = {  # (days before expiry, lifetime days) -> level; None: outside the query window
+    (400, 730): None, (120, 730): None, (89, 730): "renew", (45, 730): "renew", (29, 730): "critical",
+    (5, 730): "critical", (-1, 730): "expired",
+    (400, 60): None, (120, 60): None, (89, 60): "ok", (45, 60): "ok", (29, 60): "ok", (5, 60): "critical",
+    (-1, 60): "expired",
+}
+
+
+def test_expiry_scan_classifies_queues_each_device_once_and_escalates(stack, services, device_http):
+    now = dt.datetime.now(dt.UTC)
+    devices = {}
+    for i, (days, lifetime) in enumerate(EXPECTED):
+        hub = (WEST, CENTRAL)[i % 2]
+        device_id = serial_cn(f"EXP{days + 1}L{lifetime}", "FAC01" if hub is WEST else "FAC05")
+        services.registry_manager(hub.host_name).create_device_with_certificate_authority(device_id, "enabled")
+        not_after = now + dt.timedelta(days=days)
+        report_certificate(device_http[hub.host_name], device_id, {
+            "serialNumber": format(secrets.randbits(120), "X"), "notAfter": iso(not_after),
+            "notBefore": iso(not_after - dt.timedelta(days=lifetime)), "issuer": "intermediate-ca-west"})
+        devices[(days, lifetime)] = (hub.host_name, device_id)
+    silent = serial_cn("NOCERT")
+    services.registry_manager(WEST.host_name).create_device_with_certificate_authority(silent, "enabled")
+
+    lifecycle = Lifecycle(services)
+    sent: list[dict] = []
+    registries = CountingRegistries(services)
+    scanner = ExpiryScanner(HubGateway(registries), lifecycle.hosts, sent.append, lifecycle.alerts,
+                            lifecycle.records, lifecycle.audit, lifecycle.settings)
+    first = scanner.run()
+    assert first.queries == registries.calls == 2 * len(data.HUBS)  # window + unreported, one page each
+    mine = {device_id for _, device_id in devices.values()}
+    queued = [m["deviceId"] for m in sent if m["deviceId"] in mine]
+    needing = {devices[k][1] for k, level in EXPECTED.items() if level not in (None, "ok")}
+    assert sorted(queued) == sorted(needing)
+    assert silent in first.hubs[0].without_certificate_listed
+
+    second = scanner.run()
+    assert [m["deviceId"] for m in sent if m["deviceId"] in mine] == queued  # nothing new on the second run
+    assert registries.calls == 4 * len(data.HUBS)
+    assert second.queued == [] and second.digests == []
+
+    for (days, lifetime), level in EXPECTED.items():
+        host, device_id = devices[(days, lifetime)]
+        tag = (services.registry_manager(host).get_twin(device_id).tags or {}).get(TAG)
+        if level in (None, "ok"):
+            assert tag is None, (days, lifetime, tag)
+        else:
+            assert (tag["level"], tag["state"]) == (level, "queued"), (days, lifetime, tag)
+
+    digests = [json.loads(t) for t in queue_texts(services, "certificate-alerts")]
+    critical_west = next(d for d in digests if d["facility"] == "FAC01" and d["level"] == "critical")
+    escalated = devices[(29, 730)]
+    if escalated[0] == WEST.host_name:
+        assert escalated[1] in [d["deviceId"] for d in critical_west["devices"]]
+    assert critical_west["cc"] == [ESCALATION] and critical_west["to"] == ["manager.fac01@example.com"]
+    assert all(d["cc"] == [] for d in digests if d["level"] == "renew")
+    all_critical = [d["deviceId"] for digest in digests if digest["level"] == "critical" for d in digest["devices"]]
+    assert escalated[1] in all_critical
+
+
+# -- the renewal loop -----------------------------------------------------------------------------------
+def admin_run(function: str, keys) -> None:
+    status, _ = http("POST", f"/admin/functions/{function}", {"input": ""}, key=keys["master"])
+    assert status == 202
+
+
+def device_twin(client: httpx.Client, device_id: str, until=None, timeout: float = 30) -> dict:
+    """The twin as the device sees it; with `until`, long-poll desired changes until until(twin) holds."""
+    deadline = time.monotonic() + timeout
+    version = None
+    while True:
+        params = dict(API)
+        if version is not None:
+            params.update(desiredVersionAbove=str(version), timeoutSeconds="10")
+        answer = client.get(f"/devices/{device_id}/twin", params=params)
+        assert answer.status_code == 200, answer.text
+        twin = answer.json()
+        if until is None or until(twin):
+            return twin
+        if time.monotonic() > deadline:
+            raise AssertionError(f"desired properties never satisfied the condition: {twin['desired']}")
+        version = twin["desired"]["$version"]
+
+
+def renewal_status(status: str):
+    return lambda twin: (twin["desired"].get(TAG) or {}).get("status") == status
+
+
+def test_full_renewal_loop_without_any_private_key_leaving_the_device(stack, services, keys, device_http, root):
+    west_ca = VaultCa.load(services, "intermediate-ca-west")
+    device_id = serial_cn("RENEW")
+    old_key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    old = west_ca.signer.sign_certificate(
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .issuer_name(west_ca.certificate.subject).public_key(old_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=700)).not_valid_after(now + dt.timedelta(days=20)))
+    old_serial = serial_hex(old.serial_number)
+    services.database.execute(  # the factory issuance on record, as sign_csr would have left it
+        "INSERT INTO certificates (issuer, serial_number, device_id, not_before, not_after, status) "
+        "VALUES (?, ?, ?, ?, ?, 'active')",
+        [old.issuer.rfc4514_string(), old_serial, device_id, old.not_valid_before_utc.replace(tzinfo=None),
+         old.not_valid_after_utc.replace(tzinfo=None)])
+    services.registry_manager(WEST.host_name).create_device_with_certificate_authority(device_id, "enabled")
+    client = device_http[WEST.host_name]
+    report_certificate(client, device_id, {"serialNumber": old_serial, "notAfter": iso(old.not_valid_after_utc),
+                                           "notBefore": iso(old.not_valid_before_utc)})
+    admin_run("scan_expiring_certificates", keys)  # -> certificate-renewals -> process_renewal (queue trigger)
+    twin = device_twin(client, device_id, until=renewal_status("requested"))
+    request = twin["desired"][TAG]
+    assert (request["status"], request["serialNumber"]) == ("requested", old_serial)
+
+    new_key = ec.generate_private_key(ec.SECP256R1())  # generated on the device; only its CSR leaves
+    csr = csr_pem(device_id, new_key)[0].decode()
+    assert client.patch(f"/devices/{device_id}/twin/properties/reported", params=API,
+                        json={TAG: {"requestId": request["requestId"], "csr": csr}}).status_code == 200
+    admin_run("collect_renewal_csrs", keys)
+    twin = device_twin(client, device_id, until=renewal_status("issued"))
+    answer = twin["desired"][TAG]
+    assert answer["status"] == "issued", answer
+    new = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    assert new.public_key() == new_key.public_key()
+    verify_chain(answer["certificate"], answer["chain"], root)
+
+    report_certificate(client, device_id, {"serialNumber": answer["newSerialNumber"],
+                                           "notAfter": iso(new.not_valid_after_utc),
+                                           "notBefore": iso(new.not_valid_before_utc)})
+    client.patch(f"/devices/{device_id}/twin/properties/reported", params=API,
+                 json={TAG: {"requestId": request["requestId"], "csr": None, "status": "installed"}})
+    admin_run("collect_renewal_csrs", keys)
+    registry = services.registry_manager(WEST.host_name)
+    closed = wait_for(lambda: ((registry.get_twin(device_id).tags or {}).get(TAG) or {}).get("state") == "closed")
+    assert closed
+
+    assert services.database.fetch_one(
+        "SELECT reason FROM revocations WHERE serial_number = ?", [old_serial]) == {"reason": "superseded"}
+    statuses = {r["serial_number"]: r["status"] for r in services.database.fetch_all(
+        "SELECT serial_number, status FROM certificates WHERE device_id = ?", [device_id])}
+    assert statuses == {old_serial: "superseded", answer["newSerialNumber"]: "active"}
+    time.sleep(CACHE_TTL + 0.5)
+    assert http("POST", "/api/allocate", dps_request(old, LINKED), key=keys["function"])[1]["error"]["code"] \
+        == "certificate_revoked"
+    assert http("POST", "/api/allocate", dps_request(new, LINKED), key=keys["function"])[0] == 200
+
+    admin_run("refresh_crls", keys)  # the CRL timer runs in the host too
+    log_file = Path(stack.state_dir) / "logs" / "functions-host.log"
+    wait_for(lambda: "Functions.refresh_crls' (Succeeded" in log_file.read_text(errors="replace"))
+    assert_no_private_key_anywhere(services, stack, [old_key, new_key])
+
+
+def _fingerprints(key) -> list[str]:
+    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode()
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    scalar = format(key.private_numbers().private_value, "x")
+    body = "".join(pkcs8.splitlines()[1:-1])
+    return [body[:40], base64.b64encode(der).decode()[:40], scalar, scalar.upper()]
+
+
+def assert_no_private_key_anywhere(services, stack, device_keys) -> None:
+    texts = []
+    for hub in data.HUBS:
+        registry = services.registry_manager(hub.host_name)
+        from azure.iot.hub.models import QuerySpecification
+
+        token = None
+        while True:
+            page = registry.query_iot_hub(QuerySpecification(query="SELECT * FROM devices"), token, 1000)
+            texts += [json.dumps(t.as_dict()) for t in page.items]
+            token = page.continuation_token
+            if not token:
+                break
+    for queue in ["certificate-renewals", "certificate-renewals-poison", "certificate-alerts", "security-alerts"]:
+        texts += queue_texts(services, queue)
+    for table in ["certificate_events", "provisioning_events", "certificates", "revocations"]:
+        texts += [json.dumps(r, default=str) for r in services.database.fetch_all(f"SELECT * FROM {table}")]  # noqa: S608
+    texts += [p.read_text(errors="replace") for p in (Path(stack.state_dir) / "logs").glob("*.log")]
+    blob = "\n".join(texts)
+    assert "PRIVATE KEY" not in blob
+    for key in device_keys:
+        for fingerprint in _fingerprints(key):
+            assert fingerprint not in blob
