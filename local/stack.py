@@ -67,6 +67,7 @@ class Stack:
     settings_path: Path = REPO_ROOT / "local.settings.json"
     hubs: list[data.LocalHub] = field(default_factory=lambda: list(data.HUBS))
     extra_settings: dict[str, str] = field(default_factory=dict)
+    iothub_args: list[str] = field(default_factory=list)  # e.g. ["--units", "20"]: more than S1 x1 for demos
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def _env(self, ca_bundle: Path) -> dict[str, str]:
@@ -124,7 +125,7 @@ class Stack:
                                                  log_file=self.state_dir / "logs" / "azurite.log")
         hub_args = [arg for h in self.hubs for arg in ("--hub", f"{h.name}={h.port}")]
         self._spawn("iothub", ["-m", "local.iothub", "--state-dir", str(self.state_dir), *hub_args,
-                               "--event-grid-url", EVENT_GRID_URL], env)
+                               "--event-grid-url", EVENT_GRID_URL, *self.iothub_args], env)
         self._spawn("keyvault", ["-m", "local.keyvault", "--state-dir", str(self.state_dir),
                                  "--port", str(KEY_VAULT_PORT), "--identity-port", str(IDENTITY_PORT)], env)
         self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT,

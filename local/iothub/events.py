@@ -69,6 +69,9 @@ def lifecycle_event(config: HubConfig, event_type: str, device_id: str, twin: di
     }
 
 
+CONCURRENT_DELIVERIES = 16
+
+
 class EventPublisher:
     """Outbox writer (called by request handlers) and delivery loop (a task on the server's event loop)."""
 
@@ -107,13 +110,17 @@ class EventPublisher:
         self._wakeup = asyncio.Event()
         async with self._client_factory() as client:
             while True:
+                # Clear before scanning: an event published while this pass runs sets the flag again, so the
+                # wait below returns at once instead of sleeping on a stale flag (a lost wake-up).
+                self._wakeup.clear()
                 now = time.time()
-                for key in self._store.outbox.keys():
-                    if self._next_try.get(key, 0) <= now:
-                        await self._deliver(client, key)
+                due = [key for key in self._store.outbox.keys() if self._next_try.get(key, 0) <= now]
+                # Event Grid delivers concurrently and promises no order; so does the emulator.
+                for start in range(0, len(due), CONCURRENT_DELIVERIES):
+                    await asyncio.gather(*(self._deliver(client, key)
+                                           for key in due[start:start + CONCURRENT_DELIVERIES]))
                 waits = [t - time.time() for k, t in self._next_try.items() if k in self._store.outbox]
                 timeout = max(0.05, min(waits, default=30.0))
-                self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 except TimeoutError:

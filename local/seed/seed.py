@@ -36,22 +36,32 @@ def schema_statements(text: str) -> list[str]:
     return statements
 
 
-def _table_exists(db: Database, table: str) -> bool:
-    try:
-        db.fetch_all(f"SELECT COUNT(*) AS n FROM {table}")  # noqa: S608 - fixed table name
-    except Exception:  # noqa: BLE001 - the driver raises its own error class for a missing table
-        return False
-    return True
+def _object_name(statement: str) -> str:
+    """The table or index a CREATE statement makes: 'CREATE TABLE facilities (' -> 'facilities'."""
+    words = statement.replace("(", " ").split()
+    return words[2] if len(words) > 2 else ""
+
+
+def apply_schema(db: Database) -> list[str]:
+    """Create the tables and indexes of schema.sql that the database lacks (a local database made by an older
+    checkout gains the tables added since). Returns what was created."""
+    existing = {r["name"] for r in db.fetch_all("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    created = []
+    for statement in schema_statements(SCHEMA.read_text()):
+        name = _object_name(statement)
+        if name not in existing:
+            db.execute(statement)
+            created.append(name)
+    return created
 
 
 def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
     # SQLite only (the local stand-in): write-ahead logging lets readers and one writer work at once, as the
     # function host, the emulators' clients and tests all use the database together.
     db.fetch_all("PRAGMA journal_mode=WAL")
-    if not _table_exists(db, "facilities"):
-        for statement in schema_statements(SCHEMA.read_text()):
-            db.execute(statement)
-        log.info("created the schema from %s", SCHEMA.relative_to(REPO_ROOT))
+    created = apply_schema(db)
+    if created:
+        log.info("schema from %s: created %s", SCHEMA.relative_to(REPO_ROOT), ", ".join(created))
     for hub in hubs or data.HUBS:
         if not db.fetch_one("SELECT host_name FROM iot_hubs WHERE host_name = ?", [hub.host_name]):
             db.execute(

@@ -52,3 +52,11 @@ def test_schema_constraints_hold(db):
     with pytest.raises(Exception, match=r"(?i)constraint"):
         db.execute("INSERT INTO provisioning_events (event_id, at, registration_id, outcome) VALUES (?, ?, ?, ?)",
                    ["00000000-0000-0000-0000-000000000001", "2026-11-23T00:00:00", "r", "maybe"])
+
+
+def test_a_database_from_an_older_checkout_gains_the_new_tables(db):
+    seed_sql(db)
+    db.execute("DROP TABLE certificate_events")
+    seed_sql(db)
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM certificate_events")["n"] == 0
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM facilities")["n"] == 12

@@ -1,0 +1,109 @@
+"""The rollout's summary table (terminal) and HTML report with plots (inline SVG: no plotting dependency)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+from local.fleet.scenario import ScenarioResult, summary_rows, to_json
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def print_summary(result: ScenarioResult) -> None:
+    rows = summary_rows(result)
+    print(f"\n{'sensors powered on':<40}{rows['devices']}")
+    print(f"{'configured':<40}{rows['configured']}")
+    for hub, count in rows["byHub"].items():
+        print(f"{'  on ' + hub:<40}{count}")
+    for reason, count in rows["refusals"].items():
+        print(f"{'refused/failed: ' + reason:<40}{count}")
+    print(f"{'power-on to configured p50 / p95':<40}{_ms(rows['p50'])} / {_ms(rows['p95'])} (max {_ms(rows['max'])})")
+    print(f"{'configuration errors':<40}{rows['configurationErrors']}")
+    storm = result.storm
+    print(f"{'redelivery storm':<40}{storm.get('deliveries', 0)} deliveries for {storm.get('devices', 0)} "
+          f"sensors, {storm.get('rewritten', 0)} twins rewritten")
+    for name, value in result.incidents.items():
+        print(f"{'incident ' + name:<40}{value}")
+    print(f"{'wall time':<40}{result.wall_s:.1f} s (manufacture {result.manufacture_s:.1f} s, "
+          f"power-on to all configured {result.onboarding_s:.1f} s)")
+
+
+def _bars(title: str, items: list[tuple[str, float]], width: int = 640, unit: str = "") -> str:
+    height, bar_h = 30 + 24 * len(items), 18
+    top = max((v for _, v in items), default=1) or 1
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>']
+    for i, (label, value) in enumerate(items):
+        y = 28 + i * 24
+        w = (width - 260) * value / top
+        parts.append(f'<text x="0" y="{y + 13}" font-size="12">{html.escape(label)}</text>'
+                     f'<rect x="180" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#2b7bb9"/>'
+                     f'<text x="{185 + w:.1f}" y="{y + 13}" font-size="12">{value:g}{unit}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _histogram(values: list[float], bins: int, label_fmt) -> list[tuple[str, float]]:
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    step = (high - low) / bins or 1
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int((v - low) / step))] += 1
+    return [(label_fmt(low + i * step, low + (i + 1) * step), c) for i, c in enumerate(counts)]
+
+
+def _timeline(result: ScenarioResult, width: int = 640, height: int = 220) -> str:
+    done = sorted(o.sensor.timeline.configured for o in result.outcomes if o.sensor.timeline.configured)
+    starts = [o.sensor.timeline.powered_on for o in result.outcomes if o.sensor.timeline.powered_on]
+    if not done or not starts:
+        return ""
+    t0, t1 = min(starts), max(done)
+    span = (t1 - t0) or 1
+    plot_w, plot_h = width - 60, height - 60
+    points = " ".join(f"{40 + (t - t0) / span * plot_w:.1f},{height - 30 - (i + 1) / len(done) * plot_h:.1f}"
+                      for i, t in enumerate(done))
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="onboarding timeline">'
+            f'<text x="0" y="16" font-weight="bold">Sensors configured over time</text>'
+            f'<polyline fill="none" stroke="#2b7bb9" stroke-width="2" points="{points}"/>'
+            f'<text x="40" y="{height - 10}" font-size="12">0 s</text>'
+            f'<text x="{width - 60}" y="{height - 10}" font-size="12">{span:.1f} s</text>'
+            f'<text x="0" y="{height - 30}" font-size="12">0</text><text x="0" y="40" font-size="12">{len(done)}</text>'
+            "</svg>")
+
+
+def write_report(result: ScenarioResult, directory: Path) -> Path:
+    rows = summary_rows(result)
+    now = dt.datetime.now(dt.UTC)
+    latencies = [o.latency_s for o in result.outcomes if o.latency_s is not None]
+    days_left = []
+    for o in result.outcomes:
+        if o.sensor.certificate is not None:
+            days_left.append((o.sensor.certificate.not_valid_after_utc - now).total_seconds() / 86400)
+    sections = [
+        _timeline(result),
+        _bars("Sensors per hub", list(rows["byHub"].items())),
+        _bars("Refused or failed, by reason", list(rows["refusals"].items())),
+        _bars("Power-on to configured (seconds)", _histogram(latencies, 10, lambda a, b: f"{a:.2f}-{b:.2f} s")),
+        _bars("Certificates by days to expiry", _histogram(days_left, 8, lambda a, b: f"{a:.0f}-{b:.0f} days")),
+    ]
+    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
+        ("sensors powered on", rows["devices"]), ("configured", rows["configured"]),
+        ("p50 / p95 power-on to configured", f"{_ms(rows['p50'])} / {_ms(rows['p95'])}"),
+        ("configuration errors", rows["configurationErrors"]),
+        ("redelivery storm", result.storm), ("incidents", result.incidents),
+        ("wall time", f"{result.wall_s:.1f} s"), ("verification", "passed" if result.ok else result.failures)])
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Onboarding rollout report</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}"
+            f"svg{{display:block;margin:1.5em 0}}</style></head><body>"
+            f"<h1>Onboarding rollout, {now:%Y-%m-%d %H:%M} UTC</h1><table>{table}</table>"
+            + "".join(sections) + "</body></html>")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "index.html"
+    path.write_text(page)
+    (directory / "summary.json").write_text(to_json(result))
+    return path

@@ -1,0 +1,255 @@
+"""The reference rollout with its incidents, run through the real functions on the local stack.
+
+1. plan the fleet (facilities x sensors, mixed types, gateways) and manufacture every sensor through sign_csr;
+2. incidents prepared: one sensor's certificate revoked before it is installed; one sensor from a plant that
+   is not registered (certificate from the regional CA, facility unknown to SQL); one hub given less capacity
+   than its region needs, so the rest spills over;
+3. power everything on at once; each sensor registers through DPS and waits until it runs its configuration;
+4. an Event Grid redelivery storm: DeviceCreated events of configured sensors delivered again, three times,
+   shuffled; no twin may be written again;
+5. verification: every configured twin equals template (+) overrides (checked independently), the revoked
+   and unknown sensors got no hub, and no sensor was lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from cryptography import x509
+
+from local.dps.enrollments import Enrollment
+from local.dps.simulator import DpsSimulator
+from local.fleet.device import SimulatedSensor
+from local.fleet.device_link import DeviceLink
+from local.fleet.plan import PlannedDevice, plan_fleet
+from local.fleet.rollout import DeviceOutcome, Factory, onboard, run_parallel
+from local.fleet.verify import ExpectedConfigurations, configuration_errors
+from local.secrets import stack_secret
+from local.seed import data
+from shared.bootstrap import Services
+from shared.identity import parse_device_id
+
+BASE_URL = "http://127.0.0.1:7071"
+
+
+@dataclass
+class ScenarioOptions:
+    facilities: int = 12
+    per_facility: int = 300
+    seed: int = 2026
+    workers: int = 48
+    configure_timeout_s: float = 120
+    spill_hub: str = "localhost:8443"  # the east hub gets less room than its region needs
+    spill_devices: int = 40
+
+
+@dataclass
+class ScenarioResult:
+    outcomes: list[DeviceOutcome]
+    wall_s: float
+    manufacture_s: float
+    onboarding_s: float
+    configuration_errors: dict[str, list[str]] = field(default_factory=dict)
+    incidents: dict[str, str] = field(default_factory=dict)
+    storm: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class Scenario:
+    def __init__(self, services: Services, state_dir: Path, options: ScenarioOptions, ca_bundle: str | None):
+        self.services = services
+        self.state_dir = state_dir
+        self.options = options
+        self.function_key = stack_secret(state_dir, "function-key-default")
+        self.master_key = stack_secret(state_dir, "function-master-key")
+        self.hubs = services.settings.iot_hub_host_names
+        names = dict(item.split("=", 1) for item in services.settings.get("IOT_HUB_NAMES", "").split(",") if item)
+        self.hub_names = {host: name for name, host in names.items()}
+        self.links = {host: DeviceLink(host, stack_secret(state_dir, f"iothub-{self.hub_names[host]}-service"),
+                                       ca_bundle) for host in self.hubs}
+        self.factory = Factory(BASE_URL, self.function_key)
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def dps(self, gateways: list[SimulatedSensor]) -> DpsSimulator:
+        root = x509.load_pem_x509_certificate((self.state_dir / "pki" / "root-ca.pem").read_bytes())
+        webhook = f"{BASE_URL}/api/allocate"
+        enrollments = []
+        for region, ca_name in data.CA_NAMES.items():
+            cer = self.services.certificates.get_certificate(ca_name).cer
+            enrollments.append(Enrollment(f"sensors-{region}", x509.load_der_x509_certificate(bytes(cer)), self.hubs,
+                                          webhook))
+        for gateway in gateways:  # gateways are individually enrolled as IoT Edge devices
+            enrollments.append(Enrollment(gateway.device_id, None, self.hubs, webhook,
+                                          individual_certificate=gateway.certificate, iot_edge=True))
+        return DpsSimulator(enrollments, self.hubs, [root], self.services.registry_manager,
+                            function_key=self.function_key,
+                            state_file=self.state_dir / "dps" / "registrations.jsonl")
+
+    def revoke(self, sensor: SimulatedSensor) -> None:
+        response = requests.post(f"{BASE_URL}/api/certificates/revoke", timeout=30,
+                                 headers={"x-functions-key": self.master_key},
+                                 json={"serialNumber": format(sensor.certificate.serial_number, "X"),
+                                       "reason": "keyCompromise", "revokedBy": "make demo"})
+        response.raise_for_status()
+
+    def limit_hub(self, host: str, planned_in_region: int) -> int:
+        present = self.services.registry_manager(host).get_device_registry_statistics().total_device_count
+        limit = max(1, present + planned_in_region - self.options.spill_devices)
+        self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
+        return limit
+
+    # -- the storm ----------------------------------------------------------------------------------------
+    def redelivery_storm(self, outcomes: list[DeviceOutcome], rounds: int = 3, sample: int = 200) -> dict[str, int]:
+        configured = [o for o in outcomes if o.status == "configured"][:sample]
+        before = {o.device.device_id: self.links[o.hub].twin(o.device.device_id)["desired"]["$version"]
+                  for o in configured}
+        events = []
+        for o in configured:
+            twin = self.services.registry_manager(o.hub).get_twin(o.device.device_id)
+            events.append({"id": f"storm-{o.device.device_id}", "topic": f"/SUBSCRIPTIONS/local/PROVIDERS/"
+                           f"MICROSOFT.DEVICES/IOTHUBS/{self.hub_names[o.hub].upper()}",
+                           "subject": f"devices/{o.device.device_id}",
+                           "eventType": "Microsoft.Devices.DeviceCreated",
+                           "eventTime": dt.datetime.now(dt.UTC).isoformat(), "dataVersion": "1",
+                           "metadataVersion": "1",
+                           "data": {"hubName": self.hub_names[o.hub], "deviceId": o.device.device_id,
+                                    "twin": {"deviceId": o.device.device_id, "etag": twin.etag,
+                                             "version": twin.version}}})
+        batch = events * rounds
+        random.Random(self.options.seed).shuffle(batch)
+        url = f"{BASE_URL}/runtime/webhooks/EventGrid?functionName=on_device_created"
+        session = requests.Session()
+        for start in range(0, len(batch), 50):
+            response = session.post(url, json=batch[start:start + 50], timeout=120,
+                                    headers={"aeg-event-type": "Notification"})
+            response.raise_for_status()
+        after = {d: self.links[o.hub].twin(d)["desired"]["$version"]
+                 for o in configured for d in [o.device.device_id]}
+        rewritten = sum(1 for d in before if after[d] != before[d])
+        return {"devices": len(configured), "deliveries": len(batch), "rewritten": rewritten}
+
+    # -- the run ------------------------------------------------------------------------------------------
+    def run(self) -> ScenarioResult:
+        opts = self.options
+        started = time.monotonic()
+        facilities = [f"FAC{n:02d}" for n in range(1, opts.facilities + 1)]
+        plan = plan_fleet(facilities, opts.per_facility, opts.seed)
+        sensors = {d.device_id: SimulatedSensor(d.device_id) for d in plan}
+
+        run_parallel(plan, lambda d: self.factory.manufacture(sensors[d.device_id]), opts.workers, "manufacture")
+        manufacture_s = time.monotonic() - started
+
+        # incidents
+        incidents = {}
+        revoked = next(d for d in plan if not d.is_gateway)
+        self.revoke(sensors[revoked.device_id])
+        incidents["revoked"] = revoked.device_id
+        stranger = PlannedDevice(f"sensor-temp-FAC{opts.facilities + 90:02d}-SN00000001",
+                                 f"FAC{opts.facilities + 90:02d}", "temp")
+        sensors[stranger.device_id] = self._stranger(stranger.device_id)
+        incidents["unknownFacility"] = stranger.device_id
+        region_of = {f.code: f.region for f in data.facilities()}
+        hub_region = {h.host_name: h.region for h in data.HUBS}
+        if opts.spill_hub in hub_region:
+            in_region = sum(1 for d in plan if region_of.get(d.facility) == hub_region[opts.spill_hub])
+            incidents["spillHubLimit"] = f"{opts.spill_hub} max_devices={self.limit_hub(opts.spill_hub, in_region)}"
+        time.sleep(float(self.services.settings.get("CRL_CACHE_TTL_SECONDS", "0") or 0) + 0.5)
+
+        dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
+        onboarding_started = time.monotonic()
+        everyone = [*plan, stranger]
+        outcomes = run_parallel(
+            everyone, lambda d: onboard(d, sensors[d.device_id], dps, self.links, opts.configure_timeout_s),
+            opts.workers, "power-on")
+        onboarding_s = time.monotonic() - onboarding_started
+
+        storm = self.redelivery_storm(outcomes)
+        result = ScenarioResult(outcomes, time.monotonic() - started, manufacture_s, onboarding_s,
+                                incidents=incidents, storm=storm)
+        self.verify(result)
+        return result
+
+    def _stranger(self, device_id: str) -> SimulatedSensor:
+        """A sensor whose certificate the regional CA issued, for a plant SQL does not know."""
+        from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest
+        from shared.keyvault import crypto_client
+
+        sensor = SimulatedSensor(device_id)
+        ca = self.services.certificates.get_certificate(data.CA_NAMES["west"])
+        signer = KeyVaultSigner(x509.load_der_x509_certificate(bytes(ca.cer)), key_vault_sign_digest(
+            crypto_client(self.services.settings, self.services.credential, ca.key_id)))
+        csr = x509.load_pem_x509_csr(sensor.csr_pem().encode())
+        now = dt.datetime.now(dt.UTC)
+        cert = signer.sign_certificate(
+            x509.CertificateBuilder().subject_name(csr.subject).issuer_name(signer.ca_certificate.subject)
+            .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=730))
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        sensor.install_certificate({"certificate": cert.public_bytes(Encoding.PEM).decode(),
+                                    "caCertificates": [signer.ca_certificate.public_bytes(Encoding.PEM).decode()]})
+        return sensor
+
+    def verify(self, result: ScenarioResult) -> None:
+        expected = ExpectedConfigurations(self.services.blob_service, self.services.database)
+        by_id = {o.device.device_id: o for o in result.outcomes}
+        for outcome in result.outcomes:
+            if outcome.status != "configured":
+                continue
+            identity = parse_device_id(outcome.device.device_id)
+            errors = configuration_errors(outcome.sensor.applied or {},
+                                          expected.for_device(identity.facility, identity.template))
+            if errors:
+                result.configuration_errors[outcome.device.device_id] = errors
+        if result.configuration_errors:
+            result.failures.append(f"{len(result.configuration_errors)} twins differ from template (+) overrides")
+        revoked = by_id[result.incidents["revoked"]]
+        if revoked.status != "refused" or revoked.reason != "certificate_revoked":
+            result.failures.append(f"revoked sensor was {revoked.status} ({revoked.reason}), expected refused")
+        stranger = by_id[result.incidents["unknownFacility"]]
+        if stranger.status != "refused" or stranger.reason != "unknown_facility":
+            result.failures.append(f"unknown-facility sensor was {stranger.status} ({stranger.reason})")
+        expected_refusals = {revoked.device.device_id, stranger.device.device_id}
+        lost = [o for o in result.outcomes if o.status != "configured" and o.device.device_id not in expected_refusals]
+        if lost:
+            result.failures.append(f"{len(lost)} sensors lost (powered on, never configured): "
+                                   + ", ".join(f"{o.device.device_id} {o.status} {o.reason}" for o in lost[:5]))
+        if result.storm.get("rewritten"):
+            result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
+
+
+def summary_rows(result: ScenarioResult) -> dict:
+    """Plain figures for the summary table and the report."""
+    outcomes = result.outcomes
+    by_hub: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        if o.status == "configured":
+            by_hub[o.hub] = by_hub.get(o.hub, 0) + 1
+        else:
+            reasons[o.reason or o.status] = reasons.get(o.reason or o.status, 0) + 1
+    latencies = sorted(o.latency_s for o in outcomes if o.latency_s is not None)
+
+    def pct(q: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+
+    return {"devices": len(outcomes), "configured": sum(1 for o in outcomes if o.status == "configured"),
+            "byHub": dict(sorted(by_hub.items())), "refusals": dict(sorted(reasons.items())),
+            "p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None,
+            "configurationErrors": len(result.configuration_errors)}
+
+
+def to_json(result: ScenarioResult) -> str:
+    return json.dumps({"summary": summary_rows(result), "incidents": result.incidents, "storm": result.storm,
+                       "failures": result.failures, "wallSeconds": result.wall_s}, indent=2)
