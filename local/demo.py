@@ -1,8 +1,9 @@
 """`make demo`: a whole plant rollout, end to end, on one machine.
 
-Starts the local stack unless one is running (its hubs get 50x an S1 unit's throttles, about an S3, so 3,600
-sensors fit in a minute), onboards the reference fleet through the real functions with its incidents, prints a
-summary, writes an HTML report to .local/report/, and exits non-zero when verification fails.
+Starts a fresh local stack under .local/demo/ unless one is running (its hubs get 50x an S1 unit's throttles,
+about an S3, so 3,600 sensors fit in a minute; a fresh state makes runs with the same --seed repeatable),
+onboards the reference fleet through the real functions with its incidents, prints a summary, writes an HTML
+report to .local/report/, and exits non-zero when verification fails.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,23 +42,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
     stack = None
+    state_dir, settings_path = STATE_DIR, REPO_ROOT / "local.settings.json"
     try:
         answer = health(timeout=2)
         if answer is None:
-            print("starting the local stack (Azurite, IoT Hub x3, Key Vault, Functions host)...", flush=True)
-            stack = Stack(iothub_args=DEMO_THROTTLE, extra_settings={"CRL_CACHE_TTL_SECONDS": "2"})
+            state_dir = STATE_DIR / "demo"
+            settings_path = state_dir / "local.settings.json"
+            shutil.rmtree(state_dir, ignore_errors=True)
+            print("starting a fresh local stack in .local/demo/ (Azurite, IoT Hub x3, Key Vault, Functions host)...",
+                  flush=True)
+            stack = Stack(state_dir=state_dir, settings_path=settings_path, iothub_args=DEMO_THROTTLE,
+                          extra_settings={"CRL_CACHE_TTL_SECONDS": "2"})
             started = time.monotonic()
             stack.start(host_to_console=False)
             answer = health()
             print(f"stack healthy after {time.monotonic() - started:.1f}s")
         else:
-            print("using the local stack that is already running (its hubs keep their own throttles)")
+            print("using the local stack that is already running (its hubs keep their throttles and devices)")
         status, body = answer
         print_health(body)
         if status != 200:
             print("the stack is not healthy; see .local/logs/", file=sys.stderr)
             return 1
-        return run_rollout(args)
+        return run_rollout(args, state_dir, settings_path)
     except StackError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
 
 
-def run_rollout(args) -> int:
+def run_rollout(args, state_dir: Path, settings_path: Path) -> int:
     import json
 
     from local.fleet.report import print_summary, write_report
@@ -73,14 +81,14 @@ def run_rollout(args) -> int:
     from shared.bootstrap import Services
     from shared.config import Settings
 
-    values = json.loads((REPO_ROOT / "local.settings.json").read_text())["Values"]
+    values = json.loads(settings_path.read_text())["Values"]
     os.environ.update(values)  # this process acts as DPS, the factory and the devices, with the app's settings
     services = Services(Settings())
     options = ScenarioOptions(facilities=args.facilities, per_facility=args.per_facility, seed=args.seed,
                               workers=args.workers, spill_devices=max(1, args.per_facility // 8))
     total = args.facilities * args.per_facility
     print(f"\nrolling out {total} sensors in {args.facilities} plants (seed {args.seed})", flush=True)
-    result = Scenario(services, STATE_DIR, options, values.get("REQUESTS_CA_BUNDLE")).run()
+    result = Scenario(services, state_dir, options, values.get("REQUESTS_CA_BUNDLE")).run()
     print_summary(result)
     report = write_report(result, args.report_dir)
     print(f"\nreport: {report}")

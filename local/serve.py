@@ -24,8 +24,10 @@ def server_config(app, port: int, tls: TlsFiles | None = None, host: str = "127.
     if tls is not None:
         kwargs = {"ssl_certfile": str(tls.server_cert), "ssl_keyfile": str(tls.server_key)}
     # A short graceful shutdown: uvicorn would otherwise wait up to 30 s for idle TLS keep-alive connections.
+    # Idle keep-alive connections stay open for 120 s (uvicorn's default is 5 s): clients that pool connections
+    # (requests, msrest) would otherwise reuse one the server has just closed and fail with RemoteDisconnected.
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                          timeout_graceful_shutdown=3, **kwargs)
+                          timeout_graceful_shutdown=3, timeout_keep_alive=120, **kwargs)
 
 
 @dataclass

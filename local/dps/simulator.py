@@ -25,6 +25,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from msrest.exceptions import ClientRequestError
 
 from local.dps.chain import ChainError, validate_chain
 from local.dps.enrollments import Enrollment
@@ -146,7 +147,14 @@ class DpsSimulator:
             capabilities=DeviceCapabilities(iot_edge=enrollment.iot_edge),
             tags=twin.get("tags") or None,
             properties=PropertyContainer(desired=(twin.get("properties") or {}).get("desired") or None))
-        result = self.registry(hub).bulk_create_or_update_devices([entry])
+        for attempt in range(3):  # DPS retries its own calls to a hub; so does the simulator
+            try:
+                result = self.registry(hub).bulk_create_or_update_devices([entry])
+                break
+            except ClientRequestError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         if not result.is_successful:
             error = result.errors[0]
             if error.error_code != "DeviceAlreadyExists":

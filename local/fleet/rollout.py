@@ -95,7 +95,10 @@ def run_parallel(items: Iterable, work: Callable, workers: int, label: str) -> l
 def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, links: dict[str, DeviceLink],
             configure_timeout_s: float) -> DeviceOutcome:
     """Power on one manufactured sensor and follow it until it runs its configuration (or is refused)."""
-    result = sensor.power_on(dps)
+    try:
+        result = sensor.power_on(dps)
+    except Exception as exc:  # noqa: BLE001 - one sensor's failure is an outcome, not the end of the rollout
+        return DeviceOutcome(device, sensor, "failed", f"registration: {type(exc).__name__}", None)
     if result.status != "assigned":
         return DeviceOutcome(device, sensor, "refused", result.error_code, None)
     link = links.get(result.assigned_hub)

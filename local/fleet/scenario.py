@@ -102,11 +102,16 @@ class Scenario:
                                        "reason": "keyCompromise", "revokedBy": "make demo"})
         response.raise_for_status()
 
-    def limit_hub(self, host: str, planned_in_region: int) -> int:
+    def limit_hub(self, host: str, planned_in_region: int) -> tuple[int, int]:
+        """Give host room for all but spill_devices of its region's sensors; returns (new, previous) limits."""
         present = self.services.registry_manager(host).get_device_registry_statistics().total_device_count
+        previous = self.services.database.fetch_one("SELECT max_devices FROM iot_hubs WHERE host_name = ?", [host])
         limit = max(1, present + planned_in_region - self.options.spill_devices)
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
-        return limit
+        return limit, int(previous["max_devices"]) if previous else limit
+
+    def restore_hub(self, host: str, limit: int) -> None:
+        self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
 
     # -- the storm ----------------------------------------------------------------------------------------
     def redelivery_storm(self, outcomes: list[DeviceOutcome], rounds: int = 3, sample: int = 200) -> dict[str, int]:
@@ -160,17 +165,23 @@ class Scenario:
         incidents["unknownFacility"] = stranger.device_id
         region_of = {f.code: f.region for f in data.facilities()}
         hub_region = {h.host_name: h.region for h in data.HUBS}
+        previous_limit = None
         if opts.spill_hub in hub_region:
             in_region = sum(1 for d in plan if region_of.get(d.facility) == hub_region[opts.spill_hub])
-            incidents["spillHubLimit"] = f"{opts.spill_hub} max_devices={self.limit_hub(opts.spill_hub, in_region)}"
+            limit, previous_limit = self.limit_hub(opts.spill_hub, in_region)
+            incidents["spillHubLimit"] = f"{opts.spill_hub} max_devices={limit}"
         time.sleep(float(self.services.settings.get("CRL_CACHE_TTL_SECONDS", "0") or 0) + 0.5)
 
         dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
         onboarding_started = time.monotonic()
         everyone = [*plan, stranger]
-        outcomes = run_parallel(
-            everyone, lambda d: onboard(d, sensors[d.device_id], dps, self.links, opts.configure_timeout_s),
-            opts.workers, "power-on")
+        try:
+            outcomes = run_parallel(
+                everyone, lambda d: onboard(d, sensors[d.device_id], dps, self.links, opts.configure_timeout_s),
+                opts.workers, "power-on")
+        finally:
+            if previous_limit is not None:
+                self.restore_hub(opts.spill_hub, previous_limit)
         onboarding_s = time.monotonic() - onboarding_started
 
         storm = self.redelivery_storm(outcomes)

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per event delivery is noise at fleet scale
     tls = ensure_tls(args.state_dir)
     rates = RateLimits(enabled=not args.no_rate_limit, multiplier=args.rate_multiplier, units=args.units)
     limits = replace(TwinLimits(), desired_bytes=args.desired_limit_kb * 1024)

@@ -1,0 +1,52 @@
+"""A small fleet through the same code path as `make demo`: sign_csr, DPS, allocate, hub, Event Grid, twin
+setup, devices applying their configuration; with the demo's incidents and its independent verification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from local.fleet.report import write_report
+from local.fleet.scenario import Scenario, ScenarioOptions, summary_rows
+from shared.bootstrap import Services
+from shared.config import Settings
+from tests.stack_helpers import app_environment, running_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("fleet-stack")) as running:
+        yield running
+
+
+def test_two_plants_roll_out_with_zero_configuration_errors(stack, tmp_path):
+    with app_environment(stack.settings_path):
+        services = Services(Settings())
+        ca_bundle = json.loads(stack.settings_path.read_text())["Values"]["REQUESTS_CA_BUNDLE"]
+        options = ScenarioOptions(facilities=2, per_facility=10, seed=11, workers=8, configure_timeout_s=60,
+                                  spill_hub="localhost:8441", spill_devices=4)
+        result = Scenario(services, stack.state_dir, options, ca_bundle).run()
+
+    assert result.ok, result.failures
+    rows = summary_rows(result)
+    assert rows["configured"] == 19  # 20 planned, one revoked; plus the unknown-facility sensor refused
+    assert rows["refusals"] == {"certificate_revoked": 1, "unknown_facility": 1}
+    assert rows["configurationErrors"] == 0
+    # FAC01 and FAC02 are west plants; the west hub had room for all but 4, so some went across regions
+    assert rows["byHub"]["localhost:8441"] < 19
+    assert sum(count for hub, count in rows["byHub"].items() if hub != "localhost:8441") >= 1
+    assert result.storm["rewritten"] == 0 and result.storm["deliveries"] == 3 * result.storm["devices"]
+    gateways = [o for o in result.outcomes if o.device.is_gateway]
+    assert len(gateways) == 4 and all(o.status == "configured" for o in gateways)
+    with app_environment(stack.settings_path):
+        limit = Services(Settings()).database.fetch_one(
+            "SELECT max_devices FROM iot_hubs WHERE host_name = ?", ["localhost:8441"])["max_devices"]
+    assert limit == 2000  # the spill incident's limit is undone
+
+    report = write_report(result, tmp_path / "report")
+    page = report.read_text()
+    assert "Sensors per hub" in page and "<svg" in page
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["summary"]["configured"] == 19
