@@ -42,6 +42,9 @@ class SimulatedSensor:
     registration: RegistrationResult | None = None
     applied: dict | None = None
     timeline: Timeline = field(default_factory=Timeline)
+    renewed_from: x509.Certificate | None = None
+    _next_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
+    _answered_request: str | None = field(default=None, repr=False)
 
     def csr_pem(self) -> str:
         csr = (x509.CertificateSigningRequestBuilder()
@@ -66,6 +69,31 @@ class SimulatedSensor:
         if self.registration.status == "assigned":
             self.timeline.assigned = time.monotonic()
         return self.registration
+
+    def answer_renewal(self, link: DeviceLink) -> str | None:
+        """One look at the twin, as the firmware does when desired properties change: answer a renewal request
+        with a CSR for a new key (the key stays here), or install an issued certificate for that key.
+        Returns what it did: "csr", "installed", or None."""
+        renewal = link.twin(self.device_id)["desired"].get("certificateRenewal") or {}
+        request_id = renewal.get("requestId")
+        if renewal.get("status") == "requested" and request_id and request_id != self._answered_request:
+            self._next_key = ec.generate_private_key(ec.SECP256R1())
+            csr = (x509.CertificateSigningRequestBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.device_id)]))
+                   .sign(self._next_key, hashes.SHA256()))
+            link.report(self.device_id, {"certificateRenewal": {
+                "requestId": request_id, "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}})
+            self._answered_request = request_id
+            return "csr"
+        if renewal.get("status") == "issued" and renewal.get("certificate") and self._next_key is not None:
+            certificate = x509.load_pem_x509_certificate(renewal["certificate"].encode())
+            if certificate.public_key() != self._next_key.public_key():
+                return None
+            self.renewed_from = self.certificate
+            self.certificate, self._key, self._next_key = certificate, self._next_key, None
+            link.report(self.device_id, {"certificate": self.certificate_report()})
+            return "installed"
+        return None
 
     def certificate_report(self) -> dict:
         cert = self.certificate

@@ -26,6 +26,10 @@ def print_summary(result: ScenarioResult) -> None:
     storm = result.storm
     print(f"{'redelivery storm':<40}{storm.get('deliveries', 0)} deliveries for {storm.get('devices', 0)} "
           f"sensors, {storm.get('rewritten', 0)} twins rewritten")
+    life = result.lifecycle
+    if life:
+        print(f"{'certificate renewals (time travel)':<40}{life['installed']}/{life['agedSensors']} aged sensors "
+              f"renewed, {life['supersededRevoked']} old certificates revoked as superseded")
     for name, value in result.incidents.items():
         print(f"{'incident ' + name:<40}{value}")
     print(f"{'wall time':<40}{result.wall_s:.1f} s (manufacture {result.manufacture_s:.1f} s, "
@@ -96,6 +100,7 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
         ("p50 / p95 power-on to configured", f"{_ms(rows['p50'])} / {_ms(rows['p95'])}"),
         ("configuration errors", rows["configurationErrors"]),
         ("redelivery storm", result.storm), ("incidents", result.incidents),
+        ("certificate renewals", result.lifecycle),
         ("wall time", f"{result.wall_s:.1f} s"), ("verification", "passed" if result.ok else result.failures)])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Onboarding rollout report</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}"

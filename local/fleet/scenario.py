@@ -58,6 +58,7 @@ class ScenarioResult:
     configuration_errors: dict[str, list[str]] = field(default_factory=dict)
     incidents: dict[str, str] = field(default_factory=dict)
     storm: dict[str, int] = field(default_factory=dict)
+    lifecycle: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
 
     @property
@@ -112,6 +113,71 @@ class Scenario:
 
     def restore_hub(self, host: str, limit: int) -> None:
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
+
+    # -- certificate lifecycle ------------------------------------------------------------------------------
+    def admin(self, function_name: str) -> None:
+        """Run a non-HTTP function now (the daily timer, the hourly collector), as an operator would."""
+        response = requests.post(f"{BASE_URL}/admin/functions/{function_name}", json={"input": ""}, timeout=30,
+                                 headers={"x-functions-key": self.master_key})
+        response.raise_for_status()
+
+    def aged_stock(self, facilities: list[str], ages_days: tuple[int, ...] = (660, 715)
+                   ) -> list[tuple[PlannedDevice, SimulatedSensor]]:
+        """Sensors whose 2-year certificates were issued ages_days ago (time travel for the lifecycle): the real
+        issuer (Key Vault signing, asset register, audit) with its clock set back."""
+        from cert_lifecycle.authority import CertificateIssuer
+        from cert_lifecycle.wiring import Lifecycle
+
+        lifecycle = Lifecycle(self.services)
+        now = dt.datetime.now(dt.UTC)
+        cohort = []
+        for facility in facilities:
+            for age in ages_days:
+                device = PlannedDevice(f"sensor-temp-{facility}-AGED{age}", facility, "temp")
+                sensor = SimulatedSensor(device.device_id)
+                issuer = CertificateIssuer(lifecycle.cas, lifecycle.records, lifecycle.audit, lifecycle.settings,
+                                           now=lambda age=age: now - dt.timedelta(days=age))
+                sensor.install_certificate(issuer.issue(sensor.csr_pem(), actor="demo:aged-stock").to_body())
+                cohort.append((device, sensor))
+        return cohort
+
+    def _wait(self, condition, timeout_s: float, what: str) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.5)
+        return False
+
+    def renewal_round(self, cohort: list[DeviceOutcome], timeout_s: float = 90) -> dict[str, int]:
+        """Daily scan -> renewal queue -> request in desired -> device CSR -> collector signs -> device installs
+        -> collector closes and revokes the old certificate as superseded."""
+        def renewal_status(o: DeviceOutcome) -> str | None:
+            twin = self.links[o.hub].twin(o.device.device_id)
+            return (twin["desired"].get("certificateRenewal") or {}).get("status")
+
+        self.admin("scan_expiring_certificates")
+        requested = self._wait(lambda: all(renewal_status(o) == "requested" for o in cohort), timeout_s, "requests")
+        csrs = sum(1 for o in cohort if o.sensor.answer_renewal(self.links[o.hub]) == "csr")
+        self.admin("collect_renewal_csrs")
+        self._wait(lambda: all(renewal_status(o) == "issued" for o in cohort), timeout_s, "issuance")
+        installed = sum(1 for o in cohort if o.sensor.answer_renewal(self.links[o.hub]) == "installed")
+        self.admin("collect_renewal_csrs")
+        old = [format(o.sensor.renewed_from.serial_number, "X") for o in cohort if o.sensor.renewed_from]
+
+        def revoked_count() -> int:
+            rows = self.services.database.fetch_all(
+                "SELECT serial_number FROM revocations WHERE reason = 'superseded'")
+            return len({r["serial_number"] for r in rows} & set(old))
+
+        grace = float(self.services.settings.get("CERT_SUPERSEDED_GRACE_HOURS", "24") or 24)
+        if grace == 0:
+            self._wait(lambda: revoked_count() == len(old), timeout_s, "superseded revocations")
+        far = dt.datetime.now(dt.UTC) + dt.timedelta(days=700)
+        return {"agedSensors": len(cohort), "requested": len(cohort) if requested else 0, "csrs": csrs,
+                "installed": installed,
+                "renewedTwoYears": sum(1 for o in cohort if o.sensor.certificate.not_valid_after_utc > far),
+                "supersededRevoked": revoked_count(), "graceHours": int(grace)}
 
     # -- the storm ----------------------------------------------------------------------------------------
     def redelivery_storm(self, outcomes: list[DeviceOutcome], rounds: int = 3, sample: int = 200) -> dict[str, int]:
@@ -185,8 +251,18 @@ class Scenario:
         onboarding_s = time.monotonic() - onboarding_started
 
         storm = self.redelivery_storm(outcomes)
+
+        # time travel: sensors installed two years ago, whose certificates are now due
+        cohort_plan = self.aged_stock(facilities[: min(3, len(facilities))])
+        aged = run_parallel(
+            cohort_plan, lambda pair: onboard(pair[0], pair[1], dps, self.links, opts.configure_timeout_s),
+            opts.workers, "aged-stock")
+        configured_aged = [o for o in aged if o.status == "configured"]
+        lifecycle = self.renewal_round(configured_aged)
         result = ScenarioResult(outcomes, time.monotonic() - started, manufacture_s, onboarding_s,
-                                incidents=incidents, storm=storm)
+                                incidents=incidents, storm=storm, lifecycle=lifecycle)
+        if len(configured_aged) != len(aged):
+            result.failures.append(f"{len(aged) - len(configured_aged)} aged-stock sensors were not configured")
         self.verify(result)
         return result
 
@@ -236,6 +312,11 @@ class Scenario:
         if lost:
             result.failures.append(f"{len(lost)} sensors lost (powered on, never configured): "
                                    + ", ".join(f"{o.device.device_id} {o.status} {o.reason}" for o in lost[:5]))
+        life = result.lifecycle
+        if life and (life["installed"] != life["agedSensors"] or life["renewedTwoYears"] != life["agedSensors"]):
+            result.failures.append(f"certificate renewals incomplete: {life}")
+        if life and life["graceHours"] == 0 and life["supersededRevoked"] != life["agedSensors"]:
+            result.failures.append(f"superseded certificates not all revoked: {life}")
         if result.storm.get("rewritten"):
             result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
 
@@ -263,4 +344,5 @@ def summary_rows(result: ScenarioResult) -> dict:
 
 def to_json(result: ScenarioResult) -> str:
     return json.dumps({"summary": summary_rows(result), "incidents": result.incidents, "storm": result.storm,
+                       "lifecycle": result.lifecycle,
                        "failures": result.failures, "wallSeconds": result.wall_s}, indent=2)

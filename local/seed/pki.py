@@ -20,6 +20,11 @@ from cryptography.x509.oid import NameOID
 
 ROOT_VALIDITY = dt.timedelta(days=20 * 365)
 INTERMEDIATE_VALIDITY = dt.timedelta(days=5 * 365)
+# The local PKI is made as if it had been set up years ago, as the reference deployment's was: the root three
+# years back, the regional CAs two years into their five. Device certificates cannot start before their CA,
+# so only then can the demo and tests install sensors whose 2-year certificates are about to expire.
+ROOT_AGE = dt.timedelta(days=3 * 365)
+INTERMEDIATE_AGE = dt.timedelta(days=2 * 365)
 CRL_VALIDITY = dt.timedelta(days=7)
 CRL_CONTENT_TYPE = "application/pkix-crl"
 
@@ -55,7 +60,7 @@ def ensure_root_ca(pki_dir: Path) -> RootCa:
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + ROOT_VALIDITY)
+        .not_valid_before(now - ROOT_AGE).not_valid_after(now - ROOT_AGE + ROOT_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -77,7 +82,7 @@ def make_intermediate(root: RootCa, ca_name: str, region: str
         .subject_name(_name(f"Sensor Onboarding Intermediate CA {region}"))
         .issuer_name(root.certificate.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + INTERMEDIATE_VALIDITY)
+        .not_valid_before(now - INTERMEDIATE_AGE).not_valid_after(now - INTERMEDIATE_AGE + INTERMEDIATE_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

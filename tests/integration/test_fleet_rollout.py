@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("fleet-stack")) as running:
+    with running_stack(tmp_path_factory.mktemp("fleet-stack"),
+                       extra_settings={"CERT_SUPERSEDED_GRACE_HOURS": "0"}) as running:
         yield running
 
 
@@ -45,6 +46,11 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, tmp_path):
         limit = Services(Settings()).database.fetch_one(
             "SELECT max_devices FROM iot_hubs WHERE host_name = ?", ["localhost:8441"])["max_devices"]
     assert limit == 2000  # the spill incident's limit is undone
+
+    # time travel: two aged sensors per plant renewed through scan, queue, device CSR and collector
+    assert result.lifecycle["agedSensors"] == 4
+    assert result.lifecycle["installed"] == result.lifecycle["renewedTwoYears"] == 4
+    assert result.lifecycle["supersededRevoked"] == 4
 
     report = write_report(result, tmp_path / "report")
     page = report.read_text()
