@@ -33,9 +33,7 @@ from local.iothub.auth import make_sas
 from local.secrets import stack_secret
 from local.seed import data
 from local.tls import ensure_tls
-from shared.bootstrap import Services
-from shared.config import Settings
-from tests.stack_helpers import VaultCa, app_environment, dps_request, http, running_stack
+from tests.stack_helpers import VaultCa, dps_request, http
 
 pytestmark = pytest.mark.integration
 CACHE_TTL = 1.0
@@ -46,17 +44,7 @@ ESCALATION = "security@example.com"
 DAY = dt.timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    extra = {"CERT_SUPERSEDED_GRACE_HOURS": "0", "CERT_ESCALATION_EMAIL": ESCALATION}
-    with running_stack(tmp_path_factory.mktemp("cert-stack"), extra_settings=extra) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    with app_environment(stack.settings_path):
-        yield Services(Settings())
+STACK_SETTINGS = {"CERT_SUPERSEDED_GRACE_HOURS": "0", "CERT_ESCALATION_EMAIL": ESCALATION}
 
 
 @pytest.fixture(scope="module")

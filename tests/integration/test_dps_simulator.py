@@ -12,25 +12,11 @@ from local.dps.enrollments import Enrollment
 from local.dps.simulator import DpsSimulator
 from local.secrets import stack_secret
 from local.seed import data
-from shared.bootstrap import Services
-from shared.config import Settings
 from tests.pki_helpers import make_ca
-from tests.stack_helpers import BASE_URL, VaultCa, app_environment, running_stack
+from tests.stack_helpers import BASE_URL, VaultCa
 
 pytestmark = pytest.mark.integration
 HUB_NAMES = [h.host_name for h in data.HUBS]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("dps-stack")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    with app_environment(stack.settings_path):
-        yield Services(Settings())
 
 
 @pytest.fixture(scope="module")

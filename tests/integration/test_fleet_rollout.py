@@ -9,23 +9,16 @@ import pytest
 
 from local.fleet.report import write_report
 from local.fleet.scenario import Scenario, ScenarioOptions, summary_rows
-from shared.bootstrap import Services
-from shared.config import Settings
-from tests.stack_helpers import app_environment, running_stack
+from tests.stack_helpers import app_environment
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("fleet-stack"),
-                       extra_settings={"CERT_SUPERSEDED_GRACE_HOURS": "0"}) as running:
-        yield running
+STACK_SETTINGS = {"CERT_SUPERSEDED_GRACE_HOURS": "0"}
 
 
-def test_two_plants_roll_out_with_zero_configuration_errors(stack, tmp_path):
+def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp_path):
     with app_environment(stack.settings_path):
-        services = Services(Settings())
         ca_bundle = json.loads(stack.settings_path.read_text())["Values"]["REQUESTS_CA_BUNDLE"]
         options = ScenarioOptions(facilities=2, per_facility=10, seed=11, workers=8, configure_timeout_s=60,
                                   spill_hub="localhost:8441", spill_devices=4)
@@ -42,9 +35,8 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, tmp_path):
     assert result.storm["rewritten"] == 0 and result.storm["deliveries"] == 3 * result.storm["devices"]
     gateways = [o for o in result.outcomes if o.device.is_gateway]
     assert len(gateways) == 4 and all(o.status == "configured" for o in gateways)
-    with app_environment(stack.settings_path):
-        limit = Services(Settings()).database.fetch_one(
-            "SELECT max_devices FROM iot_hubs WHERE host_name = ?", ["localhost:8441"])["max_devices"]
+    limit = services.database.fetch_one(
+        "SELECT max_devices FROM iot_hubs WHERE host_name = ?", ["localhost:8441"])["max_devices"]
     assert limit == 2000  # the spill incident's limit is undone
 
     # time travel: two aged sensors per plant renewed through scan, queue, device CSR and collector

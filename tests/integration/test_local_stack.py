@@ -9,25 +9,12 @@ import pytest
 
 from local.secrets import stack_secret
 from local.seed import data
-from shared.bootstrap import Services
-from shared.config import Settings
-from tests.stack_helpers import CACHE_TTL, VaultCa, app_environment, dps_request, http, running_stack
+from tests.stack_helpers import CACHE_TTL, VaultCa, dps_request, http
 
 pytestmark = pytest.mark.integration
 WEST2 = data.LocalHub("west", "iothub-west2-local", 8444)
 HUBS = [*data.HUBS, WEST2]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("stack"), HUBS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def services(stack):
-    with app_environment(stack.settings_path):
-        yield Services(Settings())
+STACK_HUBS = HUBS
 
 
 @pytest.fixture(scope="module")
