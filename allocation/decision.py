@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from allocation.capacity import CapacityMonitor
 from allocation.certificate import CertificateDetails
-from allocation.facilities import Facility, FacilityDirectory
 from allocation.policy import FacilityPlacement, HubChoice, choose_hub
 from allocation.request import AllocationRequest
 from allocation.trust import IssuingCa, TrustStore
 from shared.errors import OnboardingError
+from shared.facilities import Facility, FacilityDirectory
 
 
 @dataclass

@@ -7,10 +7,10 @@ from functools import cache
 from allocation.audit import AuditTrail
 from allocation.capacity import CapacityMonitor
 from allocation.decision import AllocationContext
-from allocation.facilities import FacilityDirectory
 from allocation.issued import issued_certificate
 from allocation.trust import TrustStore
 from shared.bootstrap import Services, services
+from shared.facilities import FacilityDirectory
 
 
 def build_context(svc: Services) -> AllocationContext:

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO))
 
 from allocation.capacity import CapacityMonitor  # noqa: E402
 from allocation.decision import AllocationContext, decide  # noqa: E402
-from allocation.facilities import FacilityDirectory  # noqa: E402
 from allocation.request import parse_allocation_request  # noqa: E402
 from allocation.response import allocation_response  # noqa: E402
 from allocation.trust import TrustStore  # noqa: E402
 from local.seed.seed import seed_sql  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.crl import verify_and_index  # noqa: E402
+from shared.facilities import FacilityDirectory  # noqa: E402
 from shared.sql import Database  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)

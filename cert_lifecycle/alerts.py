@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cert_lifecycle.expiry import ESCALATED, RANK, Decision, iso
-from cert_lifecycle.records import FacilityInfo
 from cert_lifecycle.settings import LifecycleSettings
 from shared import telemetry
+from shared.facilities import Facility
 
 log = logging.getLogger(__name__)
 MAX_DIGEST_DEVICES = 200  # keeps a digest well inside a queue message (64 KB, base64)
@@ -67,7 +67,7 @@ class Digest:
         return f"{self.date}:{self.facility}:{self.level}"
 
 
-def build_digests(decisions: Iterable[Decision], facilities: dict[str, FacilityInfo | None], now: dt.datetime,
+def build_digests(decisions: Iterable[Decision], facilities: dict[str, Facility | None], now: dt.datetime,
                   escalation_email: str | None, scan_id: str) -> list[Digest]:
     """One digest per (facility, level) over the decisions to notify."""
     groups: dict[tuple[str, str], list[Decision]] = defaultdict(list)

@@ -17,7 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from shared.cache import TtlCache
+from shared.facilities import Facility, FacilityDirectory
 from shared.sql import Database
 
 log = logging.getLogger(__name__)
@@ -54,36 +54,14 @@ class RevocationRecord:
     not_after: dt.datetime | None  # of the certificate, when it is on record
 
 
-@dataclass(frozen=True)
-class FacilityInfo:
-    code: str
-    name: str
-    region: str
-    manager_email: str
-    active: bool
-
-
-_MISSING = FacilityInfo("", "", "", "", False)
-
-
 class CertificateRecords:
     def __init__(self, database: Database, facility_ttl_s: float = 60):
         self._db = database
-        self._facilities: TtlCache[FacilityInfo] = TtlCache(facility_ttl_s)
+        self._facilities = FacilityDirectory(database, facility_ttl_s)
 
     # -- facilities --------------------------------------------------------------------------------
-    def facility(self, code: str) -> FacilityInfo | None:
-        def load() -> FacilityInfo:
-            row = self._db.fetch_one(
-                "SELECT facility_code, name, region, manager_email, active FROM facilities WHERE facility_code = ?",
-                [code])
-            if row is None:
-                return _MISSING
-            return FacilityInfo(row["facility_code"], row["name"], row["region"], row["manager_email"],
-                                bool(row["active"]))
-
-        found = self._facilities.get(code, load)
-        return None if found is _MISSING else found
+    def facility(self, code: str) -> Facility | None:
+        return self._facilities.find(code)
 
     # -- the asset register ------------------------------------------------------------------------
     def add_certificate(self, record: CertificateRecord) -> None:

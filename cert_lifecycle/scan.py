@@ -35,9 +35,10 @@ from cert_lifecycle.expiry import (
     renewal_message,
 )
 from cert_lifecycle.hub import HubConflict, HubGateway, HubUnavailable
-from cert_lifecycle.records import CertificateAudit, CertificateRecords, FacilityInfo
+from cert_lifecycle.records import CertificateAudit, CertificateRecords
 from cert_lifecycle.settings import LifecycleSettings
 from shared import telemetry
+from shared.facilities import Facility
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100  # device ids without a certificate kept in the report, per hub
@@ -130,8 +131,8 @@ class ExpiryScanner:
         result.queries = self._hubs.queries[host] - before
         return result, decisions
 
-    def _facilities(self, decisions: list[Decision]) -> dict[str, FacilityInfo | None]:
-        found: dict[str, FacilityInfo | None] = {}
+    def _facilities(self, decisions: list[Decision]) -> dict[str, Facility | None]:
+        found: dict[str, Facility | None] = {}
         for code in {d.facility for d in decisions if d.notify and d.facility}:
             try:
                 found[code] = self._records.facility(code)

@@ -16,11 +16,11 @@ from allocation import handler
 from allocation.audit import AuditTrail
 from allocation.capacity import CapacityMonitor
 from allocation.decision import AllocationContext
-from allocation.facilities import FacilityDirectory
 from allocation.issued import issued_certificate
 from allocation.trust import TrustStore
 from local.seed.seed import SCHEMA, schema_statements
 from shared.config import Settings
+from shared.facilities import FacilityDirectory
 from shared.sql import Database
 from tests.pki_helpers import NOW, TestCa, make_ca
 

@@ -15,11 +15,11 @@ from msrest.exceptions import HttpOperationError
 from cert_lifecycle.alerts import AlertSender, QueueSender
 from cert_lifecycle.expiry import TAG, DeviceTwin
 from cert_lifecycle.hub import HubConflict, HubGateway, HubUnavailable
-from cert_lifecycle.records import FacilityInfo
 from cert_lifecycle.renewal import InvalidRenewalMessage, RenewalService, parse_renewal_message
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.settings import LifecycleSettings
 from local.iothub import query as q
+from shared.facilities import Facility
 
 NOW = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 HUB = "hub-west.azure-devices.net"
@@ -100,8 +100,9 @@ class FakeQueues(QueueSender):
 
 class FakeRecords:
     def facility(self, code):
-        return {"FAC01": FacilityInfo("FAC01", "Portland", "west", "manager.fac01@example.com", True),
-                "FAC02": FacilityInfo("FAC02", "Sacramento", "west", "manager.fac02@example.com", True)}.get(code)
+        plants = {"FAC01": Facility("FAC01", "Portland", "west", "localhost:8441", "manager.fac01@example.com", True),
+                  "FAC02": Facility("FAC02", "Sacramento", "west", "localhost:8441", "manager.fac02@example.com", True)}
+        return plants.get(code)
 
 
 class FakeAudit:
