@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             answer = health()
             print(f"stack healthy after {time.monotonic() - started:.1f}s")
         else:
-            print("using the local stack that is already running (its hubs keep their throttles and devices)")
+            minutes = args.facilities * args.per_facility / (3 * 100)  # S1: 100 identity operations/min per hub
+            print("using the local stack that is already running: its hubs keep their devices and S1 throttles, so "
+                  f"registering {args.facilities * args.per_facility} sensors takes about {minutes:.0f} min or more. "
+                  "Stop it first for the fast, repeatable demo.", flush=True)
         status, body = answer
         print_health(body)
         if status != 200:
