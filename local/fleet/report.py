@@ -84,18 +84,31 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
     rows = summary_rows(result)
     now = dt.datetime.now(dt.UTC)
     latencies = [o.latency_s for o in result.outcomes if o.latency_s is not None]
-    days_left = []
-    for o in result.outcomes:
-        if o.sensor.certificate is not None:
-            days_left.append((o.sensor.certificate.not_valid_after_utc - now).total_seconds() / 86400)
+    # As the daily scan saw them: the aged cohort with the certificates it had before renewal.
+    scanned = [o.sensor.certificate for o in result.outcomes if o.sensor.certificate is not None]
+    scanned += [o.sensor.renewed_from or o.sensor.certificate for o in result.aged]
+    buckets = [("expired", None, 0), ("0-30 days", 0, 30), ("30-90 days", 30, 90), ("90-365 days", 90, 365),
+               ("over a year", 365, None)]
+    by_days = dict.fromkeys((name for name, _, _ in buckets), 0)
+    for cert in scanned:
+        days = (cert.not_valid_after_utc - now).total_seconds() / 86400
+        for name, low, high in buckets:
+            if (low is None or days >= low) and (high is None or days < high):
+                by_days[name] += 1
+                break
     sections = [
         _timeline(result),
         _bars("Sensors per hub", list(rows["byHub"].items())),
         _bars("Refused or failed, by reason", list(rows["refusals"].items())),
         _bars("Power-on to configured (seconds)", _histogram(latencies, 10, lambda a, b: f"{a:.2f}-{b:.2f} s")),
-        _bars("Certificates by days to expiry", _histogram(days_left, 8, lambda a, b: f"{a:.0f}-{b:.0f} days")),
+        _bars("Certificates by days to expiry, as the daily scan saw them", list(by_days.items())),
     ]
-    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
+    def text(value) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k}: {v}" for k, v in value.items())
+        return "; ".join(value) if isinstance(value, list) else str(value)
+
+    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(text(v))}</td></tr>" for k, v in [
         ("sensors powered on", rows["devices"]), ("configured", rows["configured"]),
         ("p50 / p95 power-on to configured", f"{_ms(rows['p50'])} / {_ms(rows['p95'])}"),
         ("configuration errors", rows["configurationErrors"]),

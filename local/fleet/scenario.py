@@ -59,6 +59,7 @@ class ScenarioResult:
     incidents: dict[str, str] = field(default_factory=dict)
     storm: dict[str, int] = field(default_factory=dict)
     lifecycle: dict[str, int] = field(default_factory=dict)
+    aged: list[DeviceOutcome] = field(default_factory=list)  # the time-travel cohort
     failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
 
     @property
@@ -260,7 +261,7 @@ class Scenario:
         configured_aged = [o for o in aged if o.status == "configured"]
         lifecycle = self.renewal_round(configured_aged)
         result = ScenarioResult(outcomes, time.monotonic() - started, manufacture_s, onboarding_s,
-                                incidents=incidents, storm=storm, lifecycle=lifecycle)
+                                incidents=incidents, storm=storm, lifecycle=lifecycle, aged=aged)
         if len(configured_aged) != len(aged):
             result.failures.append(f"{len(aged) - len(configured_aged)} aged-stock sensors were not configured")
         self.verify(result)
