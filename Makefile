@@ -38,7 +38,7 @@ test: deps
 	$(PY) -m pytest
 
 unit: deps
-	$(PY) -m pytest tests/unit tests/contract
+	$(PY) -m pytest tests/unit tests/contract tests/infra
 
 integration: deps
 	$(PY) -m pytest -m integration
