@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local.azurite import AzuritePorts, port_open, start_azurite
+from local.iothub.config import LOCAL_POLICIES
 from local.secrets import stack_secret
 from local.seed import data
 from local.settings_file import HOST_PORT, IDENTITY_PORT, KEY_VAULT_PORT, stack_values, write_local_settings
@@ -115,7 +116,7 @@ class Stack:
         started = time.monotonic()
         tls = ensure_tls(self.state_dir)
         for name in ["identity-signing-key", "identity-header", "function-key-default", "function-master-key",
-                     *(f"iothub-{h.name}-iothubowner" for h in self.hubs)]:
+                     *(f"iothub-{h.name}-{policy}" for h in self.hubs for policy in LOCAL_POLICIES)]:
             stack_secret(self.state_dir, name)
         values = {**stack_values(self.state_dir, tls, self.hubs), **self.extra_settings}
         write_local_settings(self.settings_path, values)
@@ -123,9 +124,10 @@ class Stack:
 
         self.children["azurite"] = start_azurite(self.state_dir / "azurite", AzuritePorts(),
                                                  log_file=self.state_dir / "logs" / "azurite.log")
-        hub_args = [arg for h in self.hubs for arg in ("--hub", f"{h.name}={h.port}")]
-        self._spawn("iothub", ["-m", "local.iothub", "--state-dir", str(self.state_dir), *hub_args,
-                               "--event-grid-url", EVENT_GRID_URL, *self.iothub_args], env)
+        for hub in self.hubs:  # a process per hub: each emulator is one event loop, and hubs are independent
+            self._spawn(hub.name, ["-m", "local.iothub", "--state-dir", str(self.state_dir),
+                                   "--hub", f"{hub.name}={hub.port}", "--event-grid-url", EVENT_GRID_URL,
+                                   *self.iothub_args], env)
         self._spawn("keyvault", ["-m", "local.keyvault", "--state-dir", str(self.state_dir),
                                  "--port", str(KEY_VAULT_PORT), "--identity-port", str(IDENTITY_PORT)], env)
         self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT,
