@@ -155,15 +155,7 @@ class CertificateIssuer:
     def issue(self, csr_text: str | bytes, *, actor: str, expected_device_id: str | None = None) -> IssuedCertificate:
         checked = self.check(csr_text, expected_device_id)
         identity = checked.identity
-        try:
-            facility = self._records.facility(identity.facility)
-        except Exception as exc:
-            raise OnboardingError("dependency_unavailable", f"facility look-up failed ({type(exc).__name__})") \
-                from exc
-        if facility is None:
-            raise OnboardingError("unknown_facility", f"facility {identity.facility}")
-        if not facility.active:
-            raise OnboardingError("facility_inactive", f"facility {identity.facility}")
+        facility = self._records.active_facility(identity.facility)
         authority = self._cas.by_region(facility.region)
         now = self._now()
         builder = device_certificate_builder(

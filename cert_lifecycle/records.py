@@ -63,6 +63,10 @@ class CertificateRecords:
     def facility(self, code: str) -> Facility | None:
         return self._facilities.find(code)
 
+    def active_facility(self, code: str) -> Facility:
+        """The active facility; raises unknown_facility, facility_inactive or dependency_unavailable."""
+        return self._facilities.get(code)
+
     # -- the asset register ------------------------------------------------------------------------
     def add_certificate(self, record: CertificateRecord) -> None:
         self._db.execute(

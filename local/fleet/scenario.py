@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,7 @@ class Scenario:
             if condition():
                 return True
             time.sleep(0.5)
+        print(f"lifecycle: {what} did not complete within {timeout_s:g}s", file=sys.stderr)
         return False
 
     def renewal_round(self, cohort: list[DeviceOutcome], timeout_s: float = 90) -> dict[str, int]:

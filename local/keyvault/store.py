@@ -66,16 +66,20 @@ class VaultStore:
 
     # --- reads ---------------------------------------------------------------------------------------------
 
+    def _locate(self, collection: str, name: str, version: str | None) -> tuple[dict, dict]:
+        """(entry, record) of a version, or of the latest one when version is empty; caller holds the lock."""
+        entry = self._data[collection].get(name)
+        if entry is None:
+            raise not_found(collection, name, version or None)
+        record = entry["versions"].get(version or entry["order"][-1])
+        if record is None:
+            raise not_found(collection, name, version)
+        return entry, record
+
     def get(self, collection: str, name: str, version: str | None = None) -> tuple[dict, dict]:
         """Return (entry, record) for a version, or the latest one when version is empty."""
         with self._lock:
-            entry = self._data[collection].get(name)
-            if entry is None:
-                raise not_found(collection, name, version or None)
-            ver = version or entry["order"][-1]
-            record = entry["versions"].get(ver)
-            if record is None:
-                raise not_found(collection, name, version)
+            entry, record = self._locate(collection, name, version)
             return copy.deepcopy(entry), copy.deepcopy(record)
 
     def exists(self, collection: str, name: str) -> bool:
@@ -132,13 +136,7 @@ class VaultStore:
     def update(self, collection: str, name: str, version: str | None, changes: dict) -> dict:
         """Merge changes (attributes / tags / contentType / key_ops) into one version and return it."""
         with self._lock:
-            entry = self._data[collection].get(name)
-            if entry is None:
-                raise not_found(collection, name, version or None)
-            ver = version or entry["order"][-1]
-            record = entry["versions"].get(ver)
-            if record is None:
-                raise not_found(collection, name, version)
+            _, record = self._locate(collection, name, version)
             for field, value in changes.items():
                 if field == "attributes":
                     record["attributes"].update(value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from shared.facilities import Facility
+
 
 @dataclass(frozen=True)
 class LocalHub:
@@ -36,19 +38,11 @@ PLANT_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Facility:
-    code: str
-    name: str
-    region: str
-    preferred_hub: str
-    manager_email: str
-
-
 def facilities() -> list[Facility]:
     hub_by_region = {h.region: h.host_name for h in HUBS}
     return [
-        Facility(code, PLANT_NAMES[code], region, hub_by_region[region], f"manager.{code.lower()}@example.com")
+        Facility(code, PLANT_NAMES[code], region, hub_by_region[region], f"manager.{code.lower()}@example.com",
+                 active=True)
         for region, codes in REGIONS.items()
         for code in codes
     ]
