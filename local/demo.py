@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             print("starting a fresh local stack in .local/demo/ (Azurite, IoT Hub x3, Key Vault, Functions host)...",
                   flush=True)
             stack = Stack(state_dir=state_dir, settings_path=settings_path, iothub_args=DEMO_THROTTLE,
-                          extra_settings={"CRL_CACHE_TTL_SECONDS": "2", "CERT_SUPERSEDED_GRACE_HOURS": "0"})
+                          extra_settings={"CRL_CACHE_TTL_SECONDS": "2", "CERT_SUPERSEDED_GRACE_HOURS": "0",
+                                          "FUNCTIONS_WORKER_PROCESS_COUNT": "2",
+                                          "PYTHON_THREADPOOL_THREAD_COUNT": "8"})
             started = time.monotonic()
             stack.start(host_to_console=False)
             answer = health()

@@ -4,10 +4,15 @@ Parameterised statements only (`?` markers). A connection per thread: pyodbc con
 by two threads at once, and the Python worker runs synchronous functions on a thread pool. Autocommit: each
 statement is its own transaction, so a read never leaves a transaction open that holds locks (on SQLite an
 open read transaction blocks every writer until it ends).
+
+SQLite (local only) takes one writer at a time, and its ODBC driver retries a busy database in 10 ms sleeps:
+threads of one process that collide on a write would wait many times longer than the write takes. Their
+writes queue on a lock instead. Azure SQL locks rows and gets no such lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +23,7 @@ class Database:
         self._connection_string = connection_string
         self._timeout_s = timeout_s
         self._local = threading.local()
+        self._write_lock = threading.Lock() if "sqlite" in connection_string.lower() else contextlib.nullcontext()
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
@@ -46,7 +52,8 @@ class Database:
         """Run one statement (its own transaction); return the affected row count."""
         cursor = self._connection().cursor()
         try:
-            cursor.execute(sql, *params) if params else cursor.execute(sql)
+            with self._write_lock:
+                cursor.execute(sql, *params) if params else cursor.execute(sql)
             return cursor.rowcount
         finally:
             cursor.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from typing import Any
 
@@ -27,12 +28,21 @@ class DocumentError(ValueError):
     """A JSON value that IoT Hub would not accept in a twin; the message names the path."""
 
 
+# Unicode category Cc is exactly these 65 code points; one regex pass replaces a per-character category
+# look-up, which cost about 1 ms per device twin (twin setup checks every document it writes).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_BAD_KEY_CHARACTER = re.compile("[.$ \x00-\x1f\x7f-\x9f]")
+
+
 def _is_control(ch: str) -> bool:
     return unicodedata.category(ch) == "Cc"
 
 
 def _text_size(text: str) -> int:
-    return sum(len(ch.encode()) for ch in text if not _is_control(ch))
+    size = len(text.encode())
+    if _CONTROL.search(text):
+        size -= len("".join(_CONTROL.findall(text)).encode())
+    return size
 
 
 def size_of(value: Any) -> int:
@@ -56,8 +66,8 @@ def key_problem(key: Any, limits: TwinLimits) -> str | None:
         return "empty name"
     if len(key.encode()) > limits.max_key_bytes:
         return f"name longer than {limits.max_key_bytes} bytes"
-    bad = sorted({repr(ch) for ch in key if ch in FORBIDDEN_KEY_CHARACTERS or _is_control(ch)})
-    if bad:
+    if _BAD_KEY_CHARACTER.search(key):
+        bad = sorted({repr(ch) for ch in key if ch in FORBIDDEN_KEY_CHARACTERS or _is_control(ch)})
         return f"name contains {', '.join(bad)} (IoT Hub refuses '.', '$', space and control characters)"
     return None
 

@@ -31,6 +31,7 @@ class DeviceLink:
         if session is None:
             session = self._local.session = requests.Session()
             session.verify = self._verify
+            session.trust_env = False  # no proxies or CA bundle from the environment: verify is given above
         return session
 
     def _headers(self) -> dict[str, str]:

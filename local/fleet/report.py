@@ -34,6 +34,8 @@ def print_summary(result: ScenarioResult) -> None:
         print(f"{'incident ' + name:<40}{value}")
     print(f"{'wall time':<40}{result.wall_s:.1f} s (manufacture {result.manufacture_s:.1f} s, "
           f"power-on to all configured {result.onboarding_s:.1f} s)")
+    if result.phases:
+        print(f"{'  by step':<40}" + ", ".join(f"{name} {s:.1f} s" for name, s in result.phases.items()))
 
 
 def _bars(title: str, items: list[tuple[str, float]], width: int = 640, unit: str = "") -> str:
@@ -114,7 +116,9 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
         ("configuration errors", rows["configurationErrors"]),
         ("redelivery storm", result.storm), ("incidents", result.incidents),
         ("certificate renewals", result.lifecycle),
-        ("wall time", f"{result.wall_s:.1f} s"), ("verification", "passed" if result.ok else result.failures)])
+        ("wall time", f"{result.wall_s:.1f} s"),
+        ("by step", {name: f"{seconds:.1f} s" for name, seconds in result.phases.items()}),
+        ("verification", "passed" if result.ok else result.failures)])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Onboarding rollout report</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}"
             f"svg{{display:block;margin:1.5em 0}}</style></head><body>"

@@ -44,6 +44,7 @@ class Factory:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            session.trust_env = False  # a plain local URL: no proxy look-up in the environment per call
         return session
 
     def manufacture(self, sensor: SimulatedSensor) -> None:

@@ -3,6 +3,9 @@
     python -m local.host --app function_app:app --port 7071 --settings local.settings.json \
         --host-json host.json --state-dir .local [--no-auth]
 
+FUNCTIONS_WORKER_PROCESS_COUNT (from the environment or local.settings.json) runs that many worker processes
+on the one port, as the Functions host does (local/host/workers.py).
+
 Order matters as in Core Tools: local.settings.json is exported to the environment before the app is
 imported, so module-level code sees its settings. Keys come from the stack state (.local/secrets.json:
 function-key-default, function-master-key); --no-auth turns key checks off like Core Tools.
@@ -21,6 +24,7 @@ from local.host.app import banner, create_host_app
 from local.host.keys import FUNCTION_KEY_SECRET, MASTER_KEY_SECRET, HostKeys
 from local.host.loader import import_app
 from local.host.settings import DEFAULT_PORT, load_host_json, load_local_settings
+from local.host.workers import run_workers, worker_process_count
 from local.serve import server_config
 
 
@@ -57,8 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         secrets = Path(args.state_dir) / "secrets.json"
         print(f"\nKeys: enforced; function key '{FUNCTION_KEY_SECRET}', master key '{MASTER_KEY_SECRET}' in {secrets}"
               " (send as x-functions-key or ?code=, URL-encoded)", file=sys.stderr)
-    uvicorn.Server(server_config(app, port, host=args.host)).run()
-    return 0
+    try:
+        workers = worker_process_count()
+    except ValueError as exc:
+        print(f"host not started: {exc}", file=sys.stderr)
+        return 2
+    if workers == 1:
+        uvicorn.Server(server_config(app, port, host=args.host)).run()
+        return 0
+
+    def serve(index: int, sock) -> None:
+        worker_app = app if index == 0 else create_host_app(function_app, host_json, keys, listeners=False)
+        uvicorn.Server(server_config(worker_app, port, host=args.host)).run(sockets=[sock])
+
+    return run_workers(workers, serve, args.host, port)
 
 
 if __name__ == "__main__":

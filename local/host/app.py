@@ -51,8 +51,9 @@ class HostInfo:
 
 
 def create_host_app(function_app: Any, host_json: Mapping[str, Any] | None = None, keys: HostKeys | None = None,
-                    *, max_workers: int | None = None) -> Starlette:
-    """Build the host for a FunctionApp. keys=None disables key checks (like Core Tools)."""
+                    *, max_workers: int | None = None, listeners: bool = True) -> Starlette:
+    """Build the host for a FunctionApp. keys=None disables key checks (like Core Tools). listeners=False: no
+    timers or queue listeners here (another worker process of the same host runs them)."""
     options = HostOptions.from_host_json(host_json or {})
     functions = tuple(index_functions(function_app))
     invoker = Invoker(options.function_timeout, max_workers)
@@ -65,7 +66,7 @@ def create_host_app(function_app: Any, host_json: Mapping[str, Any] | None = Non
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = _start_listeners(timers, queues, options, invoker)
+        tasks = _start_listeners(timers, queues, options, invoker) if listeners else []
         try:
             yield
         finally:

@@ -8,14 +8,13 @@ iothubowner, service, registryReadWrite) and bearer tokens are checked with the 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from local.iothub.app import create_app
 from local.iothub.config import DEVICE_CREATED, DEVICE_DELETED, RateLimits, TwinLimits, local_hub_config
-from local.serve import serve_many, server_config
+from local.serve import run_servers, server_config
 from local.tls import ensure_tls
 
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             event_types=event_types,
         )
         configs.append(server_config(create_app(config), port, tls, host=args.listen))
-    asyncio.run(serve_many(configs))
+    run_servers(configs)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,16 @@ def _is_control(ch: str) -> bool:
     return unicodedata.category(ch) == "Cc"
 
 
+def _has_forbidden_character(key: str) -> bool:
+    if key.isascii() and key.isprintable():  # the common case: no control characters to look up
+        return any(ch in key for ch in ".$ ")
+    return any(ch in ".$ " or _is_control(ch) for ch in key)
+
+
 def _check_key(key: str, where: str, limits: TwinLimits) -> None:
     if not key or len(key.encode()) > limits.max_key_bytes:
         raise bad_request(f"Property or Tag name must be 1 to {limits.max_key_bytes} bytes. Error in {where}")
-    if any(ch in ".$ " or _is_control(ch) for ch in key):
+    if _has_forbidden_character(key):
         raise bad_request(
             f"Property or Tag name '{key}' contains an invalid character ('.', '$', space or a control "
             f"character). Error in {where}"
@@ -111,6 +117,8 @@ def size_of(value: Any) -> int:
 
 
 def _text_size(text: str) -> int:
+    if text.isascii() and text.isprintable():  # the common case, without a look-up per character
+        return len(text)
     return sum(len(ch.encode()) for ch in text if not _is_control(ch))
 
 

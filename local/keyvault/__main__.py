@@ -7,7 +7,6 @@ ones the vault accepts, and every process of the stack that reads the same state
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import logging
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from local.identity import identity_app
 from local.keyvault.app import create_app
 from local.secrets import stack_secret
-from local.serve import serve_many, server_config
+from local.serve import run_servers, server_config
 from local.tls import ensure_tls
 
 
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Key Vault emulator: https://localhost:{args.port}  (trust {tls.ca_bundle})", file=sys.stderr)
     if args.identity_port:
         print(f"Managed identity:   http://127.0.0.1:{args.identity_port}/msi/token", file=sys.stderr)
-    asyncio.run(serve_many(configs))
+    run_servers(configs)
     return 0
 
 
