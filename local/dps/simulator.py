@@ -17,18 +17,18 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-from msrest.exceptions import ClientRequestError
 
 from local.dps.chain import ChainError, validate_chain
 from local.dps.enrollments import Enrollment
+from local.dps.linked_hub import LinkedHub, LinkError
+from local.json_client import HttpError, JsonClient
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,19 @@ def _common_name(cert: x509.Certificate) -> str | None:
 
 class DpsSimulator:
     def __init__(self, enrollments: list[Enrollment], linked_hubs: list[str], roots: list[x509.Certificate],
-                 registry: Callable[[str], object], function_key: str | None = None,
+                 hub_connection_strings: Mapping[str, str], function_key: str | None = None,
                  state_file: Path | None = None, webhook_timeout_s: float = 30):
         self.groups = [e for e in enrollments if e.is_group]
         self.individual = {e.enrollment_id: e for e in enrollments if not e.is_group}
         self.linked_hubs = list(linked_hubs)
         self.roots = roots
-        self.registry = registry  # host name -> IoTHubRegistryManager (DPS's link to each hub)
+        self.hubs = {host: LinkedHub(conn) for host, conn in hub_connection_strings.items()}  # DPS's hub links
         self.function_key = function_key
         self.state_file = state_file
         self.webhook_timeout_s = webhook_timeout_s
         self.assignments: dict[str, tuple[str, str]] = self._load()  # registration id -> (hub, device id)
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._webhook = JsonClient()
 
     # -- state ------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, tuple[str, str]]:
@@ -84,12 +84,6 @@ class DpsSimulator:
                     out.write(json.dumps({"registrationId": registration_id, "hub": hub, "deviceId": device_id})
                               + "\n")
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # the webhook URL is given; scanning the environment per call costs CPU
-        return session
 
     # -- steps ------------------------------------------------------------------------------------------
     def match_enrollment(self, registration_id: str, leaf: x509.Certificate,
@@ -130,41 +124,18 @@ class DpsSimulator:
         headers = {"Content-Type": "application/json"}
         if self.function_key:
             headers["x-functions-key"] = self.function_key
-        response = self._session().post(enrollment.webhook_url, data=json.dumps(body), headers=headers,
-                                        timeout=self.webhook_timeout_s)
+        response = self._webhook.request("POST", enrollment.webhook_url, body=body, headers=headers,
+                                         timeout_s=self.webhook_timeout_s)
         try:
-            answer = response.json() if response.content else {}
+            answer = response.json() or {}
         except ValueError:
             answer = {}
-        return response.status_code, answer if isinstance(answer, dict) else {}
+        return response.status, answer if isinstance(answer, dict) else {}
 
     def _create_device(self, hub: str, device_id: str, enrollment: Enrollment, initial_twin: dict) -> None:
-        from azure.iot.hub.models import (
-            AuthenticationMechanism,
-            DeviceCapabilities,
-            ExportImportDevice,
-            PropertyContainer,
-        )
-
         twin = initial_twin or enrollment.initial_twin or {}
-        entry = ExportImportDevice(
-            id=device_id, import_mode="create", status="enabled",
-            authentication=AuthenticationMechanism(type="certificateAuthority"),
-            capabilities=DeviceCapabilities(iot_edge=enrollment.iot_edge),
-            tags=twin.get("tags") or None,
-            properties=PropertyContainer(desired=(twin.get("properties") or {}).get("desired") or None))
-        for attempt in range(3):  # DPS retries its own calls to a hub; so does the simulator
-            try:
-                result = self.registry(hub).bulk_create_or_update_devices([entry])
-                break
-            except ClientRequestError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-        if not result.is_successful:
-            error = result.errors[0]
-            if error.error_code != "DeviceAlreadyExists":
-                raise RuntimeError(f"device creation failed: {error.error_code}")
+        self.hubs[hub].create_device(device_id, iot_edge=enrollment.iot_edge, tags=twin.get("tags"),
+                                     desired=(twin.get("properties") or {}).get("desired"))
 
     def register(self, leaf: x509.Certificate, intermediates: list[x509.Certificate] = (),
                  payload: dict | None = None, now: dt.datetime | None = None) -> RegistrationResult:
@@ -184,7 +155,10 @@ class DpsSimulator:
             return result("disabled", error_code="enrollment_disabled", error_message="enrollment is disabled")
 
         body = self.allocation_request(enrollment, registration_id, leaf, payload)
-        status, answer = self._call_webhook(enrollment, body)
+        try:
+            status, answer = self._call_webhook(enrollment, body)
+        except HttpError as exc:  # no answer at all: DPS fails the registration as for any non-200
+            return result("failed", error_code="webhook_unreachable", error_message=str(exc))
         if status != 200:
             code = (answer.get("error") or {}).get("code") if isinstance(answer.get("error"), dict) else None
             return result("failed", webhook_status=status, error_code=code or f"http_{status}",
@@ -201,7 +175,11 @@ class DpsSimulator:
         elif previous and not enrollment.reprovision.update_hub_assignment:
             hub = previous[0]  # the policy keeps the device where it is
         else:
-            self._create_device(hub, device_id, enrollment, answer.get("initialTwin") or {})
+            try:
+                self._create_device(hub, device_id, enrollment, answer.get("initialTwin") or {})
+            except (LinkError, HttpError) as exc:
+                return result("failed", webhook_status=status, error_code="device_creation_failed",
+                              error_message=str(exc))
         self._remember(registration_id, hub, device_id)
         return result("assigned", assigned_hub=hub, device_id=device_id, payload=answer.get("payload"),
                       webhook_status=status)

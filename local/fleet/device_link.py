@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-import requests
-
 from local.iothub.auth import make_sas
+from local.json_client import JsonClient
 
 API_VERSION = "2021-04-12"
 
@@ -23,28 +21,15 @@ class DeviceLink:
         self.host_name = host_name
         self._key = service_key
         self._policy = policy
-        self._verify = ca_bundle or True
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.verify = self._verify
-            session.trust_env = False  # no proxies or CA bundle from the environment: verify is given above
-        return session
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": make_sas(self.host_name, self._key, self._policy), "Content-Type": "application/json"}
+        self._client = JsonClient(f"https://{host_name}", ca_bundle)
 
     def _call(self, method: str, path: str, attempts: int = 6, **kwargs) -> dict:
         """One device-side call; a throttled (429) or busy (503) hub is retried after its Retry-After."""
         for attempt in range(attempts):
-            response = self._session().request(method, f"https://{self.host_name}{path}", headers=self._headers(),
-                                               **kwargs)
-            if response.status_code not in (429, 503) or attempt == attempts - 1:
-                response.raise_for_status()
-                return response.json()
+            response = self._client.request(method, path, headers={
+                "Authorization": make_sas(self.host_name, self._key, self._policy)}, **kwargs)
+            if response.status not in (429, 503) or attempt == attempts - 1:
+                return response.raise_for_status(f"{method} {path}").json()
             time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 10))
         raise AssertionError("unreachable")
 
@@ -52,8 +37,8 @@ class DeviceLink:
         params = {"api-version": API_VERSION}
         if desired_version_above is not None:
             params.update(desiredVersionAbove=str(desired_version_above), timeoutSeconds=str(timeout_s))
-        return self._call("GET", f"/devices/{device_id}/twin", params=params, timeout=timeout_s + 10)
+        return self._call("GET", f"/devices/{device_id}/twin", params=params, timeout_s=timeout_s + 10)
 
     def report(self, device_id: str, reported: dict) -> dict:
         return self._call("PATCH", f"/devices/{device_id}/twin/properties/reported",
-                          params={"api-version": API_VERSION}, json=reported, timeout=30)
+                          params={"api-version": API_VERSION}, body=reported, timeout_s=30)

@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-import requests
-
 from local.dps.simulator import DpsSimulator
 from local.fleet.device import SimulatedSensor
 from local.fleet.device_link import DeviceLink
 from local.fleet.plan import PlannedDevice
+from local.json_client import HttpError, JsonClient
 
 
 @dataclass
@@ -35,24 +34,13 @@ class Factory:
     """The manufacturing partner: sends each sensor's CSR to sign_csr and burns the answer into the device."""
 
     def __init__(self, base_url: str, function_key: str, timeout_s: float = 30):
-        self.url = f"{base_url}/api/certificates/sign"
         self.key = function_key
-        self.timeout_s = timeout_s
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # a plain local URL: no proxy look-up in the environment per call
-        return session
+        self._client = JsonClient(base_url, timeout_s=timeout_s)
 
     def manufacture(self, sensor: SimulatedSensor) -> None:
-        response = self._session().post(self.url, json={"csr": sensor.csr_pem()}, timeout=self.timeout_s,
+        response = self._client.request("POST", "/api/certificates/sign", body={"csr": sensor.csr_pem()},
                                         headers={"x-functions-key": self.key})
-        if response.status_code != 200:
-            raise RuntimeError(f"sign_csr answered {response.status_code}: {response.text[:200]}")
-        sensor.install_certificate(response.json())
+        sensor.install_certificate(response.raise_for_status("sign_csr").json())
 
 
 class Progress:
@@ -107,8 +95,8 @@ def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, l
         return DeviceOutcome(device, sensor, "failed", "unknown_hub", result.assigned_hub)
     try:
         configured = sensor.await_configuration(link, configure_timeout_s)
-    except requests.RequestException as exc:
-        return DeviceOutcome(device, sensor, "failed", f"device_link: {type(exc).__name__}", result.assigned_hub)
+    except HttpError as exc:
+        return DeviceOutcome(device, sensor, "failed", f"device_link: {exc.status or exc}", result.assigned_hub)
     if configured:
         return DeviceOutcome(device, sensor, "configured", None, result.assigned_hub)
     reason = ((sensor.applied or {}).get("onboarding") or {}).get("reason")

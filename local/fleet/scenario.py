@@ -32,6 +32,7 @@ from local.fleet.device_link import DeviceLink
 from local.fleet.plan import PlannedDevice, plan_fleet
 from local.fleet.rollout import DeviceOutcome, Factory, onboard, run_parallel
 from local.fleet.verify import ExpectedConfigurations, configuration_errors
+from local.iothub.config import stack_connection_string
 from local.secrets import stack_secret
 from local.seed import data
 from shared.bootstrap import Services
@@ -96,7 +97,8 @@ class Scenario:
         for gateway in gateways:  # gateways are individually enrolled as IoT Edge devices
             enrollments.append(Enrollment(gateway.device_id, None, self.hubs, webhook,
                                           individual_certificate=gateway.certificate, iot_edge=True))
-        return DpsSimulator(enrollments, self.hubs, [root], self.services.registry_manager,
+        links = {host: stack_connection_string(self.state_dir, self.hub_names[host], host) for host in self.hubs}
+        return DpsSimulator(enrollments, self.hubs, [root], links,
                             function_key=self.function_key,
                             state_file=self.state_dir / "dps" / "registrations.jsonl")
 

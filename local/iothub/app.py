@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -25,6 +26,30 @@ from local.iothub.store import HubStore
 log = logging.getLogger("local.iothub")
 
 
+class TwinSignals:
+    """Wakes the device-side long polls waiting on a twin when the back end changes it (no re-reading on a
+    timer). Twin writes and long polls both run on the hub's event loop, so no lock is needed."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def changed(self, device_id: str) -> None:
+        for event in self._waiters.get(device_id, ()):
+            event.set()
+
+    @contextlib.contextmanager
+    def waiter(self, device_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(device_id, set())
+        waiters.add(event)
+        try:
+            yield event
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(device_id, None)
+
+
 @dataclass
 class Hub:
     """Everything a request handler needs; reachable as app.state.hub (tests use it too)."""
@@ -35,13 +60,16 @@ class Hub:
     service: HubService
     edge: EdgeService
     limiter: RateLimiter
+    signals: TwinSignals
 
 
 def build_hub(config: HubConfig) -> Hub:
     store = HubStore(config.state_dir)
     events = EventPublisher(config, store)
     service = HubService(config, store, events)
-    return Hub(config, store, events, service, EdgeService(service), RateLimiter(config.rate_limits))
+    signals = TwinSignals()
+    service.on_twin_change = signals.changed
+    return Hub(config, store, events, service, EdgeService(service), RateLimiter(config.rate_limits), signals)
 
 
 async def _hub_error(request: Request, exc: Exception) -> Response:

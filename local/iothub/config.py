@@ -57,6 +57,7 @@ class HubConfig:
     resource_group: str = "rg-sensor-onboarding-local"
     event_retry_window_s: float = 24 * 3600  # Event Grid retries for up to 24 hours
     event_backoff_s: tuple[float, float] = (1.0, 60.0)  # first and longest wait between delivery attempts
+    event_max_batch: int = 10  # the subscription's maxEventsPerBatch (infra/modules/device-events.bicep)
     max_body_bytes: int = 1024 * 1024
     max_page_size: int = 1000
     default_page_size: int = 100
@@ -99,3 +100,9 @@ def local_hub_config(state_dir: Path, name: str, port: int, **overrides) -> HubC
 
 def connection_string(config: HubConfig, policy: str = "iothubowner") -> str:
     return f"HostName={config.host_name};SharedAccessKeyName={policy};SharedAccessKey={config.policies[policy]}"
+
+
+def stack_connection_string(state_dir: Path, name: str, host_name: str, policy: str = "iothubowner") -> str:
+    """The connection string of a running stack hub (`name` as the stack starts it, e.g. iothub-west-local)."""
+    key = stack_secret(Path(state_dir), f"iothub-{name}-{policy}")
+    return f"HostName={host_name};SharedAccessKeyName={policy};SharedAccessKey={key}"

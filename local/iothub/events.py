@@ -1,7 +1,10 @@
 """Event Grid delivery of device lifecycle events, as IoT Hub's system topic does it.
 
-Events use the Event Grid schema of "Azure IoT Hub as an Event Grid source" (a JSON array holding one event,
-data = {twin, hubName, deviceId}) and go to one webhook with `aeg-event-type: Notification`. Delivery is at
+Events use the Event Grid schema of "Azure IoT Hub as an Event Grid source" (a JSON array of events, data =
+{twin, hubName, deviceId}) and go to one webhook with `aeg-event-type: Notification`. As Event Grid does for a
+subscription's maxEventsPerBatch (infra sets 10), the events waiting when a delivery starts go out together,
+up to that many per POST: one at a time when traffic is light, far fewer requests during a rollout. A batch
+succeeds or is retried (or dead-lettered) as a whole, like Event Grid's. Delivery is at
 least once: an event is written to the hub's outbox (on disk) before the REST call that caused it answers,
 and a background task posts it, retrying with exponential backoff until the subscriber says 2xx or the retry
 window (24 h, like Event Grid) ends. A subscriber that is not up yet therefore gets its events later, also
@@ -116,9 +119,11 @@ class EventPublisher:
                 now = time.time()
                 due = [key for key in self._store.outbox.keys() if self._next_try.get(key, 0) <= now]
                 # Event Grid delivers concurrently and promises no order; so does the emulator.
-                for start in range(0, len(due), CONCURRENT_DELIVERIES):
-                    await asyncio.gather(*(self._deliver(client, key)
-                                           for key in due[start:start + CONCURRENT_DELIVERIES]))
+                size = max(1, self._config.event_max_batch)
+                batches = [due[start:start + size] for start in range(0, len(due), size)]
+                for start in range(0, len(batches), CONCURRENT_DELIVERIES):
+                    await asyncio.gather(*(self._deliver(client, keys)
+                                           for keys in batches[start:start + CONCURRENT_DELIVERIES]))
                 waits = [t - time.time() for k, t in self._next_try.items() if k in self._store.outbox]
                 timeout = max(0.05, min(waits, default=30.0))
                 try:
@@ -126,26 +131,34 @@ class EventPublisher:
                 except TimeoutError:
                     pass
 
-    async def _deliver(self, client: httpx.AsyncClient, key: str) -> None:
-        entry = self._store.outbox.get(key)
-        if entry is None:
-            return
-        attempt = self._attempts.get(key, 0)
-        event = entry["event"]
+    async def _deliver(self, client: httpx.AsyncClient, keys: list[str]) -> None:
+        by_url: dict[str, dict[str, dict[str, Any]]] = {}  # one POST per subscriber URL (the URL can change
+        for key in keys:                                  # between emulator runs while events wait)
+            if (entry := self._store.outbox.get(key)) is not None:
+                by_url.setdefault(entry["url"], {})[key] = entry
+        for url, entries in by_url.items():
+            await self._post(client, url, entries)
+
+    async def _post(self, client: httpx.AsyncClient, url: str, entries: dict[str, dict[str, Any]]) -> None:
+        events = [entry["event"] for entry in entries.values()]
         headers = {
             "aeg-event-type": "Notification",
             "aeg-subscription-name": "LOCAL-IOTHUB-LIFECYCLE",
-            "aeg-delivery-count": str(attempt),
-            "aeg-data-version": event["dataVersion"],
-            "aeg-metadata-version": event["metadataVersion"],
+            "aeg-delivery-count": str(max(self._attempts.get(key, 0) for key in entries)),
+            "aeg-data-version": events[0]["dataVersion"],
+            "aeg-metadata-version": events[0]["metadataVersion"],
+            "Content-Type": "application/json",
         }
         try:
-            response = await client.post(
-                entry["url"], content=json.dumps([event]), headers={**headers, "Content-Type": "application/json"}
-            )
+            response = await client.post(url, content=json.dumps(events), headers=headers)
             status, reason = response.status_code, f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             status, reason = None, f"{type(exc).__name__}: {exc}"
+        for key, entry in entries.items():
+            self._settle(key, entry, status, reason)
+
+    def _settle(self, key: str, entry: dict[str, Any], status: int | None, reason: str) -> None:
+        """After a delivery attempt: forget the event, dead-letter it, or schedule its retry."""
         if status is not None and 200 <= status < 300:
             self._forget(key)
             return
@@ -155,10 +168,12 @@ class EventPublisher:
         if time.time() - entry["created"] > self._config.event_retry_window_s:
             self._dead_letter(key, entry, f"retry window ended; last: {reason}")
             return
+        attempt = self._attempts.get(key, 0)
         first, longest = self._config.event_backoff_s
         delay = min(longest, first * 2**attempt) * random.uniform(0.8, 1.2)
         self._attempts[key] = attempt + 1
         self._next_try[key] = time.time() + delay
+        event = entry["event"]
         log.warning("%s for %s not delivered (%s); retry in %.1fs", event["eventType"], event["subject"], reason, delay)
 
     def _forget(self, key: str) -> None:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from local.iothub import query as q
@@ -62,6 +63,7 @@ class HubService:
         self.config = config
         self.store = store
         self.events = events
+        self.on_twin_change: Callable[[str], None] = lambda device_id: None  # wakes device-side long polls
 
     # -- records ---------------------------------------------------------------------------------------
     def record(self, device_id: str) -> dict[str, Any]:
@@ -179,6 +181,7 @@ class HubService:
             if replace or tags is not None or desired is not None:
                 record["twin"] = tw.apply_service_update(record["twin"], tags, desired, limits, event_time(), replace)
                 self.store.devices.put(device_id, record)
+                self.on_twin_change(device_id)
         return self.twin_view(record)
 
     def update_reported(self, device_id: str, patch: Any) -> dict[str, Any]:

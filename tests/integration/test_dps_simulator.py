@@ -10,6 +10,7 @@ from msrest.exceptions import HttpOperationError
 
 from local.dps.enrollments import Enrollment
 from local.dps.simulator import DpsSimulator
+from local.iothub.config import stack_connection_string
 from local.secrets import stack_secret
 from local.seed import data
 from tests.pki_helpers import make_ca
@@ -29,7 +30,8 @@ def dps(stack, services, cas, tmp_path_factory):
     root = x509.load_pem_x509_certificate((stack.state_dir / "pki" / "root-ca.pem").read_bytes())
     webhook = f"{BASE_URL}/api/allocate"
     enrollments = [Enrollment(f"sensors-{region}", ca.certificate, HUB_NAMES, webhook) for region, ca in cas.items()]
-    return DpsSimulator(enrollments, HUB_NAMES, [root], services.registry_manager,
+    links = {h.host_name: stack_connection_string(stack.state_dir, h.name, h.host_name) for h in data.HUBS}
+    return DpsSimulator(enrollments, HUB_NAMES, [root], links,
                         function_key=stack_secret(stack.state_dir, "function-key-default"),
                         state_file=tmp_path_factory.mktemp("dps") / "registrations.jsonl")
 

@@ -87,3 +87,28 @@ def test_filtered_types_and_no_subscriber_queue_nothing(tmp_path):
     publisher_with(tmp_path, [], [], event_types=frozenset({DEVICE_CREATED})).publish(DEVICE_DELETED, "s", TWIN)
     publisher_with(tmp_path, [], [], event_grid_url=None).publish(DEVICE_CREATED, "s", TWIN)
     assert len(Collection(tmp_path / "outbox")) == 0
+
+
+def _subjects(request: httpx.Request) -> list[str]:
+    return [event["subject"] for event in json.loads(request.content)]
+
+
+def test_waiting_events_go_out_together_up_to_the_batch_size(tmp_path):
+    seen: list[httpx.Request] = []
+    publisher = publisher_with(tmp_path, [], seen, event_max_batch=2)
+    for n in range(5):
+        publisher.publish(DEVICE_CREATED, f"sensor-{n}", TWIN)
+    run_until(publisher, lambda: len(Collection(tmp_path / "outbox")) == 0)
+    assert sorted(len(_subjects(r)) for r in seen) == [1, 2, 2]  # maxEventsPerBatch 2: three POSTs, not five
+    assert sorted(s for r in seen for s in _subjects(r)) == [f"devices/sensor-{n}" for n in range(5)]
+
+
+def test_a_failed_batch_is_delivered_again_whole(tmp_path):
+    seen: list[httpx.Request] = []
+    publisher = publisher_with(tmp_path, [503], seen)
+    for n in range(3):
+        publisher.publish(DEVICE_CREATED, f"sensor-{n}", TWIN)
+    run_until(publisher, lambda: len(seen) >= 2 and len(Collection(tmp_path / "outbox")) == 0)
+    assert len(seen) == 2
+    assert _subjects(seen[0]) == _subjects(seen[1]) and len(_subjects(seen[0])) == 3
+    assert [r.headers["aeg-delivery-count"] for r in seen] == ["0", "1"]

@@ -1,0 +1,75 @@
+"""JSON over HTTP(S) for the stand-ins that play Azure's and the field's side: the DPS simulator, the simulated
+sensors, the factory. Product code keeps the Azure SDKs; these callers are not the product.
+
+urllib3's pool is thread-safe and reuses connections; `requests` adds per-call session work on top of it
+(environment proxy look-ups, setting merges, hooks) that cost the simulated fleet more CPU than the HTTP itself
+at thousands of devices on two cores, and that CPU is taken from the functions under test.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+
+class HttpError(Exception):
+    """An answer outside 2xx, or no answer (connection refused, timeout): the message says which."""
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b""):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class JsonResponse:
+    status: int
+    headers: dict[str, str]
+    data: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.data) if self.data else None
+
+    def raise_for_status(self, what: str = "request") -> JsonResponse:
+        if not 200 <= self.status < 300:
+            raise HttpError(f"{what} answered {self.status}: {self.data[:200].decode(errors='replace')}",
+                            self.status, self.data)
+        return self
+
+
+class JsonClient:
+    """One pool for a base URL (or for absolute URLs when base_url is empty); share it between threads."""
+
+    def __init__(self, base_url: str = "", ca_bundle: str | None = None, pool_size: int = 64,
+                 timeout_s: float = 30, connect_retries: int = 2):
+        self.base_url = base_url.rstrip("/")
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle} if ca_bundle else {}
+        self._pool = urllib3.PoolManager(num_pools=8, maxsize=pool_size, **tls)
+        self.timeout_s = timeout_s
+        # Only failures to connect are retried here: a request that reached the server is not sent twice.
+        self._retries = urllib3.Retry(total=connect_retries, connect=connect_retries, read=0, status=0, redirect=0,
+                                      other=0, backoff_factor=0.1)
+
+    def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None,
+                headers: dict[str, str] | None = None, timeout_s: float | None = None) -> JsonResponse:
+        url = path if "://" in path else self.base_url + path
+        if params:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+        all_headers = dict(headers or {})
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        try:
+            response = self._pool.request(method, url, body=payload, headers=all_headers, retries=self._retries,
+                                          timeout=timeout_s or self.timeout_s)
+        except urllib3.exceptions.HTTPError as exc:
+            raise HttpError(f"{method} {url.split('?')[0]}: {type(exc).__name__}: {exc}") from exc
+        return JsonResponse(response.status, dict(response.headers), response.data)
+
+    def close(self) -> None:
+        self._pool.clear()
