@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facilities", type=int, default=12, help="plants to roll out (1-12, default 12)")
     parser.add_argument("--per-facility", type=int, default=300, help="sensors per plant (default 300)")
     parser.add_argument("--seed", type=int, default=2026, help="fleet plan seed, for repeatable runs")
-    parser.add_argument("--workers", type=int, default=48, help="sensors powered on at the same time")
+    parser.add_argument("--workers", type=int, default=32,
+                        help="sensors manufactured or powered on at the same time (default 32; on two cores more "
+                             "only adds contention)")
     parser.add_argument("--report-dir", type=Path, default=STATE_DIR / "report")
     args = parser.parse_args(argv)
     if not 1 <= args.facilities <= 12 or args.per_facility < 3:
