@@ -1,14 +1,19 @@
-"""Hub load snapshot: limits from the iot_hubs table, device counts from each hub's registry statistics.
+"""Hub load: limits from the iot_hubs table, device counts from each hub's registry statistics, plus the
+allocations every instance has made since.
 
-One snapshot serves every request for CAPACITY_CACHE_TTL_SECONDS; hubs are asked in parallel, and a hub that
-does not answer is left out of the snapshot (it cannot be chosen) rather than failing the whole request.
+Registry statistics are read once per CAPACITY_CACHE_TTL_SECONDS (hubs in parallel; a hub that does not answer
+is left out, so it cannot be chosen, rather than failing the request): reading them per request would spend
+the hubs' registry-operation throttle. Between two reads, devices keep arriving, sent by this instance and by
+every other one (Functions scales out, and runs several worker processes per instance). Each allocation
+therefore bumps a per-hub counter in SQL (hub_allocations), and a decision counts the hub's devices as its
+statistics plus the counter's growth since they were read. The counter is read before the statistics, so a
+device created in between counts twice (a hub looks fuller than it is) rather than not at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,14 +25,19 @@ from shared.sql import Database
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Refresh:
+    hubs: dict[str, HubLoad]  # device counts as the registry statistics gave them
+    allocations: dict[str, int]  # the hub_allocations counters just before those statistics were read
+
+
 class CapacityMonitor:
     def __init__(self, database: Database, device_count: Callable[[str], int], configured_hubs: list[str],
                  ttl_s: float):
         self._db = database
         self._device_count = device_count
         self._configured = set(configured_hubs)
-        self._cache: TtlCache[dict[str, HubLoad]] = TtlCache(ttl_s)
-        self._lock = threading.Lock()
+        self._cache: TtlCache[_Refresh] = TtlCache(ttl_s)
 
     def _count(self, host_name: str) -> int | None:
         try:
@@ -36,32 +46,47 @@ class CapacityMonitor:
             log.warning("capacity: %s statistics unavailable (%s)", host_name, type(exc).__name__)
             return None
 
-    def _load(self) -> dict[str, HubLoad]:
+    def _allocations(self) -> dict[str, int]:
+        rows = self._db.fetch_all("SELECT host_name, allocations FROM hub_allocations")
+        return {r["host_name"]: int(r["allocations"]) for r in rows}
+
+    def _load(self) -> _Refresh:
         rows = self._db.fetch_all(
             "SELECT host_name, region, max_devices, max_daily_messages, accepting FROM iot_hubs")
         rows = [r for r in rows if r["host_name"] in self._configured]
+        allocations = self._allocations()  # before the statistics: see the module docstring
         with ThreadPoolExecutor(max_workers=max(1, len(rows)), thread_name_prefix="capacity") as pool:
             counts = list(pool.map(self._count, [r["host_name"] for r in rows]))
-        return {
+        hubs = {
             r["host_name"]: HubLoad(r["host_name"], r["region"], bool(r["accepting"]), count,
                                     int(r["max_devices"]), None, int(r["max_daily_messages"]))
             for r, count in zip(rows, counts, strict=True)
             if count is not None
         }
+        return _Refresh(hubs, allocations)
 
     def record_allocation(self, host_name: str) -> None:
-        """Count a device just sent to host_name, so a burst between refreshes does not overfill it."""
-        with self._lock:
-            try:
-                hubs = self._cache.get("hubs", self._load)
-            except Exception:  # noqa: BLE001 - nothing to update
+        """Count a device just sent to host_name, for every instance's next decision."""
+        try:
+            if self._db.execute("UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ?",
+                                [host_name]) == 1:
                 return
-            if host_name in hubs:
-                hub = hubs[host_name]
-                hubs[host_name] = dataclasses.replace(hub, device_count=hub.device_count + 1)
+            try:
+                self._db.execute("INSERT INTO hub_allocations (host_name, allocations) VALUES (?, 1)", [host_name])
+            except Exception:  # noqa: BLE001 - another instance inserted the row first: count on it
+                self._db.execute("UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ?",
+                                 [host_name])
+        except Exception as exc:  # noqa: BLE001 - the decision stands; only the headroom estimate is late
+            log.warning("capacity: allocation to %s not counted (%s)", host_name, type(exc).__name__)
 
     def snapshot(self) -> dict[str, HubLoad]:
         try:
-            return self._cache.get("hubs", self._load)
+            refresh = self._cache.get("hubs", self._load)
+            now = self._allocations()
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc
+        return {
+            host: dataclasses.replace(
+                hub, device_count=hub.device_count + max(0, now.get(host, 0) - refresh.allocations.get(host, 0)))
+            for host, hub in refresh.hubs.items()
+        }

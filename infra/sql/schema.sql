@@ -20,6 +20,14 @@ CREATE TABLE iot_hubs (
     accepting           BIT           NOT NULL DEFAULT 1
 );
 
+-- Allocations made by every webhook instance, per hub: a counter that only grows and is read as a difference.
+-- The capacity check adds the allocations made since it last read a hub's registry statistics, so several
+-- instances (or worker processes) cannot each fill the same headroom between refreshes.
+CREATE TABLE hub_allocations (
+    host_name    NVARCHAR(255) NOT NULL PRIMARY KEY,
+    allocations  BIGINT        NOT NULL DEFAULT 0
+);
+
 -- sensor_type '*' applies to every sensor type of the facility; a type-specific row is applied after it.
 CREATE TABLE facility_overrides (
     facility_code   NVARCHAR(16)   NOT NULL,

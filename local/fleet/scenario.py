@@ -84,6 +84,7 @@ class Scenario:
         self.links = {host: DeviceLink(host, stack_secret(state_dir, f"iothub-{self.hub_names[host]}-service"),
                                        ca_bundle) for host in self.hubs}
         self.factory = Factory(BASE_URL, self.function_key)
+        self._spill_limit = self._spill_held = 0
 
     # -- set-up -------------------------------------------------------------------------------------------
     def dps(self, gateways: list[SimulatedSensor]) -> DpsSimulator:
@@ -111,11 +112,14 @@ class Scenario:
 
     def limit_hub(self, host: str, planned_in_region: int) -> tuple[int, int]:
         """Give host room for all but spill_devices of its region's sensors; returns (new, previous) limits."""
-        present = self.services.registry_manager(host).get_device_registry_statistics().total_device_count
+        present = self.hub_device_count(host)
         previous = self.services.database.fetch_one("SELECT max_devices FROM iot_hubs WHERE host_name = ?", [host])
         limit = max(1, present + planned_in_region - self.options.spill_devices)
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
         return limit, int(previous["max_devices"]) if previous else limit
+
+    def hub_device_count(self, host: str) -> int:
+        return self.services.registry_manager(host).get_device_registry_statistics().total_device_count
 
     def restore_hub(self, host: str, limit: int) -> None:
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
@@ -261,6 +265,7 @@ class Scenario:
             in_region = sum(1 for d in plan if region_of.get(d.facility) == hub_region[opts.spill_hub])
             limit, previous_limit = self.limit_hub(opts.spill_hub, in_region)
             incidents["spillHubLimit"] = f"{opts.spill_hub} max_devices={limit}"
+            self._spill_limit = limit
 
         def power_on(device: PlannedDevice) -> DeviceOutcome:
             if device is revoked:
@@ -275,6 +280,7 @@ class Scenario:
             outcomes = run_parallel(everyone, power_on, opts.workers, "power-on")
         finally:
             if previous_limit is not None:
+                self._spill_held = self.hub_device_count(opts.spill_hub)  # before later steps add devices
                 self.restore_hub(opts.spill_hub, previous_limit)
         onboarding_s = time.monotonic() - onboarding_started
         lap("power-on")
@@ -354,8 +360,25 @@ class Scenario:
             result.failures.append(f"certificate renewals incomplete: {life}")
         if life and life["graceHours"] == 0 and life["supersededRevoked"] != life["agedSensors"]:
             result.failures.append(f"superseded certificates not all revoked: {life}")
+        if "spillHubLimit" in result.incidents:
+            self._verify_spill(result)
         if result.storm.get("rewritten"):
             result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
+
+
+    def _verify_spill(self, result: ScenarioResult) -> None:
+        """The hub given too little room holds no more than its limit, and its region's other sensors went
+        elsewhere (counted across every webhook worker process, not per process)."""
+        host, held = self.options.spill_hub, self._spill_held
+        region = {h.host_name: h.region for h in data.HUBS}[host]
+        region_of = {f.code: f.region for f in data.facilities()}
+        spilled = sum(1 for o in result.outcomes if o.status == "configured" and o.hub != host
+                      and region_of.get(o.device.facility) == region)
+        result.incidents["spillHubLimit"] += f", holds {held}, {spilled} of its region's sensors placed elsewhere"
+        if held > self._spill_limit:
+            result.failures.append(f"{host} holds {held} devices, over its limit of {self._spill_limit}")
+        if spilled == 0:
+            result.failures.append(f"no sensor spilled over from {host} although it was short of room")
 
 
 def summary_rows(result: ScenarioResult) -> dict:

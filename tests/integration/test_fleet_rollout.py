@@ -32,6 +32,7 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp
     # FAC01 and FAC02 are west plants; the west hub had room for all but 4, so some went across regions
     assert rows["byHub"]["localhost:8441"] < 19
     assert sum(count for hub, count in rows["byHub"].items() if hub != "localhost:8441") >= 1
+    assert "placed elsewhere" in result.incidents["spillHubLimit"]  # verified: the hub held no more than its limit
     assert result.storm["rewritten"] == 0 and result.storm["deliveries"] == 3 * result.storm["devices"]
     gateways = [o for o in result.outcomes if o.device.is_gateway]
     assert len(gateways) == 4 and all(o.status == "configured" for o in gateways)

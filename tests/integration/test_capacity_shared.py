@@ -1,0 +1,65 @@
+"""Hub capacity across webhook instances: allocations one instance makes count for every other one before
+their registry statistics are read again (Functions scales out and runs several worker processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from allocation.capacity import CapacityMonitor
+from allocation.policy import FacilityPlacement, choose_hub
+from local.seed.seed import SCHEMA, schema_statements
+from shared.errors import OnboardingError
+from shared.sql import Database
+
+pytestmark = pytest.mark.integration
+EAST, WEST = "hub-east.azure-devices.net", "hub-west.azure-devices.net"
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"Driver=SQLite3;Database={tmp_path / 'capacity.db'}")
+    for statement in schema_statements(SCHEMA.read_text()):
+        database.execute(statement)
+    for host, region in ((EAST, "east"), (WEST, "west")):
+        database.execute("INSERT INTO iot_hubs (host_name, region, max_devices, max_daily_messages, accepting) "
+                         "VALUES (?, ?, 10, 1000, 1)", [host, region])
+    yield database
+    database.close()
+
+
+def instance(db: Database, statistics: dict[str, int]) -> CapacityMonitor:
+    """One webhook instance whose statistics stay as they were (its cache outlives the burst)."""
+    return CapacityMonitor(db, lambda host: statistics[host], [EAST, WEST], ttl_s=3600)
+
+
+def place(monitor: CapacityMonitor) -> str:
+    choice = choose_hub(FacilityPlacement("FAC09", "east", EAST), monitor.snapshot(), [EAST, WEST])
+    monitor.record_allocation(choice.host_name)
+    return choice.host_name
+
+
+def test_two_instances_together_fill_a_hub_to_its_limit_and_then_spill(db):
+    statistics = {EAST: 4, WEST: 0}  # read once by each instance, before the burst
+    first, second = instance(db, statistics), instance(db, statistics)
+    first.snapshot(), second.snapshot()
+    placed = [place(first if n % 2 else second) for n in range(10)]
+    assert placed.count(EAST) == 6  # 4 present + 6 = the limit of 10, although each instance placed only 3
+    assert placed[6:] == [WEST] * 4  # the rest spill over to the other region
+
+
+def test_a_refresh_does_not_count_the_same_devices_twice(db):
+    statistics = {EAST: 0, WEST: 0}
+    first = instance(db, statistics)
+    for _ in range(3):
+        place(first)
+    statistics[EAST] = 3  # the three devices now exist, so the hub's statistics count them
+    second = instance(db, statistics)  # reads the statistics now: the counter's growth since then is 0
+    assert second.snapshot()[EAST].device_count == 3
+    assert first.snapshot()[EAST].device_count == 3  # statistics read before: 0 + 3 allocations since
+
+
+def test_no_room_anywhere_is_refused(db):
+    monitor = instance(db, {EAST: 10, WEST: 10})
+    with pytest.raises(OnboardingError) as refused:
+        place(monitor)
+    assert refused.value.code == "no_hub_capacity"
