@@ -1,7 +1,8 @@
 """`make demo`: a whole plant rollout, end to end, on one machine.
 
 Starts a fresh local stack under .local/demo/ unless one is running (its hubs get 50x an S1 unit's throttles,
-about an S3, so 3,600 sensors fit in a minute; a fresh state makes runs with the same --seed repeatable),
+about an S3, so 3,600 sensors fit in a minute; its Functions host runs two worker processes; a fresh state
+makes runs with the same --seed repeatable),
 onboards the reference fleet through the real functions with its incidents, prints a summary, writes an HTML
 report to .local/report/, and exits non-zero when verification fails.
 """
