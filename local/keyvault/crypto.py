@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -239,7 +240,10 @@ def private_key_to_pem(key: PrivateKey) -> str:
     ).decode()
 
 
+@functools.lru_cache(maxsize=256)
 def private_key_from_pem(pem: str) -> PrivateKey:
+    """Parsed once per key version (a key version's material never changes; parsing is most of a sign's cost
+    here). Key objects are immutable and safe to share between threads."""
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CryptoInputError("Only RSA and EC keys are supported")
