@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help system-deps deps test unit integration lint run demo reset
 help:
-	@echo "make demo   start the local stack and show it healthy"
+	@echo "make demo   roll out 12 plants x 300 sensors through the real functions on a fresh local stack"
 	@echo "make test   unit + integration tests (starts what the tests need)"
 	@echo "make run    start the local stack in the foreground (Ctrl-C stops it)"
 	@echo "make lint   ruff"

@@ -5,9 +5,11 @@ Registry statistics are read once per CAPACITY_CACHE_TTL_SECONDS (hubs in parall
 is left out, so it cannot be chosen, rather than failing the request): reading them per request would spend
 the hubs' registry-operation throttle. Between two reads, devices keep arriving, sent by this instance and by
 every other one (Functions scales out, and runs several worker processes per instance). Each allocation
-therefore bumps a per-hub counter in SQL (hub_allocations), and a decision counts the hub's devices as its
-statistics plus the counter's growth since they were read. The counter is read before the statistics, so a
-device created in between counts twice (a hub looks fuller than it is) rather than not at all.
+therefore takes a place in a per-hub counter in SQL (hub_allocations), and a decision counts the hub's
+devices as its statistics plus the counter's growth since they were read. Taking the place is one conditional
+UPDATE (only while the counter is below what the hub's limit leaves), so two instances deciding at the same
+moment cannot both take the last place. The counter is read before the statistics, so a device created in
+between counts twice (a hub looks fuller than it is) rather than not at all.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class CapacityMonitor:
         rows = self._db.fetch_all(
             "SELECT host_name, region, max_devices, max_daily_messages, accepting FROM iot_hubs")
         rows = [r for r in rows if r["host_name"] in self._configured]
+        self._ensure_counters([r["host_name"] for r in rows])
         allocations = self._allocations()  # before the statistics: see the module docstring
         with ThreadPoolExecutor(max_workers=max(1, len(rows)), thread_name_prefix="capacity") as pool:
             counts = list(pool.map(self._count, [r["host_name"] for r in rows]))
@@ -65,19 +68,29 @@ class CapacityMonitor:
         }
         return _Refresh(hubs, allocations)
 
-    def record_allocation(self, host_name: str) -> None:
-        """Count a device just sent to host_name, for every instance's next decision."""
+    def _ensure_counters(self, hosts: list[str]) -> None:
+        known = self._allocations()
+        for host in hosts:
+            if host not in known:
+                try:
+                    self._db.execute("INSERT INTO hub_allocations (host_name, allocations) VALUES (?, 0)", [host])
+                except Exception:  # noqa: BLE001 - another instance created the row first
+                    log.debug("capacity: counter for %s already created", host)
+
+    def reserve(self, host_name: str) -> bool:
+        """Take a place on host_name for a new device; False when its limit leaves none (as seen now)."""
+        refresh = self._cache.get("hubs", self._load)
+        hub = refresh.hubs.get(host_name)
+        if hub is None:
+            return False
+        bound = refresh.allocations.get(host_name, 0) + hub.max_devices - hub.device_count
         try:
-            if self._db.execute("UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ?",
-                                [host_name]) == 1:
-                return
-            try:
-                self._db.execute("INSERT INTO hub_allocations (host_name, allocations) VALUES (?, 1)", [host_name])
-            except Exception:  # noqa: BLE001 - another instance inserted the row first: count on it
-                self._db.execute("UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ?",
-                                 [host_name])
-        except Exception as exc:  # noqa: BLE001 - the decision stands; only the headroom estimate is late
-            log.warning("capacity: allocation to %s not counted (%s)", host_name, type(exc).__name__)
+            taken = self._db.execute(
+                "UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ? AND allocations < ?",
+                [host_name, bound])
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc
+        return taken == 1
 
     def snapshot(self) -> dict[str, HubLoad]:
         try:

@@ -6,6 +6,7 @@ be explained (allocation.explain) and benchmarked without side effects.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,20 @@ def decide(request: AllocationRequest, ctx: AllocationContext) -> Allocation:
     ca = ctx.trust.check(certificate)
     facility = ctx.facilities.get(request.identity.facility)
     placement = FacilityPlacement(facility.code, facility.region, facility.preferred_hub)
-    choice = choose_hub(placement, ctx.capacity.snapshot(), request.linked_hubs, request.current_hub,
-                        ctx.utilisation_threshold)
+    choice = place_device(placement, ctx.capacity, request.linked_hubs, request.current_hub,
+                          ctx.utilisation_threshold)
     return Allocation(request, certificate, source, ca, facility, choice)
+
+
+def place_device(placement: FacilityPlacement, capacity: CapacityMonitor, linked_hubs: list[str],
+                 current_hub: str | None, threshold: float) -> HubChoice:
+    """The hub for a device, with its place taken there (a device staying on its current hub takes none)."""
+    hubs = capacity.snapshot()
+    for _ in range(len(hubs) + 1):
+        choice = choose_hub(placement, hubs, linked_hubs, current_hub, threshold)
+        if choice.rule == "current" or capacity.reserve(choice.host_name):
+            return choice
+        # Other instances took the last places since the snapshot: that hub is full, choose again without it.
+        full = hubs[choice.host_name]
+        hubs = {**hubs, choice.host_name: dataclasses.replace(full, device_count=full.max_devices)}
+    raise OnboardingError("no_hub_capacity", "every hub with room was filled by concurrent allocations")

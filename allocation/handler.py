@@ -62,8 +62,7 @@ def allocate(req: func.HttpRequest) -> func.HttpResponse:
     try:
         request = parse_allocation_request(req.get_body())
         context = allocation_context()
-        allocation = decide(request, context)
-        context.capacity.record_allocation(allocation.choice.host_name)
+        allocation = decide(request, context)  # takes the device's place on the chosen hub
     except OnboardingError as error:
         return _refuse(error, request, started)
     except Exception:

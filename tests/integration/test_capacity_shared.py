@@ -1,12 +1,16 @@
 """Hub capacity across webhook instances: allocations one instance makes count for every other one before
-their registry statistics are read again (Functions scales out and runs several worker processes)."""
+their registry statistics are read again (Functions scales out and runs several worker processes), and
+instances deciding at the same moment cannot both take a hub's last place."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from allocation.capacity import CapacityMonitor
-from allocation.policy import FacilityPlacement, choose_hub
+from allocation.decision import place_device
+from allocation.policy import FacilityPlacement
 from local.seed.seed import SCHEMA, schema_statements
 from shared.errors import OnboardingError
 from shared.sql import Database
@@ -18,6 +22,7 @@ EAST, WEST = "hub-east.azure-devices.net", "hub-west.azure-devices.net"
 @pytest.fixture
 def db(tmp_path):
     database = Database(f"Driver=SQLite3;Database={tmp_path / 'capacity.db'}")
+    database.path = tmp_path / "capacity.db"
     for statement in schema_statements(SCHEMA.read_text()):
         database.execute(statement)
     for host, region in ((EAST, "east"), (WEST, "west")):
@@ -28,14 +33,14 @@ def db(tmp_path):
 
 
 def instance(db: Database, statistics: dict[str, int]) -> CapacityMonitor:
-    """One webhook instance whose statistics stay as they were (its cache outlives the burst)."""
-    return CapacityMonitor(db, lambda host: statistics[host], [EAST, WEST], ttl_s=3600)
+    """One webhook instance, with its own connections, whose statistics stay as they were (its cache outlives
+    the burst)."""
+    own = Database(f"Driver=SQLite3;Database={db.path}")
+    return CapacityMonitor(own, lambda host: statistics[host], [EAST, WEST], ttl_s=3600)
 
 
 def place(monitor: CapacityMonitor) -> str:
-    choice = choose_hub(FacilityPlacement("FAC09", "east", EAST), monitor.snapshot(), [EAST, WEST])
-    monitor.record_allocation(choice.host_name)
-    return choice.host_name
+    return place_device(FacilityPlacement("FAC09", "east", EAST), monitor, [EAST, WEST], None, 0.9).host_name
 
 
 def test_two_instances_together_fill_a_hub_to_its_limit_and_then_spill(db):
@@ -63,3 +68,20 @@ def test_no_room_anywhere_is_refused(db):
     with pytest.raises(OnboardingError) as refused:
         place(monitor)
     assert refused.value.code == "no_hub_capacity"
+
+
+def test_instances_deciding_at_once_never_overfill_the_hub(db):
+    statistics = {EAST: 0, WEST: 0}
+    instances = [instance(db, statistics) for _ in range(4)]
+    for monitor in instances:
+        monitor.snapshot()  # all four saw an empty hub east
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        placed = list(pool.map(lambda n: place(instances[n % 4]), range(16)))
+    assert placed.count(EAST) == 10 and placed.count(WEST) == 6
+
+
+def test_a_device_staying_on_its_hub_takes_no_place(db):
+    monitor = instance(db, {EAST: 10, WEST: 0})  # east is full
+    choice = place_device(FacilityPlacement("FAC09", "east", EAST), monitor, [EAST, WEST], EAST, 0.9)
+    assert (choice.host_name, choice.rule) == (EAST, "current")
+    assert monitor.snapshot()[EAST].device_count == 10
