@@ -71,7 +71,7 @@ def load_csr(text: str | bytes, max_bytes: int) -> x509.CertificateSigningReques
             if NEW_PEM_HEADER.encode() in stripped:  # the legacy header some tools write
                 stripped = stripped.replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
             return x509.load_pem_x509_csr(stripped)
-        return x509.load_der_x509_csr(stripped)
+        return x509.load_der_x509_csr(raw)  # binary: its last signature bytes may well look like whitespace
     except (ValueError, TypeError) as exc:
         raise OnboardingError("csr_invalid", f"not a PEM or DER PKCS#10 request ({type(exc).__name__})") from None
 
