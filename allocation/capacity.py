@@ -1,21 +1,25 @@
-"""Hub load: limits from the iot_hubs table, device counts from each hub's registry statistics, plus the
-allocations every instance has made since.
+"""Hub load: limits from the iot_hubs table; device counts kept in SQL for every webhook instance at once.
 
-Registry statistics are read once per CAPACITY_CACHE_TTL_SECONDS (hubs in parallel; a hub that does not answer
-is left out, so it cannot be chosen, rather than failing the request): reading them per request would spend
-the hubs' registry-operation throttle. Between two reads, devices keep arriving, sent by this instance and by
-every other one (Functions scales out, and runs several worker processes per instance). Each allocation
-therefore takes a place in a per-hub counter in SQL (hub_allocations), and a decision counts the hub's
-devices as its statistics plus the counter's growth since they were read. Taking the place is one conditional
-UPDATE (only while the counter is below what the hub's limit leaves), so two instances deciding at the same
-moment cannot both take the last place. The counter is read before the statistics, so a device created in
-between counts twice (a hub looks fuller than it is) rather than not at all.
+Functions scales out and runs several worker processes per instance, so a count held in one process's memory
+misses what the others send. Every instance shares one row per hub in `hub_allocations`:
+
+- `allocations`: places taken, ever. A decision takes its place with one conditional UPDATE that succeeds only
+  while the hub's estimated count is below its limit, so two instances cannot both take the last place.
+- an anchor (`anchor_devices`, `anchor_allocations`): the hub's registry device count at some moment and the
+  counter at that moment. Estimated count = anchor_devices + (allocations - anchor_allocations).
+
+The anchor is moved to fresh registry statistics (read every CAPACITY_CACHE_TTL_SECONDS, to spare the hubs'
+registry throttle) only when the counter has not moved for QUIET_S seconds: then no allocated device can still
+be on its way to the registry (DPS creates it within a second or two of the webhook's answer), and the
+statistics count every device exactly. Anchoring during a burst would miss the devices in flight and let the
+hub overfill. Between quiet moments, deleted devices still count (a hub looks fuller than it is, never emptier).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,20 +30,34 @@ from shared.sql import Database
 
 log = logging.getLogger(__name__)
 
+QUIET_S = 10.0
+
+_ESTIMATE = "anchor_devices + allocations - anchor_allocations"
+
 
 @dataclasses.dataclass(frozen=True)
-class _Refresh:
-    hubs: dict[str, HubLoad]  # device counts as the registry statistics gave them
-    allocations: dict[str, int]  # the hub_allocations counters just before those statistics were read
+class _Counter:
+    allocations: int
+    anchor_devices: int | None
+    anchor_allocations: int | None
+
+    @property
+    def estimate(self) -> int | None:
+        if self.anchor_devices is None or self.anchor_allocations is None:
+            return None
+        return self.anchor_devices + self.allocations - self.anchor_allocations
 
 
 class CapacityMonitor:
     def __init__(self, database: Database, device_count: Callable[[str], int], configured_hubs: list[str],
-                 ttl_s: float):
+                 ttl_s: float, clock: Callable[[], float] = time.monotonic, quiet_s: float = QUIET_S):
         self._db = database
         self._device_count = device_count
         self._configured = set(configured_hubs)
-        self._cache: TtlCache[_Refresh] = TtlCache(ttl_s)
+        self._cache: TtlCache[dict[str, HubLoad]] = TtlCache(ttl_s, clock=clock)
+        self._clock = clock
+        self._quiet_s = quiet_s
+        self._seen: dict[str, tuple[int, float]] = {}  # per hub: the counter as last seen, and since when
 
     def _count(self, host_name: str) -> int | None:
         try:
@@ -48,58 +66,77 @@ class CapacityMonitor:
             log.warning("capacity: %s statistics unavailable (%s)", host_name, type(exc).__name__)
             return None
 
-    def _allocations(self) -> dict[str, int]:
-        rows = self._db.fetch_all("SELECT host_name, allocations FROM hub_allocations")
-        return {r["host_name"]: int(r["allocations"]) for r in rows}
-
-    def _load(self) -> _Refresh:
+    def _counters(self) -> dict[str, _Counter]:
         rows = self._db.fetch_all(
-            "SELECT host_name, region, max_devices, max_daily_messages, accepting FROM iot_hubs")
-        rows = [r for r in rows if r["host_name"] in self._configured]
-        self._ensure_counters([r["host_name"] for r in rows])
-        allocations = self._allocations()  # before the statistics: see the module docstring
-        with ThreadPoolExecutor(max_workers=max(1, len(rows)), thread_name_prefix="capacity") as pool:
-            counts = list(pool.map(self._count, [r["host_name"] for r in rows]))
-        hubs = {
-            r["host_name"]: HubLoad(r["host_name"], r["region"], bool(r["accepting"]), count,
-                                    int(r["max_devices"]), None, int(r["max_daily_messages"]))
-            for r, count in zip(rows, counts, strict=True)
-            if count is not None
-        }
-        return _Refresh(hubs, allocations)
+            "SELECT host_name, allocations, anchor_devices, anchor_allocations FROM hub_allocations")
+        return {r["host_name"]: _Counter(int(r["allocations"]),
+                                         None if r["anchor_devices"] is None else int(r["anchor_devices"]),
+                                         None if r["anchor_allocations"] is None else int(r["anchor_allocations"]))
+                for r in rows}
 
-    def _ensure_counters(self, hosts: list[str]) -> None:
-        known = self._allocations()
+    def _ensure_counters(self, hosts: list[str]) -> dict[str, _Counter]:
+        counters = self._counters()
         for host in hosts:
-            if host not in known:
+            if host not in counters:
                 try:
                     self._db.execute("INSERT INTO hub_allocations (host_name, allocations) VALUES (?, 0)", [host])
                 except Exception:  # noqa: BLE001 - another instance created the row first
                     log.debug("capacity: counter for %s already created", host)
+        return self._counters() if any(h not in counters for h in hosts) else counters
+
+    def _reanchor(self, host: str, before: _Counter, devices: int) -> None:
+        """Anchor host at `devices` if nothing has been allocated to it for quiet_s seconds."""
+        now = self._clock()
+        seen, since = self._seen.get(host, (None, now))
+        if seen != before.allocations:
+            self._seen[host] = (before.allocations, now)
+            since = now
+        # quiet_s 0 takes every reading as it comes (tests of the policy against changing statistics).
+        quiet = self._quiet_s <= 0 or (seen == before.allocations and now - since >= self._quiet_s)
+        if before.estimate is not None and not quiet:
+            return
+        # Conditional on the counter: an allocation that slipped in since `before` keeps the old anchor.
+        self._db.execute("UPDATE hub_allocations SET anchor_devices = ?, anchor_allocations = ? "
+                         "WHERE host_name = ? AND allocations = ?",
+                         [devices, before.allocations, host, before.allocations])
+
+    def _load(self) -> dict[str, HubLoad]:
+        rows = self._db.fetch_all(
+            "SELECT host_name, region, max_devices, max_daily_messages, accepting FROM iot_hubs")
+        rows = [r for r in rows if r["host_name"] in self._configured]
+        before = self._ensure_counters([r["host_name"] for r in rows])
+        with ThreadPoolExecutor(max_workers=max(1, len(rows)), thread_name_prefix="capacity") as pool:
+            counts = list(pool.map(self._count, [r["host_name"] for r in rows]))
+        hubs = {}
+        for r, count in zip(rows, counts, strict=True):
+            if count is None:
+                continue
+            self._reanchor(r["host_name"], before[r["host_name"]], count)
+            hubs[r["host_name"]] = HubLoad(r["host_name"], r["region"], bool(r["accepting"]), count,
+                                           int(r["max_devices"]), None, int(r["max_daily_messages"]))
+        return hubs
 
     def reserve(self, host_name: str) -> bool:
-        """Take a place on host_name for a new device; False when its limit leaves none (as seen now)."""
-        refresh = self._cache.get("hubs", self._load)
-        hub = refresh.hubs.get(host_name)
+        """Take a place on host_name for a new device; False when its limit leaves none."""
+        hub = self._cache.get("hubs", self._load).get(host_name)
         if hub is None:
             return False
-        bound = refresh.allocations.get(host_name, 0) + hub.max_devices - hub.device_count
         try:
             taken = self._db.execute(
-                "UPDATE hub_allocations SET allocations = allocations + 1 WHERE host_name = ? AND allocations < ?",
-                [host_name, bound])
+                f"UPDATE hub_allocations SET allocations = allocations + 1 "  # noqa: S608 - fixed expression
+                f"WHERE host_name = ? AND {_ESTIMATE} < ?", [host_name, hub.max_devices])
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc
         return taken == 1
 
     def snapshot(self) -> dict[str, HubLoad]:
         try:
-            refresh = self._cache.get("hubs", self._load)
-            now = self._allocations()
+            hubs = self._cache.get("hubs", self._load)
+            counters = self._counters()
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc
-        return {
-            host: dataclasses.replace(
-                hub, device_count=hub.device_count + max(0, now.get(host, 0) - refresh.allocations.get(host, 0)))
-            for host, hub in refresh.hubs.items()
-        }
+        loads = {}
+        for host, hub in hubs.items():
+            estimate = counters[host].estimate if host in counters else None
+            loads[host] = hub if estimate is None else dataclasses.replace(hub, device_count=estimate)
+        return loads

@@ -103,7 +103,7 @@ def build_webhook(tmp_path: Path, monkeypatch, max_devices: int = 100) -> Webhoo
     context = AllocationContext(
         trust=TrustStore(settings, FakeCertificates({ca.name: ca}), secrets, now=lambda: NOW),
         facilities=FacilityDirectory(db, 60),
-        capacity=CapacityMonitor(db, lambda host: counts[host], list(HUBS), ttl_s=0),
+        capacity=CapacityMonitor(db, lambda host: counts[host], list(HUBS), ttl_s=0, quiet_s=0),
         issued_certificate=lambda device_id: issued_certificate(db, device_id),
         utilisation_threshold=0.9,
     )

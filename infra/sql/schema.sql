@@ -20,12 +20,14 @@ CREATE TABLE iot_hubs (
     accepting           BIT           NOT NULL DEFAULT 1
 );
 
--- Allocations made by every webhook instance, per hub: a counter that only grows and is read as a difference.
--- The capacity check adds the allocations made since it last read a hub's registry statistics, so several
--- instances (or worker processes) cannot each fill the same headroom between refreshes.
+-- Hub device counts shared by every webhook instance (allocation/capacity.py): places taken ever, and an
+-- anchor (the registry's device count at a quiet moment, and `allocations` then). Estimated devices =
+-- anchor_devices + allocations - anchor_allocations; a place is taken only while that is below the limit.
 CREATE TABLE hub_allocations (
-    host_name    NVARCHAR(255) NOT NULL PRIMARY KEY,
-    allocations  BIGINT        NOT NULL DEFAULT 0
+    host_name           NVARCHAR(255) NOT NULL PRIMARY KEY,
+    allocations         BIGINT        NOT NULL DEFAULT 0,
+    anchor_devices      BIGINT        NULL,
+    anchor_allocations  BIGINT        NULL
 );
 
 -- sensor_type '*' applies to every sensor type of the facility; a type-specific row is applied after it.

@@ -52,15 +52,26 @@ def test_two_instances_together_fill_a_hub_to_its_limit_and_then_spill(db):
     assert placed[6:] == [WEST] * 4  # the rest spill over to the other region
 
 
-def test_a_refresh_does_not_count_the_same_devices_twice(db):
-    statistics = {EAST: 0, WEST: 0}
+def test_an_instance_starting_mid_burst_counts_the_devices_still_on_their_way(db):
+    statistics = {EAST: 4, WEST: 0}
     first = instance(db, statistics)
     for _ in range(3):
-        place(first)
-    statistics[EAST] = 3  # the three devices now exist, so the hub's statistics count them
-    second = instance(db, statistics)  # reads the statistics now: the counter's growth since then is 0
-    assert second.snapshot()[EAST].device_count == 3
-    assert first.snapshot()[EAST].device_count == 3  # statistics read before: 0 + 3 allocations since
+        place(first)  # allocated, but DPS has not created them yet: the registry still says 4
+    second = instance(db, statistics)
+    assert second.snapshot()[EAST].device_count == 7
+
+
+def test_statistics_replace_the_estimate_only_once_allocations_have_stopped(db):
+    statistics, now = {EAST: 0, WEST: 0}, [100.0]
+    monitor = CapacityMonitor(Database(f"Driver=SQLite3;Database={db.path}"), lambda host: statistics[host],
+                              [EAST, WEST], ttl_s=0, clock=lambda: now[0], quiet_s=10)  # statistics every look
+    for _ in range(3):
+        place(monitor)
+    statistics[EAST] = 1  # two of the three were deleted again
+    now[0] += 5
+    assert monitor.snapshot()[EAST].device_count == 3  # allocated 5 s ago: some may still be on their way
+    now[0] += 11
+    assert monitor.snapshot()[EAST].device_count == 1  # no allocation for 11 s since: the registry is right
 
 
 def test_no_room_anywhere_is_refused(db):
