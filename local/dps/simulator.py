@@ -84,7 +84,6 @@ class DpsSimulator:
                     out.write(json.dumps({"registrationId": registration_id, "hub": hub, "deviceId": device_id})
                               + "\n")
 
-
     # -- steps ------------------------------------------------------------------------------------------
     def match_enrollment(self, registration_id: str, leaf: x509.Certificate,
                          intermediates: list[x509.Certificate], now: dt.datetime) -> Enrollment:

@@ -6,9 +6,11 @@
    than its region needs, so the rest spills over;
 3. power everything on at once; each sensor registers through DPS and waits until it runs its configuration;
 4. an Event Grid redelivery storm: DeviceCreated events of configured sensors delivered again, three times,
-   shuffled; no twin may be written again;
+   shuffled; no twin may be written again. Side by side, time travel: sensors whose certificates are due go
+   through a renewal round;
 5. verification: every configured twin equals template (+) overrides (checked independently), the revoked
-   and unknown sensors got no hub, and no sensor was lost.
+   and unknown sensors got no hub, the short hub held no more than its limit and its region's other sensors
+   went elsewhere, the renewals completed, and no sensor was lost.
 """
 
 from __future__ import annotations
