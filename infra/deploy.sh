@@ -424,6 +424,22 @@ sql_reachable() {
 
 valid_field() { [[ "$1" =~ ^[A-Za-z0-9\ .@_+\&/-]{1,200}$ ]]; }
 
+# A database made by an earlier release lacks the tables schema.sql has gained since (hub_allocations, ...):
+# create each missing one from its own CREATE TABLE statement in schema.sql.
+add_missing_tables() {
+  local table found statement
+  while read -r table; do
+    found="$(sql -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = '${table}';" | tr -d '[:space:]')"
+    if [[ "${found}" == "0" ]]; then
+      statement="$(mktemp "${TMPDIR:-/tmp}/schema-${table}.XXXXXX")"  # BSD and GNU mktemp alike
+      sed -n "/^CREATE TABLE ${table} (/,/^);/p" "${SCRIPT_DIR}/sql/schema.sql" >"${statement}"
+      mutate sql -i "${statement}"
+      rm -f "${statement}"
+      note "created table ${table} (added to the schema since this database was made)"
+    fi
+  done < <(sed -n 's/^CREATE TABLE \([a-z_]*\) (.*/\1/p' "${SCRIPT_DIR}/sql/schema.sql")
+}
+
 setup_database() {
   log "SQL: schema, database user, hubs, facilities"
   if [[ "${WHAT_IF}" == true ]]; then
@@ -437,6 +453,7 @@ setup_database() {
     mutate sql -i "${SCRIPT_DIR}/sql/schema.sql"
   else
     note "schema present"
+    add_missing_tables
   fi
   mutate sql -i "${SCRIPT_DIR}/sql/grant-function.sql" -v "APP_NAME=${AZURE_FUNCTION_APP_NAME}" "APP_OBJECT_ID=${FUNCTION_PRINCIPAL_ID}"
   local regions=() hosts=() i units_messages

@@ -329,7 +329,8 @@ def handle_sqlcmd(state: dict, argv: list[str]) -> str:
     script = opt(options, "-i")
     if query:
         if "sys.tables" in query:
-            return "1" if state.get("sql_schema") else "0"
+            missing = any(f"'{table}'" in query for table in state.get("sql_tables_missing", []))
+            return "1" if state.get("sql_schema") and not missing else "0"
         return "1"
     if script:
         name = Path(script).name
@@ -337,6 +338,12 @@ def handle_sqlcmd(state: dict, argv: list[str]) -> str:
             if state.get("sql_schema"):
                 raise Fail("There is already an object named 'facilities' in the database.")
             state["sql_schema"] = True
+        elif name.startswith("schema-"):  # one CREATE TABLE taken from schema.sql
+            table = name.removeprefix("schema-").split(".")[0]
+            text = Path(script).read_text()
+            if not text.startswith(f"CREATE TABLE {table} (") or not text.rstrip().endswith(");"):
+                raise Fail(f"fake sqlcmd: not one CREATE TABLE {table} statement: {text[:80]!r}", 99)
+            state["sql_tables_missing"] = [t for t in state.get("sql_tables_missing", []) if t != table]
         variables = dict(v.split("=", 1) for v in options.get("-v", []))
         state.setdefault("sql_scripts", []).append({"script": name, "variables": variables})
         return ""

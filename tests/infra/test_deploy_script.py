@@ -142,6 +142,17 @@ def test_second_run_changes_nothing(signed):
     assert "schema present" in run.output
 
 
+def test_a_database_from_an_earlier_release_gains_the_tables_added_since(signed):
+    fake, sign = signed
+    fake.update(sql_tables_missing=["hub_allocations"])
+    run = fake.run(*sign)
+    assert run.returncode == 0, run.output
+    assert "created table hub_allocations" in run.output
+    assert fake.state["sql_tables_missing"] == []
+    again = fake.run(*sign)
+    assert "created table" not in again.output
+
+
 def test_pending_ca_without_the_root_stops_before_dps(fake_azure):
     run = fake_azure.run()
     assert run.returncode == 0, run.output
