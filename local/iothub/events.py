@@ -132,8 +132,9 @@ class EventPublisher:
                     pass
 
     async def _deliver(self, client: httpx.AsyncClient, keys: list[str]) -> None:
-        by_url: dict[str, dict[str, dict[str, Any]]] = {}  # one POST per subscriber URL (the URL can change
-        for key in keys:                                  # between emulator runs while events wait)
+        # One POST per subscriber URL: the URL can change between emulator runs while events wait.
+        by_url: dict[str, dict[str, dict[str, Any]]] = {}
+        for key in keys:
             if (entry := self._store.outbox.get(key)) is not None:
                 by_url.setdefault(entry["url"], {})[key] = entry
         for url, entries in by_url.items():
