@@ -28,7 +28,7 @@ from cryptography.x509.oid import CRLEntryExtensionOID
 
 from cert_lifecycle.records import CertificateAudit, CertificateRecords, RevocationRecord
 from cert_lifecycle.settings import LifecycleSettings
-from cert_lifecycle.signer import SigningError
+from cert_lifecycle.signer import SigningError, authority_key_identifier
 from shared import telemetry
 from shared.crl import CrlInvalid, verify_and_index
 from shared.errors import OnboardingError
@@ -67,14 +67,6 @@ def crl_entries(records: Iterable[RevocationRecord], now: dt.datetime,
     return entries
 
 
-def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key())  # type: ignore[arg-type]
-
-
 def crl_builder(ca: x509.Certificate, entries: list[CrlEntry], number: int, now: dt.datetime,
                 validity: dt.timedelta) -> x509.CertificateRevocationListBuilder:
     """The to-be-signed CRL. Built in one go (adding entries one by one copies the list each time: O(n^2))."""
@@ -89,7 +81,7 @@ def crl_builder(ca: x509.Certificate, entries: list[CrlEntry], number: int, now:
     return x509.CertificateRevocationListBuilder(
         issuer_name=ca.subject, last_update=now - BACKDATE, next_update=now + validity,
         extensions=[x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
-                    x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _authority_key_identifier(ca))],
+                    x509.Extension(x509.AuthorityKeyIdentifier.oid, False, authority_key_identifier(ca))],
         revoked_certificates=revoked)
 
 

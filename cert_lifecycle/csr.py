@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from cert_lifecycle.signer import authority_key_identifier
 from shared.errors import OnboardingError
 from shared.identity import DeviceIdentity, parse_device_id
 
@@ -106,14 +107,6 @@ def check_csr(text: str | bytes, max_bytes: int, expected_device_id: str | None 
     return CheckedCsr(csr, identity, check_key_policy(public_key))
 
 
-def _authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key())  # type: ignore[arg-type]
-
-
 def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial_number: int, now: dt.datetime,
                                validity: dt.timedelta, backdate: dt.timedelta) -> x509.CertificateBuilder:
     """The leaf profile: CN only, clientAuth, digitalSignature, CA:false, SKI/AKI, validity within the CA's."""
@@ -136,7 +129,7 @@ def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(_authority_key_identifier(ca), critical=False)
+        .add_extension(authority_key_identifier(ca), critical=False)
     )
 
 

@@ -88,6 +88,15 @@ def splice_signature(signed_der: bytes, tbs: bytes, signature: bytes) -> bytes:
     return _encode(0x30, tbs + algorithm + _encode(0x03, b"\x00" + signature))
 
 
+def authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI that names `ca` in what it signs (certificates and CRLs): from its SKI, else its public key."""
+    try:
+        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key())  # type: ignore[arg-type]
+
+
 class KeyVaultSigner:
     """Signs as one CA. sign_digest(algorithm, digest) -> signature bytes is Key Vault's `sign` operation."""
 

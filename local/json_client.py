@@ -9,7 +9,9 @@ at thousands of devices on two cores, and that CPU is taken from the functions u
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +57,20 @@ class JsonClient:
                                       other=0, backoff_factor=0.1)
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, timeout_s: float | None = None) -> JsonResponse:
+                headers: dict[str, str] | Callable[[], dict[str, str]] | None = None,
+                timeout_s: float | None = None, throttled_attempts: int = 1) -> JsonResponse:
+        """One call; a throttled (429) or busy (503) answer is tried again after its Retry-After, up to
+        throttled_attempts calls in all. headers may be a function, for a token made fresh for each try."""
+        for attempt in range(throttled_attempts):
+            response = self._send(method, path, params, body, headers() if callable(headers) else headers,
+                                  timeout_s)
+            if response.status not in (429, 503) or attempt == throttled_attempts - 1:
+                return response
+            time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 10))
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, path: str, params: dict[str, str] | None, body: Any,
+              headers: dict[str, str] | None, timeout_s: float | None) -> JsonResponse:
         url = path if "://" in path else self.base_url + path
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)

@@ -50,7 +50,9 @@ resource deviceCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022
       properties: {
         resourceId: '${site.id}/functions/${functionName}'
         // Up to 10 events per delivery during a plant rollout (one at a time when traffic is light): far fewer
-        // requests to the app. A failed batch is redelivered whole; twin setup is idempotent, so that is safe.
+        // requests to the app, as "Use a function as an event handler for Event Grid events" recommends for high
+        // throughput (its example: 10 events, 64 KB). The trigger still runs once per event. A failed batch is
+        // redelivered whole; twin setup is idempotent, so that is safe.
         maxEventsPerBatch: 10
         preferredBatchSizeInKilobytes: 64
       }

@@ -5,7 +5,6 @@ reference describes it (ExportImportDevice entries with importMode create)."""
 from __future__ import annotations
 
 import os
-import time
 
 from local.iothub.auth import make_sas
 from local.json_client import JsonClient
@@ -35,13 +34,9 @@ class LinkedHub:
             entry["tags"] = tags
         if desired:
             entry["properties"] = {"desired": desired}
-        for attempt in range(attempts):
-            response = self._client.request("POST", "/devices", params={"api-version": API_VERSION}, body=[entry],
-                                            headers={"Authorization": make_sas(self.host_name, self._key,
-                                                                               self._policy)})
-            if response.status not in (429, 503) or attempt == attempts - 1:
-                break
-            time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 10))
+        response = self._client.request(
+            "POST", "/devices", params={"api-version": API_VERSION}, body=[entry], throttled_attempts=attempts,
+            headers=lambda: {"Authorization": make_sas(self.host_name, self._key, self._policy)})
         if response.status == 200:
             return True
         body = response.json() if response.data.startswith(b"{") else {}

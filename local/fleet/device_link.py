@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import time
-
 from local.iothub.auth import make_sas
 from local.json_client import JsonClient
 
@@ -23,15 +21,12 @@ class DeviceLink:
         self._policy = policy
         self._client = JsonClient(f"https://{host_name}", ca_bundle)
 
-    def _call(self, method: str, path: str, attempts: int = 6, **kwargs) -> dict:
+    def _call(self, method: str, path: str, **kwargs) -> dict:
         """One device-side call; a throttled (429) or busy (503) hub is retried after its Retry-After."""
-        for attempt in range(attempts):
-            response = self._client.request(method, path, headers={
-                "Authorization": make_sas(self.host_name, self._key, self._policy)}, **kwargs)
-            if response.status not in (429, 503) or attempt == attempts - 1:
-                return response.raise_for_status(f"{method} {path}").json()
-            time.sleep(min(float(response.headers.get("Retry-After", "1") or 1), 10))
-        raise AssertionError("unreachable")
+        response = self._client.request(
+            method, path, headers=lambda: {"Authorization": make_sas(self.host_name, self._key, self._policy)},
+            throttled_attempts=6, **kwargs)
+        return response.raise_for_status(f"{method} {path}").json()
 
     def twin(self, device_id: str, desired_version_above: int | None = None, timeout_s: int = 30) -> dict:
         params = {"api-version": API_VERSION}

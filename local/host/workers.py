@@ -5,6 +5,10 @@ answers that with more language worker processes per host (app setting FUNCTIONS
 10, default 1). Here the parent binds the port and forks the workers, which accept on the shared socket (the
 kernel spreads connections between them). Worker 0 also runs the timer and queue listeners, so a schedule
 fires once per host and not once per worker, as with the real host, which owns the triggers.
+
+Flex Consumption (what infra/ deploys) does not take this setting and scales out to more instances instead;
+locally the worker processes also stand in for that: several copies of the app, each with its own caches,
+sharing SQL, Storage and the hubs.
 """
 
 from __future__ import annotations

@@ -104,5 +104,4 @@ def connection_string(config: HubConfig, policy: str = "iothubowner") -> str:
 
 def stack_connection_string(state_dir: Path, name: str, host_name: str, policy: str = "iothubowner") -> str:
     """The connection string of a running stack hub (`name` as the stack starts it, e.g. iothub-west-local)."""
-    key = stack_secret(Path(state_dir), f"iothub-{name}-{policy}")
-    return f"HostName={host_name};SharedAccessKeyName={policy};SharedAccessKey={key}"
+    return connection_string(local_hub_config(state_dir, name, int(host_name.rsplit(":", 1)[1])), policy)
