@@ -1,6 +1,6 @@
 """What DPS tells the webhook about the device certificate, in every shape it may take. Pure.
 
-DESIGN.md 5.1: Microsoft publishes no example of deviceRuntimeContext.x509. The primary shape (seen in the one
+docs/contracts.md 1: Microsoft publishes no example of deviceRuntimeContext.x509. The primary shape (seen in the one
 public X.509 webhook) is `x509.clientCertificate` = base64 DER; PEM is accepted too, and an
 X509CertificateInfo-style object (subjectName, issuerName, serialNumber, notBeforeUtc, notAfterUtc,
 thumbprints) is tolerated, directly or under `info`. A correction to the contract is a change to this file.
@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from shared.errors import OnboardingError
+from shared.serials import parse_serial, serial_hex
+from shared.times import parse_utc
 
 MAX_CERTIFICATE_CHARS = 16_384
 
@@ -33,7 +35,7 @@ class CertificateDetails:
 
     @property
     def serial_hex(self) -> str:
-        return format(self.serial_number, "X")
+        return serial_hex(self.serial_number)
 
 
 @lru_cache(maxsize=256)
@@ -72,21 +74,19 @@ def _load_certificate(text: str) -> x509.Certificate:
 def _timestamp(value: object, field: str) -> dt.datetime:
     if not isinstance(value, str):
         raise OnboardingError("certificate_invalid", f"{field} missing")
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise OnboardingError("certificate_invalid", f"{field} is not an ISO-8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    parsed = parse_utc(value)
+    if parsed is None:
+        raise OnboardingError("certificate_invalid", f"{field} is not an ISO-8601 time")
+    return parsed
 
 
 def _from_info(info: dict) -> CertificateDetails:
     subject, issuer, serial = info.get("subjectName"), info.get("issuerName"), info.get("serialNumber")
     if not isinstance(issuer, str) or not isinstance(serial, str) or not isinstance(subject, str):
         raise OnboardingError("certificate_invalid", "certificate info lacks subjectName/issuerName/serialNumber")
-    try:
-        serial_number = int(serial.replace(":", ""), 16)
-    except ValueError:
-        raise OnboardingError("certificate_invalid", "serialNumber is not hexadecimal") from None
+    serial_number = parse_serial(serial)
+    if serial_number is None:
+        raise OnboardingError("certificate_invalid", "serialNumber is not hexadecimal")
     try:
         subject_cn = _common_name(x509.Name.from_rfc4514_string(subject))
         issuer_dn = x509.Name.from_rfc4514_string(issuer).rfc4514_string()

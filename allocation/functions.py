@@ -14,6 +14,6 @@ bp = func.Blueprint()
 @bp.function_name("allocate")
 @bp.route(route="allocate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def allocate(req: func.HttpRequest) -> func.HttpResponse:
-    from allocation.handler import allocate as handle
+    from allocation.service import allocate as handle
 
     return handle(req)

@@ -1,6 +1,6 @@
 """The allocation policy: which linked hub a device joins. Pure: plain data in, a decision out.
 
-Order of preference (DESIGN.md 5.1, issue "allocation webhook"):
+Order of preference (docs/contracts.md 1, docs/architecture.md):
 1. on re-provisioning, the device's current hub while it is linked, accepting and in the facility's region;
 2. the facility's preferred hub while linked, accepting and below the utilisation threshold;
 3. the least-utilised linked, accepting, not-full hub in the facility's region;

@@ -1,4 +1,4 @@
-"""The DPS AllocationRequest, parsed exactly as DPS sends it (DESIGN.md 5.1). Pure.
+"""The DPS AllocationRequest, parsed exactly as DPS sends it (docs/contracts.md 1). Pure.
 
 Anything that is not the documented shape is refused with invalid_request before any I/O; the registration
 ID goes through the shared CN parser as the first gate.

@@ -1,4 +1,4 @@
-"""The AllocationResponse DPS expects (DESIGN.md 5.1): iotHubHostName, initialTwin, payload. Pure."""
+"""The AllocationResponse DPS expects (docs/contracts.md 1): iotHubHostName, initialTwin, payload. Pure."""
 
 from __future__ import annotations
 
@@ -6,32 +6,14 @@ import datetime as dt
 
 from allocation.decision import Allocation
 from allocation.policy import POLICY_VERSION
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from shared.tags import allocation_tags
 
 
 def initial_tags(allocation: Allocation, now: dt.datetime) -> dict:
-    identity, cert = allocation.request.identity, allocation.certificate
-    return {
-        "sensorType": identity.template,
-        "sensorTypeCode": identity.type_code,
-        "facility": identity.facility,
-        "region": allocation.facility.region,
-        "serial": identity.serial,
-        "certificate": {
-            "issuer": allocation.ca.name,
-            "serialNumber": cert.serial_hex,
-            "notBefore": _iso(cert.not_before),
-            "notAfter": _iso(cert.not_after),
-        },
-        "onboarding": {
-            "allocatedAt": _iso(now),
-            "policyVersion": POLICY_VERSION,
-            "crossRegion": allocation.choice.cross_region,
-        },
-    }
+    cert = allocation.certificate
+    return allocation_tags(allocation.request.identity, allocation.facility.region, allocation.ca.name,
+                           cert.serial_hex, cert.not_before, cert.not_after, now, POLICY_VERSION,
+                           allocation.choice.cross_region)
 
 
 def allocation_response(allocation: Allocation, now: dt.datetime) -> dict:

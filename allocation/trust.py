@@ -1,4 +1,4 @@
-"""Revocation checking against the regional CAs' CRLs kept in Key Vault. Fails closed.
+"""Revocation checking against the regional CAs' CRLs kept in Key Vault. Fails closed (docs/architecture.md).
 
 For each configured regional CA: its certificate (Key Vault certificate) and its CRL (Key Vault secret,
 base64 DER), verified and indexed by shared.crl, cached for CRL_CACHE_TTL_SECONDS. A device certificate whose
@@ -19,9 +19,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from allocation.certificate import CertificateDetails, distinguished_name
+from allocation.settings import allocation_settings
 from shared.cache import TtlCache
 from shared.config import RegionalCa, Settings
-from shared.crl import CrlInvalid, RevocationIndex, verify_and_index
+from shared.crl import CrlInvalid, RevocationIndex, crl_secret_name, verify_and_index
 from shared.errors import OnboardingError
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ class IssuingCa:
 class TrustStore:
     def __init__(self, settings: Settings, certificate_client, secret_client,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        cfg = allocation_settings(settings)
         self._settings = settings
+        self._ttl_s, self._grace = cfg.crl_cache_ttl_s, dt.timedelta(seconds=cfg.crl_grace_s)
         self._certificates = certificate_client
         self._secrets = secret_client
         self._now = now
-        self._cas: TtlCache[dict[str, IssuingCa]] = TtlCache(settings.crl_cache_ttl_s)
-        self._crls: TtlCache[RevocationIndex] = TtlCache(settings.crl_cache_ttl_s)
+        self._cas: TtlCache[dict[str, IssuingCa]] = TtlCache(self._ttl_s)
+        self._crls: TtlCache[RevocationIndex] = TtlCache(self._ttl_s)
 
     # -- loading ----------------------------------------------------------------------------------
     def _load_ca(self, ca: RegionalCa) -> IssuingCa:
@@ -66,13 +69,12 @@ class TrustStore:
                 from exc
 
     def _load_crl(self, ca: IssuingCa) -> RevocationIndex:
-        secret = self._secrets.get_secret(f"{self._settings.crl_secret_prefix}{ca.name}")
+        secret = self._secrets.get_secret(crl_secret_name(self._settings.crl_secret_prefix, ca.name))
         try:
             der = base64.b64decode(secret.value or "", validate=True)
         except (binascii.Error, ValueError):
             raise CrlInvalid("CRL secret is not base64") from None
-        grace = dt.timedelta(seconds=self._settings.crl_grace_s)
-        index = verify_and_index(der, ca.certificate, self._now(), grace)
+        index = verify_and_index(der, ca.certificate, self._now(), self._grace)
         log.info("CRL of %s loaded: number %s, %d revoked, next update %s",
                  ca.name, index.crl_number, len(index), index.next_update.isoformat())
         return index
@@ -85,7 +87,7 @@ class TrustStore:
         except Exception as exc:  # missing secret, Key Vault down: fail closed
             raise OnboardingError("crl_unavailable", f"{ca.name}: CRL not readable ({type(exc).__name__})") \
                 from exc
-        if self._now() > index.next_update + dt.timedelta(seconds=self._settings.crl_grace_s):
+        if self._now() > index.next_update + self._grace:
             self._crls.invalidate(ca.name)  # expired while cached: the next request reloads
             raise OnboardingError("crl_unavailable", f"{ca.name}: CRL past nextUpdate")
         return index

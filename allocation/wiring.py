@@ -8,25 +8,28 @@ from allocation.audit import AuditTrail
 from allocation.capacity import CapacityMonitor
 from allocation.decision import AllocationContext
 from allocation.issued import issued_certificate
+from allocation.settings import allocation_settings
 from allocation.trust import TrustStore
 from shared.bootstrap import Services, services
 from shared.facilities import FacilityDirectory
+from shared.retry import RetryPolicy
+
+# The webhook answers DPS within seconds: one quick retry of a throttled statistics read, then the hub is
+# left out of this decision (capacity.py) rather than holding the allocation.
+STATISTICS_RETRY = RetryPolicy(attempts=2, base_s=0.2, budget_s=2)
 
 
 def build_context(svc: Services) -> AllocationContext:
-    settings = svc.settings
-
-    def device_count(host_name: str) -> int:
-        return int(svc.registry_manager(host_name).get_device_registry_statistics().total_device_count)
-
+    settings, cfg = svc.settings, allocation_settings(svc.settings)
+    hubs = svc.iothub(STATISTICS_RETRY)
     return AllocationContext(
         trust=TrustStore(settings, svc.certificates, svc.secrets),
         facilities=FacilityDirectory(svc.database, settings.facility_cache_ttl_s),
-        capacity=CapacityMonitor(svc.database, device_count, settings.iot_hub_host_names,
-                                 settings.capacity_cache_ttl_s),
+        capacity=CapacityMonitor(svc.database, hubs.device_count, settings.iot_hub_host_names,
+                                 cfg.capacity_cache_ttl_s),
         issued_certificate=lambda device_id: issued_certificate(svc.database, device_id),
-        utilisation_threshold=settings.hub_utilisation_threshold,
-        allow_symmetric_key=settings.allow_symmetric_key,
+        utilisation_threshold=cfg.hub_utilisation_threshold,
+        allow_symmetric_key=cfg.allow_symmetric_key,
     )
 
 

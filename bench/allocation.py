@@ -119,12 +119,12 @@ def bench_decisions(n: int) -> None:
             "deviceRuntimeContext": {"registrationId": cn, "x509": {"clientCertificate": issue(*cas[region], cn)}},
             "linkedHubs": hubs}).encode())
     for body in bodies:  # warm every cache
-        decide(parse_allocation_request(body), ctx)
+        decide(parse_allocation_request(body), ctx, reserve=ctx.capacity.reserve)
     latencies = []
     started = time.perf_counter()
     for i in range(n):
         t0 = time.perf_counter()
-        allocation = decide(parse_allocation_request(bodies[i % len(bodies)]), ctx)
+        allocation = decide(parse_allocation_request(bodies[i % len(bodies)]), ctx, reserve=ctx.capacity.reserve)
         allocation_response(allocation, NOW)
         latencies.append((time.perf_counter() - t0) * 1000)
     elapsed = time.perf_counter() - started

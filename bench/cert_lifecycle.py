@@ -152,11 +152,12 @@ def bench_scan(devices: int, state: Path, tls) -> None:
     from azure.iot.hub import IoTHubRegistryManager
 
     from cert_lifecycle.alerts import AlertSender
-    from cert_lifecycle.hub import HubGateway
     from cert_lifecycle.scan import ExpiryScanner
     from cert_lifecycle.settings import LifecycleSettings
     from local.iothub import HubConfig, RateLimits, connection_string, create_app
     from local.iothub import store as hub_store
+    from shared.iothub import IotHub, tuned
+    from shared.retry import RetryPolicy
 
     port = free_port()
     config = HubConfig(name="iothub-bench-local", host_name=f"localhost:{port}", state_dir=state / "hub", port=port,
@@ -189,7 +190,7 @@ def bench_scan(devices: int, state: Path, tls) -> None:
     finally:
         hub_store.Collection.put = original_put
     server = serve_in_thread(app, port, tls)
-    registry = IoTHubRegistryManager.from_connection_string(connection_string(config))
+    registry = tuned(IoTHubRegistryManager.from_connection_string(connection_string(config)))
 
     class MemoryQueues:
         def __init__(self):
@@ -205,10 +206,10 @@ def bench_scan(devices: int, state: Path, tls) -> None:
             return None
 
     class Audit:
-        def record(self, *args, **kwargs):
+        def certificate_event(self, *args, **kwargs):
             return True
 
-    gateway = HubGateway(lambda host: registry)
+    gateway = IotHub(lambda host: registry, RetryPolicy(attempts=5, budget_s=60), 30)
     renewals = []
     scanner = ExpiryScanner(gateway, [config.host_name], renewals.append, AlertSender(queues, settings), Records(),
                             Audit(), settings)

@@ -42,11 +42,11 @@ from local.tls import ensure_tls  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.identity import parse_device_id  # noqa: E402
+from shared.retry import TransientError  # noqa: E402
 from shared.sql import Database  # noqa: E402
 from twin_setup.configuration import build_configuration  # noqa: E402
 from twin_setup.events import from_trigger  # noqa: E402
 from twin_setup.plan import TwinView, plan_configuration  # noqa: E402
-from twin_setup.retry import TransientError  # noqa: E402
 from twin_setup.wiring import build_twin_setup  # noqa: E402
 
 HUB = "iothub-bench-local"

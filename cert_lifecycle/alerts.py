@@ -17,10 +17,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from cert_lifecycle.expiry import ESCALATED, RANK, Decision, iso
+from cert_lifecycle.expiry import ESCALATED, RANK, Decision
 from cert_lifecycle.settings import LifecycleSettings
 from shared import telemetry
 from shared.facilities import Facility
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 MAX_DIGEST_DEVICES = 200  # keeps a digest well inside a queue message (64 KB, base64)
@@ -83,7 +84,7 @@ def build_digests(decisions: Iterable[Decision], facilities: dict[str, Facility 
             to, cc = (escalation_email,), ()
         members.sort(key=lambda d: (d.days_left if d.days_left is not None else 0, d.device_id))
         devices = [{"deviceId": d.device_id, "hub": d.hub, "serialNumber": d.serial_number,
-                    "notAfter": iso(d.not_after) if d.not_after else None, "daysLeft": d.days_left,
+                    "notAfter": iso_utc(d.not_after) if d.not_after else None, "daysLeft": d.days_left,
                     "renewalState": d.state or "queued"} for d in members[:MAX_DIGEST_DEVICES]]
         date = now.date().isoformat()
         message = {

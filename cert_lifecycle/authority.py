@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cert_lifecycle.csr import CheckedCsr, check_csr, device_certificate_builder, random_serial_number, serial_hex
-from cert_lifecycle.records import CertificateAudit, CertificateRecord, CertificateRecords
+from cert_lifecycle.csr import CheckedCsr, check_csr, device_certificate_builder, random_serial_number
+from cert_lifecycle.records import CertificateRecord, CertificateRecords
 from cert_lifecycle.settings import LifecycleSettings
 from cert_lifecycle.signer import KeyVaultSigner, SigningError
 from shared import telemetry
+from shared.audit import AuditWriter
 from shared.cache import TtlCache
 from shared.config import RegionalCa
 from shared.errors import OnboardingError
+from shared.serials import serial_hex
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 SignDigestFactory = Callable[[str], Callable[[str, bytes], bytes]]  # key id -> sign_digest(algorithm, digest)
@@ -130,8 +133,8 @@ class IssuedCertificate:
             "serialNumber": self.serial_number,
             "issuer": self.authority.name,
             "issuerDn": self.authority.subject,
-            "notBefore": self.certificate.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "notAfter": self.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "notBefore": iso_utc(self.certificate.not_valid_before_utc),
+            "notAfter": iso_utc(self.certificate.not_valid_after_utc),
             "certificate": self.pem,
             "caCertificates": [self.authority.pem],
             "chain": self.pem + self.authority.pem,
@@ -141,7 +144,7 @@ class IssuedCertificate:
 class CertificateIssuer:
     """sign_csr's logic, shared with the renewal collector: check, pick the CA, sign via Key Vault, record."""
 
-    def __init__(self, cas: CaDirectory, records: CertificateRecords, audit: CertificateAudit,
+    def __init__(self, cas: CaDirectory, records: CertificateRecords, audit: AuditWriter,
                  settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
         self._cas = cas
         self._records = records
@@ -179,10 +182,10 @@ class CertificateIssuer:
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
                 from exc
-        self._audit.record("issued", device_id=identity.device_id, issuer=authority.subject,
+        self._audit.certificate_event("issued", device_id=identity.device_id, issuer=authority.subject,
                            serial_number=issued.serial_number, actor=actor,
                            details={"ca": authority.name, "key": checked.key_description,
-                                    "notAfter": record.not_after.isoformat()})
+                                    "notAfter": iso_utc(record.not_after)})
         telemetry.emit("certificate_issued", sign_ms, deviceId=identity.device_id, facility=identity.facility,
                        ca=authority.name, serialNumber=issued.serial_number, key=checked.key_description,
                        actor=actor.split(":", 1)[0])

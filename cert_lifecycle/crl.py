@@ -26,12 +26,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID
 
-from cert_lifecycle.records import CertificateAudit, CertificateRecords, RevocationRecord
+from cert_lifecycle.records import CertificateRecords, RevocationRecord
 from cert_lifecycle.settings import LifecycleSettings
 from cert_lifecycle.signer import SigningError, authority_key_identifier
 from shared import telemetry
-from shared.crl import CrlInvalid, verify_and_index
+from shared.audit import AuditWriter
+from shared.crl import CrlInvalid, crl_secret_name, verify_and_index
 from shared.errors import OnboardingError
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 CRL_CONTENT_TYPE = "application/pkix-crl"
@@ -106,7 +108,7 @@ def _crl_number(der: bytes) -> int | None:
 
 
 class CrlPublisher:
-    def __init__(self, secret_client, records: CertificateRecords, audit: CertificateAudit,
+    def __init__(self, secret_client, records: CertificateRecords, audit: AuditWriter,
                  settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
         self._secrets = secret_client
         self._records = records
@@ -115,7 +117,7 @@ class CrlPublisher:
         self._now = now
 
     def secret_name(self, ca_name: str) -> str:
-        return f"{self._settings.crl_secret_prefix}{ca_name}"
+        return crl_secret_name(self._settings.crl_secret_prefix, ca_name)
 
     def current(self, authority) -> tuple[PublishedCrl | None, int | None]:
         """(the valid CRL now in Key Vault or None, the highest CRL number seen even on an invalid one)."""
@@ -198,16 +200,16 @@ class CrlPublisher:
         try:
             self._secrets.set_secret(self.secret_name(authority.name), value, content_type=CRL_CONTENT_TYPE,
                                      tags={"ca": authority.name, "crlNumber": str(number), "entries": str(len(entries)),
-                                           "nextUpdate": crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                           "nextUpdate": iso_utc(crl.next_update_utc)})
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"Key Vault set_secret: {type(exc).__name__}") from exc
         duration_ms = (time.perf_counter() - started) * 1000
-        self._audit.record("crl_published", issuer=authority.subject, actor=actor,
+        self._audit.certificate_event("crl_published", issuer=authority.subject, actor=actor,
                            details={"ca": authority.name, "crlNumber": number, "entries": len(entries),
-                                    "nextUpdate": crl.next_update_utc.isoformat(), "why": reason})
+                                    "nextUpdate": iso_utc(crl.next_update_utc), "why": reason})
         telemetry.emit("crl_published", duration_ms, ca=authority.name, crlNumber=number, entries=len(entries),
-                       sizeBytes=len(der), nextUpdate=crl.next_update_utc.isoformat(), why=reason)
+                       sizeBytes=len(der), nextUpdate=iso_utc(crl.next_update_utc), why=reason)
         log.info("CRL %d of %s published: %d entries, %d bytes, next update %s (%s)", number, authority.name,
-                 len(entries), len(der), crl.next_update_utc.isoformat(), reason)
+                 len(entries), len(der), iso_utc(crl.next_update_utc), reason)
         return PublishedCrl(authority.name, number, len(entries), crl.last_update_utc, crl.next_update_utc,
                             frozenset(e.serial_number for e in entries), changed=True, size_bytes=len(der))

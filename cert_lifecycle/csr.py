@@ -136,8 +136,3 @@ def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial
 def random_serial_number() -> int:
     """A positive 159-bit random serial (RFC 5280: at most 20 octets; CA/B Forum: >= 64 bits of entropy)."""
     return x509.random_serial_number()
-
-
-def serial_hex(serial_number: int) -> str:
-    """The serial as the product writes it everywhere (twin tags, SQL, CRL look-ups): upper-case hex."""
-    return format(serial_number, "X")

@@ -24,44 +24,19 @@ from dataclasses import dataclass, field
 from cert_lifecycle.settings import Thresholds
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
+from shared.iothub import Twin
+from shared.serials import normalise_serial
+from shared.tags import CERTIFICATE_RENEWAL, facility_tag, section
+from shared.times import iso_utc, parse_utc
 
 OK, RENEW, CRITICAL, EXPIRED = "ok", "renew", "critical", "expired"
 LEVELS = (OK, RENEW, CRITICAL, EXPIRED)
 RANK = {level: i for i, level in enumerate(LEVELS)}
 ESCALATED = (CRITICAL, EXPIRED)
-TAG = "certificateRenewal"
-QUERY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+TAG = CERTIFICATE_RENEWAL
 # Every field the scan or the renewal steps keep in tags.certificateRenewal; a new cycle clears the others.
 TAG_FIELDS = ("state", "level", "serialNumber", "notAfter", "requestedAt", "notifiedOn", "requestId",
               "newSerialNumber", "issuedAt", "completedAt", "revokeAfter", "closedAt", "reasonCode", "updatedAt")
-
-
-def parse_time(value: object) -> dt.datetime | None:
-    """An ISO-8601 time from a twin (Z or offset; naive means UTC); None when absent or unreadable."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime(QUERY_TIME_FORMAT)
-
-
-def normalise_serial(value: object) -> str | None:
-    """Upper-case hex without separators or leading zeros; None when not a serial."""
-    if not isinstance(value, str):
-        return None
-    text = value.replace(":", "").replace(" ", "").strip()
-    if not 1 <= len(text) <= 40:
-        return None
-    try:
-        return format(int(text, 16), "X")
-    except ValueError:
-        return None
 
 
 def windows(thresholds: Thresholds, lifetime: dt.timedelta | None) -> tuple[dt.timedelta, dt.timedelta]:
@@ -90,7 +65,7 @@ def classify(not_after: dt.datetime, now: dt.datetime, thresholds: Thresholds,
 
 def query_cutoff(now: dt.datetime, thresholds: Thresholds) -> str:
     """notAfter below this string (ISO-8601, compared as strings by IoT Hub) can need action."""
-    return iso(now + dt.timedelta(days=thresholds.renew_days))
+    return iso_utc(now + dt.timedelta(days=thresholds.renew_days))
 
 
 @dataclass(frozen=True)
@@ -107,38 +82,27 @@ def reported_certificate(reported: dict | None) -> ReportedCertificate | None:
     if not isinstance(cert, dict):
         return None
     serial = normalise_serial(cert.get("serialNumber"))
-    not_after = parse_time(cert.get("notAfter"))
+    not_after = parse_utc(cert.get("notAfter"))
     if serial is None or not_after is None:
         return None
     issuer = cert.get("issuer") if isinstance(cert.get("issuer"), str) else None
-    return ReportedCertificate(serial, not_after, parse_time(cert.get("notBefore")), issuer)
+    return ReportedCertificate(serial, not_after, parse_utc(cert.get("notBefore")), issuer)
 
 
-@dataclass(frozen=True)
-class DeviceTwin:
-    """What the scan and the renewal steps read from a twin (from a SELECT * query or a GET)."""
+def renewal_tag(twin: Twin) -> dict:
+    """tags.certificateRenewal: the renewal's state, kept by the scan and the renewal steps."""
+    return section(twin.tags, TAG)
 
-    device_id: str
-    hub: str
-    etag: str | None
-    tags: dict
-    reported: dict
-    desired: dict
 
-    @property
-    def renewal_tag(self) -> dict:
-        value = self.tags.get(TAG)
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def facility(self) -> str | None:
-        value = self.tags.get("facility")
-        if isinstance(value, str) and value:
-            return value
-        try:
-            return parse_device_id(self.device_id).facility
-        except OnboardingError:
-            return None
+def twin_facility(twin: Twin) -> str | None:
+    """The facility the allocation webhook tagged, else the one in the device ID."""
+    tagged = facility_tag(twin.tags)
+    if tagged:
+        return tagged
+    try:
+        return parse_device_id(twin.device_id).facility
+    except OnboardingError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -160,29 +124,29 @@ class Decision:
 def _tag_patch(tag: dict, same_cycle: bool, level: str, cert: ReportedCertificate, now: dt.datetime,
                queue: bool, notify: bool) -> dict:
     if same_cycle:
-        patch: dict = {"level": level, "updatedAt": iso(now)}
+        patch: dict = {"level": level, "updatedAt": iso_utc(now)}
     else:  # a new renewal cycle for this certificate: clear whatever the last cycle left
         patch = dict.fromkeys(TAG_FIELDS)
         patch.update({"state": "queued", "level": level, "serialNumber": cert.serial_number,
-                      "notAfter": iso(cert.not_after), "updatedAt": iso(now)})
+                      "notAfter": iso_utc(cert.not_after), "updatedAt": iso_utc(now)})
     if queue:
-        patch["requestedAt"] = iso(now)
+        patch["requestedAt"] = iso_utc(now)
     if notify:
         patch["notifiedOn"] = now.date().isoformat()
     return patch
 
 
-def decide(twin: DeviceTwin, now: dt.datetime, thresholds: Thresholds) -> Decision | None:
+def decide(twin: Twin, now: dt.datetime, thresholds: Thresholds) -> Decision | None:
     """The scan's decision for one twin; None when it reports no readable certificate."""
     cert = reported_certificate(twin.reported)
     if cert is None:
         return None
     level = classify(cert.not_after, now, thresholds, cert.not_before)
     days_left = round((cert.not_after - now).total_seconds() / 86400, 1)
-    tag = twin.renewal_tag
+    tag = renewal_tag(twin)
     same_cycle = normalise_serial(tag.get("serialNumber")) == cert.serial_number
     previous = tag.get("level") if same_cycle and tag.get("level") in RANK else None
-    base = {"device_id": twin.device_id, "hub": twin.hub, "facility": twin.facility, "level": level,
+    base = {"device_id": twin.device_id, "hub": twin.hub, "facility": twin_facility(twin), "level": level,
             "serial_number": cert.serial_number, "not_after": cert.not_after, "days_left": days_left,
             "state": tag.get("state") if same_cycle else None, "etag": twin.etag}
     if level == OK:
@@ -200,8 +164,8 @@ def renewal_message(decision: Decision, now: dt.datetime, scan_id: str) -> dict:
     return {
         "type": "certificateRenewal", "deviceId": decision.device_id, "hub": decision.hub,
         "facility": decision.facility, "level": decision.level, "serialNumber": decision.serial_number,
-        "notAfter": iso(decision.not_after) if decision.not_after else None, "daysLeft": decision.days_left,
-        "requestedAt": iso(now), "scanId": scan_id,
+        "notAfter": iso_utc(decision.not_after) if decision.not_after else None, "daysLeft": decision.days_left,
+        "requestedAt": iso_utc(now), "scanId": scan_id,
     }
 
 

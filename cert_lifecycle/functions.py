@@ -81,7 +81,8 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
         csr = csr_from_body(req.get_body(), max_bytes)
         issued = lc.issuer.issue(csr, actor="sign_csr")
     except OnboardingError as error:
-        lc.audit.record("rejected", reason_code=error.code, actor="sign_csr", details={"detail": error.detail})
+        lc.audit.certificate_event("rejected", reason_code=error.code, actor="sign_csr",
+                                   details={"detail": error.detail})
         return _refusal(error, "certificate_signing", started)
     except Exception:
         log.exception("sign_csr failed unexpectedly")

@@ -26,14 +26,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
-from cert_lifecycle.expiry import LEVELS, RANK, TAG, DeviceTwin, iso, normalise_serial, parse_time, reported_certificate
-from cert_lifecycle.hub import HubConflict, HubGateway
-from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.expiry import (
+    LEVELS,
+    RANK,
+    TAG,
+    renewal_tag,
+    reported_certificate,
+)
+from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.revocation import Revoker, Target
 from cert_lifecycle.settings import LifecycleSettings
 from shared import telemetry
+from shared.audit import AuditWriter
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
+from shared.iothub import IotHub, PreconditionFailed, Twin, twin_patch
+from shared.serials import normalise_serial
+from shared.times import iso_utc, parse_utc
 
 log = logging.getLogger(__name__)
 IN_PROGRESS = ("requested", "issued", "completed")
@@ -93,8 +102,8 @@ class CollectReport:
 
 
 class RenewalService:
-    def __init__(self, hubs: HubGateway, hosts: list[str], issuer: CertificateIssuer, cas: CaDirectory,
-                 revoker: Revoker, records: CertificateRecords, audit: CertificateAudit,
+    def __init__(self, hubs: IotHub, hosts: list[str], issuer: CertificateIssuer, cas: CaDirectory,
+                 revoker: Revoker, records: CertificateRecords, audit: AuditWriter,
                  settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
         self._hubs = hubs
         self._hosts = hosts
@@ -106,8 +115,13 @@ class RenewalService:
         self._settings = settings
         self._now = now
 
+    def _patch(self, twin: Twin, *, tags: dict | None = None, desired: dict | None = None,
+               etag: str | None = None) -> None:
+        """Merge-patch the renewal's tags and desired properties, If-Match etag (None: unconditional)."""
+        self._hubs.update_twin(twin.hub, twin.device_id, twin_patch(tags, desired), etag)
+
     def _step(self, step: str, device_id: str, hub: str, **fields) -> None:
-        self._audit.record(f"renewal_{step}", device_id=device_id, serial_number=fields.get("serialNumber"),
+        self._audit.certificate_event(f"renewal_{step}", device_id=device_id, serial_number=fields.get("serialNumber"),
                            reason_code=fields.get("reasonCode"), actor="renewal",
                            details={"hub": hub, **fields})
         telemetry.emit("certificate_renewal", step=step, deviceId=device_id, hub=hub,
@@ -124,16 +138,16 @@ class RenewalService:
             outcome = self._request_on(twin, request)
             if outcome is not None:
                 return outcome
-        raise HubConflict(f"twin of {request.device_id} kept changing")
+        raise PreconditionFailed(f"twin of {request.device_id} kept changing")
 
-    def _request_on(self, twin: DeviceTwin, request: RenewalRequest) -> str | None:
+    def _request_on(self, twin: Twin, request: RenewalRequest) -> str | None:
         now = self._now()
         current = reported_certificate(twin.reported)
         if current is not None and current.serial_number != request.serial_number:
             self._step("stale", request.device_id, request.hub, serialNumber=request.serial_number,
                        reportedSerialNumber=current.serial_number)
             return "stale"
-        tag = twin.renewal_tag
+        tag = renewal_tag(twin)
         desired = twin.desired.get(TAG) if isinstance(twin.desired.get(TAG), dict) else {}
         same = (normalise_serial(tag.get("serialNumber")) == request.serial_number and tag.get("state") in IN_PROGRESS
                 and tag.get("requestId") and desired.get("requestId") == tag.get("requestId"))
@@ -143,23 +157,24 @@ class RenewalService:
         try:
             if same:
                 if tag.get("level") != level:
-                    self._hubs.update_twin(twin.hub, twin.device_id, etag=twin.etag,
-                                           tags={TAG: {"level": level, "updatedAt": iso(now)}})
+                    self._patch(twin, etag=twin.etag,
+                                           tags={TAG: {"level": level, "updatedAt": iso_utc(now)}})
                 self._step("already_requested", twin.device_id, twin.hub, serialNumber=request.serial_number,
                            requestId=tag["requestId"], level=level)
                 return "already_requested"
             request_id = uuid.uuid4().hex
-            self._hubs.update_twin(
-                twin.hub, twin.device_id, etag=twin.etag,
-                desired={TAG: {"requestId": request_id, "requestedAt": iso(now), "status": "requested",
+            self._patch(
+                twin, etag=twin.etag,
+                desired={TAG: {"requestId": request_id, "requestedAt": iso_utc(now), "status": "requested",
                                "serialNumber": request.serial_number, "level": level, "certificate": None,
                                "chain": None, "newSerialNumber": None, "notAfter": None, "issuedAt": None,
                                "reasonCode": None, "detail": None}},
                 tags={TAG: {"state": "requested", "requestId": request_id, "level": level,
-                            "serialNumber": request.serial_number, "requestedAt": tag.get("requestedAt") or iso(now),
+                            "serialNumber": request.serial_number,
+                            "requestedAt": tag.get("requestedAt") or iso_utc(now),
                             "newSerialNumber": None, "issuedAt": None, "completedAt": None, "revokeAfter": None,
-                            "closedAt": None, "reasonCode": None, "rejectedCsr": None, "updatedAt": iso(now)}})
-        except HubConflict:
+                            "closedAt": None, "reasonCode": None, "rejectedCsr": None, "updatedAt": iso_utc(now)}})
+        except PreconditionFailed:
             return None
         self._step("requested", twin.device_id, twin.hub, serialNumber=request.serial_number, requestId=request_id,
                    level=level)
@@ -168,7 +183,7 @@ class RenewalService:
     # -- the collector ----------------------------------------------------------------------------------
     def collect(self) -> CollectReport:
         report = CollectReport()
-        to_supersede: list[tuple[DeviceTwin, dict]] = []
+        to_supersede: list[tuple[Twin, dict]] = []
         for host in self._hosts:
             before = self._hubs.queries[host]
             try:
@@ -188,8 +203,8 @@ class RenewalService:
                        waiting=report.waiting, failures=len(report.failures))
         return report
 
-    def _advance(self, twin: DeviceTwin, report: CollectReport, to_supersede: list) -> None:
-        tag, now = twin.renewal_tag, self._now()
+    def _advance(self, twin: Twin, report: CollectReport, to_supersede: list) -> None:
+        tag, now = renewal_tag(twin), self._now()
         state = tag.get("state")
         if state == "requested":
             self._collect_csr(twin, tag, report)
@@ -200,26 +215,26 @@ class RenewalService:
                 return
             grace = dt.timedelta(hours=self._settings.superseded_grace_hours)
             revoke_after = now + grace
-            self._hubs.update_twin(
-                twin.hub, twin.device_id, etag=twin.etag,
+            self._patch(
+                twin, etag=twin.etag,
                 desired={TAG: {"status": "completed", "certificate": None, "chain": None}},
-                tags={TAG: {"state": "completed", "completedAt": iso(now), "revokeAfter": iso(revoke_after),
-                            "updatedAt": iso(now)}})
+                tags={TAG: {"state": "completed", "completedAt": iso_utc(now), "revokeAfter": iso_utc(revoke_after),
+                            "updatedAt": iso_utc(now)}})
             report.completed.append(twin.device_id)
             self._step("completed", twin.device_id, twin.hub, serialNumber=current.serial_number,
                        oldSerialNumber=tag.get("serialNumber"))
             if grace <= dt.timedelta(0):
                 refreshed = self._hubs.get_twin(twin.hub, twin.device_id)
                 if refreshed is not None:
-                    to_supersede.append((refreshed, refreshed.renewal_tag))
+                    to_supersede.append((refreshed, renewal_tag(refreshed)))
         elif state == "completed":
-            revoke_after = parse_time(tag.get("revokeAfter"))
+            revoke_after = parse_utc(tag.get("revokeAfter"))
             if revoke_after is None or revoke_after <= now:
                 to_supersede.append((twin, tag))
             else:
                 report.waiting += 1
 
-    def _collect_csr(self, twin: DeviceTwin, tag: dict, report: CollectReport) -> None:
+    def _collect_csr(self, twin: Twin, tag: dict, report: CollectReport) -> None:
         answer = twin.reported.get(TAG)
         if not isinstance(answer, dict) or answer.get("requestId") != tag.get("requestId"):
             report.waiting += 1
@@ -238,23 +253,23 @@ class RenewalService:
         except OnboardingError as error:
             if error.status >= 500:
                 raise
-            self._hubs.update_twin(
-                twin.hub, twin.device_id, etag=twin.etag,
+            self._patch(
+                twin, etag=twin.etag,
                 desired={TAG: {"status": "rejected", "reasonCode": error.code, "detail": (error.detail or "")[:200]}},
-                tags={TAG: {"reasonCode": error.code, "rejectedCsr": fingerprint, "updatedAt": iso(now)}})
+                tags={TAG: {"reasonCode": error.code, "rejectedCsr": fingerprint, "updatedAt": iso_utc(now)}})
             report.rejected.append(twin.device_id)
             self._step("rejected", twin.device_id, twin.hub, reasonCode=error.code, requestId=tag.get("requestId"))
             return
         try:
-            self._hubs.update_twin(
-                twin.hub, twin.device_id, etag=twin.etag,
+            self._patch(
+                twin, etag=twin.etag,
                 desired={TAG: {"status": "issued", "certificate": issued.pem, "chain": [issued.authority.pem],
                                "newSerialNumber": issued.serial_number,
-                               "notAfter": iso(issued.certificate.not_valid_after_utc), "issuedAt": iso(now),
+                               "notAfter": iso_utc(issued.certificate.not_valid_after_utc), "issuedAt": iso_utc(now),
                                "reasonCode": None, "detail": None}},
-                tags={TAG: {"state": "issued", "newSerialNumber": issued.serial_number, "issuedAt": iso(now),
-                            "reasonCode": None, "updatedAt": iso(now)}})
-        except HubConflict:
+                tags={TAG: {"state": "issued", "newSerialNumber": issued.serial_number, "issuedAt": iso_utc(now),
+                            "reasonCode": None, "updatedAt": iso_utc(now)}})
+        except PreconditionFailed:
             # The certificate is on record but undelivered; the next run signs the CSR again, and this one is
             # revoked as superseded when the renewal completes (every other active certificate of the device is).
             report.failures.append(f"{twin.device_id}: twin changed while issuing")
@@ -263,7 +278,7 @@ class RenewalService:
         self._step("issued", twin.device_id, twin.hub, serialNumber=issued.serial_number,
                    oldSerialNumber=tag.get("serialNumber"), requestId=tag.get("requestId"))
 
-    def _supersede(self, items: list[tuple[DeviceTwin, dict]], report: CollectReport) -> None:
+    def _supersede(self, items: list[tuple[Twin, dict]], report: CollectReport) -> None:
         """Revoke every other active certificate of each device (one CRL per CA), then close the renewals."""
         targets: list[Target] = []
         for twin, tag in items:
@@ -286,8 +301,8 @@ class RenewalService:
         now = self._now()
         for twin, _tag in items:
             try:
-                self._hubs.update_twin(twin.hub, twin.device_id, desired={TAG: None},
-                                       tags={TAG: {"state": "closed", "closedAt": iso(now), "updatedAt": iso(now)}})
+                self._patch(twin, desired={TAG: None},
+                            tags={TAG: {"state": "closed", "closedAt": iso_utc(now), "updatedAt": iso_utc(now)}})
             except Exception as exc:  # noqa: BLE001 - the revocation is done; closing again next run is harmless
                 report.failures.append(f"{twin.device_id}: not closed ({type(exc).__name__})")
                 continue

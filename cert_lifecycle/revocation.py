@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 
 from cert_lifecycle.authority import CaDirectory, RegionalAuthority
 from cert_lifecycle.crl import REASONS, CrlPublisher
-from cert_lifecycle.expiry import iso, normalise_serial
-from cert_lifecycle.hub import HubGateway
-from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.records import CertificateRecords
 from shared import telemetry
+from shared.audit import AuditWriter
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
+from shared.iothub import IotHub
+from shared.serials import normalise_serial
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
@@ -100,7 +102,7 @@ class RevocationResult:
 
 class Revoker:
     def __init__(self, cas: CaDirectory, records: CertificateRecords, publisher: CrlPublisher,
-                 audit: CertificateAudit, security_alert: Callable[[dict], None], hubs: HubGateway | None,
+                 audit: AuditWriter, security_alert: Callable[[dict], None], hubs: IotHub | None,
                  hosts: list[str], now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
         self._cas = cas
         self._records = records
@@ -145,7 +147,7 @@ class Revoker:
             existing = self._records.revocation(subject, target.serial_number)
             result.revoked.append({"issuer": target.authority.name, "serialNumber": target.serial_number,
                                    "deviceId": target.device_id, "reason": existing.reason if existing else reason,
-                                   "revokedAt": iso(existing.revoked_at) if existing else iso(now),
+                                   "revokedAt": iso_utc(existing.revoked_at) if existing else iso_utc(now),
                                    "onRecord": target.on_record, "changed": inserted})
             if not target.on_record:
                 result.warnings.append(f"serial {target.serial_number} is not in the asset register")
@@ -171,7 +173,7 @@ class Revoker:
 
     def _announce(self, target: Target, reason: str, revoked_by: str, result: RevocationResult,
                   now: dt.datetime) -> None:
-        self._audit.record("revoked", device_id=target.device_id, issuer=target.authority.subject,
+        self._audit.certificate_event("revoked", device_id=target.device_id, issuer=target.authority.subject,
                            serial_number=target.serial_number, reason_code=reason, actor=revoked_by,
                            details={"ca": target.authority.name, "crlNumber": result.crls.get(target.authority.name)})
         telemetry.emit("certificate_revoked", deviceId=target.device_id, ca=target.authority.name,
@@ -180,7 +182,7 @@ class Revoker:
         if reason == "superseded":  # routine after every renewal: audited and counted, not a security event
             return
         alert = {"type": "certificateRevoked", "deviceId": target.device_id, "issuer": target.authority.name,
-                 "serialNumber": target.serial_number, "reason": reason, "revokedBy": revoked_by, "at": iso(now),
+                 "serialNumber": target.serial_number, "reason": reason, "revokedBy": revoked_by, "at": iso_utc(now),
                  "crlNumber": result.crls.get(target.authority.name)}
         try:
             self._security_alert(alert)
@@ -194,10 +196,11 @@ class Revoker:
         for device_id in sorted(device_ids):
             for host in self._hosts:
                 try:
-                    if self._hubs.disable_device(host, device_id, f"certificate revoked: {reason}"):
+                    if self._hubs.set_device_status(host, device_id, "disabled", f"certificate revoked: {reason}"):
                         result.disabled_on.setdefault(device_id, []).append(host)
                 except Exception as exc:  # noqa: BLE001 - reported; the CRL already refuses the certificate
                     log.error("device %s not disabled on %s: %s", device_id, host, type(exc).__name__)
                     result.warnings.append(f"{device_id} not disabled on {host} ({type(exc).__name__})")
         for device_id, hosts in result.disabled_on.items():
-            self._audit.record("device_disabled", device_id=device_id, reason_code=reason, details={"hubs": hosts})
+            self._audit.certificate_event("device_disabled", device_id=device_id, reason_code=reason,
+                                          details={"hubs": hosts})

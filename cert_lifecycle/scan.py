@@ -27,18 +27,19 @@ from cert_lifecycle.expiry import (
     OK,
     TAG,
     Decision,
-    DeviceTwin,
     count_levels,
     decide,
-    iso,
     query_cutoff,
     renewal_message,
+    renewal_tag,
 )
-from cert_lifecycle.hub import HubConflict, HubGateway, HubUnavailable
-from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.settings import LifecycleSettings
 from shared import telemetry
+from shared.audit import AuditWriter
 from shared.facilities import Facility
+from shared.iothub import HubUnavailable, IotHub, PreconditionFailed, Twin, twin_patch
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 100  # device ids without a certificate kept in the report, per hub
@@ -95,8 +96,8 @@ class ScanReport:
 
 
 class ExpiryScanner:
-    def __init__(self, hubs: HubGateway, hosts: list[str], send_renewal: Callable[[dict], None],
-                 alerts: AlertSender, records: CertificateRecords, audit: CertificateAudit,
+    def __init__(self, hubs: IotHub, hosts: list[str], send_renewal: Callable[[dict], None],
+                 alerts: AlertSender, records: CertificateRecords, audit: AuditWriter,
                  settings: LifecycleSettings):
         self._hubs = hubs
         self._hosts = hosts
@@ -146,9 +147,9 @@ class ExpiryScanner:
         etag = decision.etag
         for _ in range(3):
             try:
-                self._hubs.update_twin(decision.hub, decision.device_id, tags={TAG: patch}, etag=etag)
+                self._hubs.update_twin(decision.hub, decision.device_id, twin_patch(tags={TAG: patch}), etag)
                 return True
-            except HubConflict:
+            except PreconditionFailed:
                 fresh = self._hubs.get_twin(decision.hub, decision.device_id)
                 if fresh is None:
                     return False
@@ -165,7 +166,7 @@ class ExpiryScanner:
             hub_scan, found = self._scan_hub(host, now)
             hub_scans.append(hub_scan)
             decisions.extend(found)
-        report = ScanReport(scan_id, iso(now), hub_scans, count_levels(decisions))
+        report = ScanReport(scan_id, iso_utc(now), hub_scans, count_levels(decisions))
 
         queued_ok: set[str] = set()
         for decision in decisions:
@@ -219,15 +220,15 @@ class ExpiryScanner:
                        withoutCertificate=without, failures=len(report.failures),
                        incompleteHubs=sum(1 for h in report.hubs if h.error),
                        **{f"level_{level}": report.levels[level] for level in LEVELS})
-        self._audit.record("scan", actor="scan_expiring_certificates", details=report.to_dict())
+        self._audit.certificate_event("scan", actor="scan_expiring_certificates", details=report.to_dict())
         log.info("expiry scan %s: %s queries, levels %s, %d queued, %d digests, %d without certificate, %d failures",
                  report.scan_id, report.queries, report.levels, len(report.queued), len(report.digests), without,
                  len(report.failures))
 
 
-def _merge_onto(fresh: DeviceTwin, decision: Decision, patch: dict) -> dict:
+def _merge_onto(fresh: Twin, decision: Decision, patch: dict) -> dict:
     """After a 412: keep the renewal steps' own fields (state, requestId...) when they are for this certificate."""
-    tag = fresh.renewal_tag
+    tag = renewal_tag(fresh)
     if tag.get("serialNumber") == decision.serial_number:
         return {k: v for k, v in patch.items() if k in ("level", "requestedAt", "notifiedOn", "updatedAt")}
     return patch

@@ -8,15 +8,19 @@ from functools import cache, cached_property
 from cert_lifecycle.alerts import AlertSender, EmailSender, QueueSender
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
 from cert_lifecycle.crl import CrlPublisher
-from cert_lifecycle.hub import HubGateway
-from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.renewal import RenewalService
 from cert_lifecycle.revocation import Revoker
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.settings import LifecycleSettings, lifecycle_settings
 from cert_lifecycle.signer import key_vault_sign_digest
 from shared import keyvault
+from shared.audit import AuditWriter
 from shared.bootstrap import Services, services
+from shared.iothub import IotHub
+from shared.retry import RetryPolicy
+
+HUB_RETRY = RetryPolicy(attempts=5, base_s=0.5, budget_s=60)
 
 
 @dataclass
@@ -36,8 +40,8 @@ class Lifecycle:
         return CertificateRecords(self.svc.database, self.svc.settings.facility_cache_ttl_s)
 
     @cached_property
-    def audit(self) -> CertificateAudit:
-        return CertificateAudit(self.svc.database)
+    def audit(self) -> AuditWriter:
+        return AuditWriter(self.svc.database)
 
     @cached_property
     def cas(self) -> CaDirectory:
@@ -60,12 +64,13 @@ class Lifecycle:
         return QueueSender(lambda: self.svc.queue_service)
 
     @cached_property
-    def hubs(self) -> HubGateway:
-        return HubGateway(self.svc.registry_manager)
+    def hubs(self) -> IotHub:
+        return self._own_gateway()
 
-    def _own_gateway(self) -> HubGateway:
-        """Scanner and collector count their own queries, undisturbed by concurrent invocations."""
-        return HubGateway(self.svc.registry_manager)
+    def _own_gateway(self) -> IotHub:
+        """Scanner and collector count their own queries, undisturbed by concurrent invocations. Timers and
+        queue messages have no tight deadline: a call waits out throttling for up to a minute."""
+        return self.svc.iothub(HUB_RETRY)
 
     @cached_property
     def revoker(self) -> Revoker:

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from shared.bootstrap import Services
+from shared.retry import RetryPolicy
 
 REASON_LIMIT = 200
+PROBE_RETRY = RetryPolicy(attempts=1)  # a probe reports what it sees; it does not wait out a throttle
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,9 @@ def dependency_checks(services: Services) -> dict[str, Callable[[], object]]:
     }
     for ca in settings.regional_cas:
         checks[f"keyvault:{ca.name}"] = lambda name=ca.name: services.certificates.get_certificate(name)
+    hubs = services.iothub(PROBE_RETRY)
     for host in settings.iot_hub_host_names:
-        checks[f"iothub:{host}"] = lambda h=host: services.registry_manager(h).get_device_registry_statistics()
+        checks[f"iothub:{host}"] = lambda h=host: hubs.device_count(h)
     return checks
 
 

@@ -6,20 +6,19 @@ invocations (Functions best practice) and tests can hand in their own.
 
 from __future__ import annotations
 
-import threading
 from functools import cache, cached_property
 
-from shared import iothub, keyvault, storage
+from shared import keyvault, storage
 from shared.config import Settings
 from shared.credentials import azure_credential
+from shared.iothub import IotHub, RegistryClients, registry_manager
+from shared.retry import RetryPolicy
 from shared.sql import Database
 
 
 class Services:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._lock = threading.Lock()
-        self._hubs: dict[str, object] = {}
 
     @cached_property
     def credential(self):
@@ -53,14 +52,18 @@ class Services:
     def keys(self):
         return keyvault.key_client(self.settings, self.credential)
 
+    @cached_property
+    def registries(self) -> RegistryClients:
+        """The tuned IoTHubRegistryManager of each hub, one per process, shared by every feature."""
+        return RegistryClients(lambda host: registry_manager(self.settings, host, lambda: self.credential))
+
     def registry_manager(self, host_name: str):
-        """The IoTHubRegistryManager for one configured hub, created once."""
-        with self._lock:
-            manager = self._hubs.get(host_name)
-            if manager is None:
-                manager = iothub.registry_manager(self.settings, host_name, lambda: self.credential)
-                self._hubs[host_name] = manager
-            return manager
+        """The IoTHubRegistryManager of one hub (for tools and tests; product code goes through iothub())."""
+        return self.registries(host_name)
+
+    def iothub(self, policy: RetryPolicy | None = None) -> IotHub:
+        """An IoT Hub adapter over the shared clients; policy: the retry policy of calls made without a budget."""
+        return IotHub(self.registries, policy or RetryPolicy(), self.settings.iot_hub_timeout_s)
 
 
 @cache

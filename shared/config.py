@@ -186,41 +186,16 @@ class Settings:
         return None
 
     @cached_property
+    def iot_hub_timeout_s(self) -> float:
+        """Connect/read timeout of one IoT Hub call (twin setup may set its own, TWIN_HUB_TIMEOUT_SECONDS)."""
+        return self._number("IOT_HUB_TIMEOUT_SECONDS", 10, minimum=0.1)
+
+    @cached_property
     def crl_secret_prefix(self) -> str:
         """The CRL of CA `name` is the Key Vault secret `{prefix}{name}` (base64 DER)."""
         return self._get("CRL_SECRET_PREFIX", "crl-")
 
-    # -- allocation -----------------------------------------------------------------------------
-    @cached_property
-    def crl_cache_ttl_s(self) -> float:
-        return self._number("CRL_CACHE_TTL_SECONDS", 300)
-
-    @cached_property
-    def crl_grace_s(self) -> float:
-        """How long past nextUpdate a CRL is still trusted (0: not at all)."""
-        return self._number("CRL_GRACE_SECONDS", 0)
-
+    # -- shared by allocation and the certificate lifecycle ---------------------------------------
     @cached_property
     def facility_cache_ttl_s(self) -> float:
         return self._number("FACILITY_CACHE_TTL_SECONDS", 60)
-
-    @cached_property
-    def capacity_cache_ttl_s(self) -> float:
-        return self._number("CAPACITY_CACHE_TTL_SECONDS", 60)
-
-    @cached_property
-    def hub_utilisation_threshold(self) -> float:
-        value = self._number("HUB_UTILISATION_THRESHOLD", 0.9)
-        if value > 1:
-            raise SettingError(f"app setting HUB_UTILISATION_THRESHOLD must be a fraction <= 1, got {value}")
-        return value
-
-    @cached_property
-    def allow_symmetric_key(self) -> bool:
-        """Development only: accept symmetric-key attestation (the certificate on record is still checked)."""
-        return self._bool("ALLOW_SYMMETRIC_KEY_ATTESTATION", False)
-
-    # -- behaviour ------------------------------------------------------------------------------
-    @cached_property
-    def health_check_timeout_s(self) -> float:
-        return self._number("HEALTH_CHECK_TIMEOUT_SECONDS", 5, minimum=0.1)

@@ -11,6 +11,14 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+DEFAULT_SECRET_PREFIX = "crl-"  # noqa: S105 - a secret name prefix, not a secret
+
+
+def crl_secret_name(prefix: str, ca_name: str) -> str:
+    """Where the CRL of regional CA `ca_name` lives: the Key Vault secret `{prefix}{ca_name}` (base64 DER).
+    The one place that says so: the publisher writes it, the webhook and the seed read it."""
+    return f"{prefix}{ca_name}"
+
 
 class CrlInvalid(Exception):
     """The CRL cannot be trusted; the reason is safe to log."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import azure.functions as func
 from cryptography.hazmat.primitives import serialization
 
-from allocation import handler
+from allocation import service as handler
 from allocation.audit import AuditTrail
 from allocation.capacity import CapacityMonitor
 from allocation.decision import AllocationContext

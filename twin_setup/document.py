@@ -122,8 +122,3 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()
 
 
-def without_system_keys(section: Any) -> dict[str, Any]:
-    """A twin section as read from the hub, without $metadata / $version."""
-    if not isinstance(section, dict):
-        return {}
-    return {k: v for k, v in section.items() if not k.startswith("$")}

@@ -1,4 +1,4 @@
-"""IoT Hub device lifecycle events as the function receives them, in either delivery schema (DESIGN.md 5.2).
+"""IoT Hub device lifecycle events as the function receives them, in either delivery schema (docs/contracts.md 2).
 
 - Event Grid schema -> func.EventGridEvent: id, topic, subject, event_type, event_time, get_json();
 - CloudEvents 1.0 -> func.CloudEvent: id, source, subject, type, time, get_json().

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import OnboardingError
-from shared.identity import SENSOR_TYPES, DeviceIdentity, format_device_id, parse_device_id
+from shared.identity import SENSOR_TYPES, DeviceIdentity, parse_device_id
+from shared.tags import allocated_by_us, identity_from_tags
 
 SENSOR_PREFIX = "sensor-"
 
@@ -24,27 +25,15 @@ class Identified:
     mismatch: bool = False  # tags and device ID name different sensors
 
 
-def _from_tags(tags: dict[str, Any], sensor_types: dict[str, str]) -> DeviceIdentity | None:
-    code, facility, serial = tags.get("sensorTypeCode"), tags.get("facility"), tags.get("serial")
-    if not all(isinstance(v, str) and v for v in (code, facility, serial)):
-        return None
-    identity = parse_device_id(format_device_id(code, facility, serial), sensor_types)
-    if tags.get("sensorType") not in (None, identity.template):
-        raise OnboardingError("invalid_registration_id",
-                              f"tags say sensorType {str(tags.get('sensorType'))[:40]!r} but type code {code}")
-    return identity
-
-
 def looks_like_ours(tags: dict[str, Any], device_id: str) -> bool:
     """True when the twin was stamped by the allocation webhook or the ID follows the sensor pattern."""
-    onboarding = tags.get("onboarding")
-    return (isinstance(onboarding, dict) and "allocatedAt" in onboarding) or device_id.startswith(SENSOR_PREFIX)
+    return allocated_by_us(tags) or device_id.startswith(SENSOR_PREFIX)
 
 
 def identify(tags: Any, device_id: str, sensor_types: dict[str, str] = SENSOR_TYPES) -> Identified:
     """The sensor's identity; OnboardingError (invalid_registration_id, unknown_sensor_type) if there is none."""
     tags = tags if isinstance(tags, dict) else {}
-    tagged = _from_tags(tags, sensor_types)
+    tagged = identity_from_tags(tags, sensor_types)
     if tagged is None:
         return Identified(parse_device_id(device_id, sensor_types), "deviceId")
     try:

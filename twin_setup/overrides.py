@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from shared.cache import TtlCache
 from shared.errors import OnboardingError
+from shared.retry import TransientError
 from shared.sql import Database
 from twin_setup.configuration import Override, applicable, parse_override
-from twin_setup.retry import TransientError
 
 _QUERY = (
     "SELECT f.facility_code AS facility_code, o.sensor_type AS sensor_type, o.overrides AS overrides, "

@@ -19,18 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import OnboardingError
+from shared.iothub import Twin
+from shared.tags import ONBOARDING, section
 from twin_setup.configuration import CONFIG_SECTIONS, Configuration
-from twin_setup.document import canonical, size_of, without_system_keys
+from twin_setup.document import canonical, size_of
 from twin_setup.settings import TwinLimits
 
-ONBOARDING = "onboarding"
 MANAGED_DESIRED_KEYS = frozenset((*CONFIG_SECTIONS, ONBOARDING))
 CONFIGURED, FAILED = "configured", "failed"
 
 
 @dataclass(frozen=True)
 class TwinView:
-    """The parts of a twin (GET /twins/{id} JSON) that twin setup reads."""
+    """Twin setup's view of a twin: the parts it reads."""
 
     device_id: str
     etag: str | None
@@ -39,21 +40,17 @@ class TwinView:
     is_edge: bool
 
     @classmethod
-    def from_json(cls, twin: dict[str, Any]) -> TwinView:
-        properties = twin.get("properties") if isinstance(twin.get("properties"), dict) else {}
-        capabilities = twin.get("capabilities") if isinstance(twin.get("capabilities"), dict) else {}
-        return cls(
-            device_id=str(twin.get("deviceId") or ""),
-            etag=twin.get("etag"),
-            tags=twin.get("tags") if isinstance(twin.get("tags"), dict) else {},
-            desired=without_system_keys(properties.get("desired")),
-            is_edge=capabilities.get("iotEdge") is True,
-        )
+    def of(cls, twin: Twin) -> TwinView:
+        return cls(twin.device_id, twin.etag, twin.tags, twin.desired, twin.is_edge)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TwinView:
+        """From GET /twins/{id} JSON."""
+        return cls.of(Twin.from_json("", doc))
 
     @property
     def onboarding(self) -> dict[str, Any]:
-        value = self.tags.get(ONBOARDING)
-        return value if isinstance(value, dict) else {}
+        return section(self.tags, ONBOARDING)
 
 
 @dataclass(frozen=True)

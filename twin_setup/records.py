@@ -1,29 +1,20 @@
-"""Where twin setup writes besides the twin: full configurations in Blob, failure rows in the audit trail.
+"""Where twin setup writes besides the twin and the audit trail: full configurations in Blob.
 
 Configurations: `device-configurations/{deviceId}/{hash}.json`, the canonical JSON of the whole merged
 document. The name carries the content hash, so a write is idempotent (the same name always holds the same
 bytes) and a device can check what it downloaded against `configurationHash` in its desired properties.
-
-Audit: provisioning_events rows with outcome 'error' for permanent twin setup failures (the schema's CHECK
-allows allocated / rejected / error; a successful configuration is recorded on the twin itself and in
-telemetry). Best effort: a failed audit write is logged loudly and never changes the outcome.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from shared.sql import Database
-from twin_setup.retry import TransientError
+from shared.retry import TransientError
 
 log = logging.getLogger(__name__)
-MAX_DETAILS = 4000
 
 
 def configuration_blob_name(device_id: str, config_hash: str) -> str:
@@ -58,22 +49,3 @@ class ConfigurationStore:
             self._container().delete_blob(configuration_blob_name(device_id, config_hash))
         except AzureError as exc:
             log.warning("could not delete the configuration of %s: %s", device_id, type(exc).__name__)
-
-
-class FailureAudit:
-    def __init__(self, database: Database):
-        self._db = database
-
-    def record(self, device_id: str, reason_code: str, hub: str | None, details: dict[str, Any]) -> bool:
-        text = json.dumps({"stage": "twinSetup", **details}, default=str, sort_keys=True)[:MAX_DETAILS]
-        try:
-            self._db.execute(
-                "INSERT INTO provisioning_events (event_id, at, registration_id, outcome, reason_code, hub, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [str(uuid.uuid4()), dt.datetime.now(dt.UTC).replace(tzinfo=None), device_id[:128], "error",
-                 reason_code, hub, text],
-            )
-        except Exception as exc:  # noqa: BLE001 - audit must not change the outcome
-            log.error("audit write failed for %s (%s): %s", device_id[:128], reason_code, type(exc).__name__)
-            return False
-        return True

@@ -17,7 +17,6 @@ event is acknowledged: redelivering it could not help.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -26,25 +25,26 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared import telemetry
+from shared import telemetry, times
+from shared.audit import AuditWriter
 from shared.errors import OnboardingError
 from shared.identity import DeviceIdentity
-from twin_setup.configuration import Configuration, build_configuration
-from twin_setup.events import LifecycleEvent
-from twin_setup.hub import (
+from shared.iothub import (
     DeviceGone,
     HubAccessDenied,
-    HubGateway,
     HubRefused,
     HubResolver,
+    IotHub,
     PreconditionFailed,
     UnknownHub,
 )
+from shared.retry import RetryBudget, TransientError
+from twin_setup.configuration import Configuration, build_configuration
+from twin_setup.events import LifecycleEvent
 from twin_setup.identify import identify, looks_like_ours
 from twin_setup.overrides import OverrideStore
 from twin_setup.plan import Plan, TwinView, plan_configuration, plan_failure
-from twin_setup.records import ConfigurationStore, FailureAudit
-from twin_setup.retry import RetryBudget, TransientError
+from twin_setup.records import ConfigurationStore
 from twin_setup.settings import TwinSetupSettings
 from twin_setup.templates import TemplateStore
 
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.iso_utc(times.utc_now())
 
 
 @dataclass
@@ -105,9 +105,9 @@ class DeviceLocks:
 
 
 class TwinSetup:
-    def __init__(self, settings: TwinSetupSettings, resolver: HubResolver, hub: HubGateway,
+    def __init__(self, settings: TwinSetupSettings, resolver: HubResolver, hub: IotHub,
                  templates: TemplateStore, overrides: OverrideStore, configurations: ConfigurationStore,
-                 audit: FailureAudit, now: Callable[[], str] = utc_now,
+                 audit: AuditWriter, now: Callable[[], str] = utc_now,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.resolver = resolver
@@ -158,8 +158,8 @@ class TwinSetup:
 
     # -- the work ------------------------------------------------------------------------------------------
     def _read(self, host: str, device_id: str, budget: RetryBudget) -> TwinView | None:
-        found = budget.run(lambda: self.hub.get_twin(host, device_id), f"read twin {device_id}")
-        return TwinView.from_json(found) if found is not None else None
+        found = self.hub.get_twin(host, device_id, budget)
+        return TwinView.of(found) if found is not None else None
 
     def _configure(self, host: str, device_id: str, budget: RetryBudget) -> Outcome:
         conflicts = 0
@@ -217,11 +217,10 @@ class TwinSetup:
                        f"write configuration of {device_id}")
         if plan.apply_edge:
             try:
-                budget.run(lambda: self.hub.apply_edge(host, device_id, config.edge),
-                           f"edge deployment of {device_id}")
+                self.hub.apply_edge(host, device_id, config.edge, budget)
             except HubRefused as refused:
                 raise EdgeRefused(refused.status, refused.error_code, refused.message) from refused
-        budget.run(lambda: self.hub.update_twin(host, device_id, plan.patch, twin.etag), f"update twin {device_id}")
+        self.hub.update_twin(host, device_id, plan.patch, twin.etag, budget)
 
     def _fail(self, host: str, device_id: str, twin: TwinView, err: OnboardingError, budget: RetryBudget,
               identity: DeviceIdentity | None) -> Outcome:
@@ -235,8 +234,7 @@ class TwinSetup:
             if patch is None:
                 return outcome  # already recorded (a redelivery), or the twin is configured: nothing to add
             try:
-                budget.run(lambda p=patch, t=twin: self.hub.update_twin(host, device_id, p, t.etag),
-                           f"record failure on {device_id}")
+                self.hub.update_twin(host, device_id, patch, twin.etag, budget)
                 outcome.recorded = True
                 break
             except PreconditionFailed:
@@ -249,8 +247,10 @@ class TwinSetup:
             except HubRefused as refused:
                 log.error("could not record the failure on %s: %s", device_id, refused)
                 break
-        self.audit.record(device_id, err.code, host, {"detail": err.detail, "recordedOnTwin": outcome.recorded,
-                                                     "facility": outcome.facility, "template": outcome.template})
+        # outcome 'error': a permanent twin setup failure (a configuration is recorded on the twin and in telemetry)
+        self.audit.provisioning(device_id, "error", err.code, host, {
+            "stage": "twinSetup", "detail": err.detail, "recordedOnTwin": outcome.recorded,
+            "facility": outcome.facility, "template": outcome.template})
         return outcome
 
     def _emit(self, started: float, outcome: Outcome, fields: dict[str, Any], **extra: Any) -> None:

@@ -21,9 +21,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.config import SettingError, Settings
+from shared.retry import RetryPolicy
 
 # IoT Hub's fixed twin rules ("Tags and properties format"): not settings, the service does not vary them.
 MAX_KEY_BYTES = 1024
@@ -42,14 +43,6 @@ class TwinLimits:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    base_s: float = 0.5
-    budget_s: float = 20.0
-    max_backoff_s: float = 8.0
-
-
-@dataclass(frozen=True)
 class TwinSetupSettings:
     templates_container: str = "sensor-configurations"
     configurations_container: str = "device-configurations"
@@ -60,7 +53,7 @@ class TwinSetupSettings:
     limits: TwinLimits = TwinLimits()
     template_max_bytes: int = 256 * 1024
     essential_sections: tuple[str, ...] = ("telemetry", "firmware", "diagnostics")
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     conflict_attempts: int = 5
     hub_timeout_s: float = 10.0
 

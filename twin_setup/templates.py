@@ -19,8 +19,8 @@ from typing import Any
 from shared import telemetry
 from shared.cache import TtlCache
 from shared.errors import OnboardingError
+from shared.retry import TransientError
 from twin_setup.configuration import Template, parse_template, template_blob_name
-from twin_setup.retry import TransientError
 from twin_setup.settings import TwinLimits
 
 log = logging.getLogger(__name__)

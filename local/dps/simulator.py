@@ -2,7 +2,7 @@
 
 1. match the enrollment: an individual enrollment for the registration ID first, else the group whose CA
    the device's chain runs through (chain validated to a trusted root); disabled -> refused;
-2. call the custom allocation webhook with the documented AllocationRequest (DESIGN.md 5.1); a non-200
+2. call the custom allocation webhook with the documented AllocationRequest (docs/contracts.md 1); a non-200
    answer fails the registration with the webhook's status and error code; a hub not in linkedHubs fails it;
 3. create the device (X.509 CA authentication, iotEdge from the enrollment) in the returned hub with the
    returned initial twin in one registry call (bulk create, as DPS does), or keep/move an existing device

@@ -128,7 +128,7 @@ class Scenario:
         return limit, int(previous["max_devices"]) if previous else limit
 
     def hub_device_count(self, host: str) -> int:
-        return self.services.registry_manager(host).get_device_registry_statistics().total_device_count
+        return self.services.iothub().device_count(host)
 
     def restore_hub(self, host: str, limit: int) -> None:
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from shared import crl as shared_crl
+
 ROOT_VALIDITY = dt.timedelta(days=20 * 365)
 INTERMEDIATE_VALIDITY = dt.timedelta(days=5 * 365)
 # The local PKI is made as if it had been set up years ago, as the reference deployment's was: the root three
@@ -30,7 +32,7 @@ CRL_CONTENT_TYPE = "application/pkix-crl"
 
 
 def crl_secret_name(ca_name: str) -> str:
-    return f"crl-{ca_name}"
+    return shared_crl.crl_secret_name(shared_crl.DEFAULT_SECRET_PREFIX, ca_name)
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from cert_lifecycle import functions
 from cert_lifecycle import wiring as lifecycle_wiring
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
 from cert_lifecycle.crl import CrlPublisher
-from cert_lifecycle.records import CertificateAudit, CertificateRecords
+from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.revocation import Revoker
 from cert_lifecycle.settings import LifecycleSettings
 from local.seed.seed import SCHEMA, schema_statements
+from shared.audit import AuditWriter
 from shared.config import RegionalCa
 from shared.sql import Database
 from tests.pki_helpers import make_ca
@@ -50,7 +51,7 @@ def lifecycle(tmp_path, monkeypatch):
     vault = {f"https://vault/keys/{n}/1": local_vault_sign(ca.key) for n, ca in cas.items()}  # what Key Vault does
     signers = {kid: (lambda algorithm, digest, kid=kid: vault[kid](algorithm, digest)) for kid in vault}
     settings = LifecycleSettings()
-    records, audit = CertificateRecords(db), CertificateAudit(db)
+    records, audit = CertificateRecords(db), AuditWriter(db)
     regional = [RegionalCa(name.rsplit("-", 1)[1], name) for name in cas]
     directory = CaDirectory(regional, FakeCertificates(cas), signers.__getitem__)
     alerts: list[dict] = []

@@ -1,4 +1,4 @@
-"""Documented DPS AllocationRequest bodies in, the documented AllocationResponse shape out (DESIGN.md 5.1)."""
+"""Documented DPS AllocationRequest bodies in, the documented AllocationResponse shape out (docs/contracts.md 1)."""
 
 import json
 import re

@@ -16,9 +16,9 @@ import pytest
 import function_app
 from local.host import create_host_app
 from local.serve import free_port, serve_in_thread
+from shared.retry import TransientError
 from tests.unit.test_twin_service import HUB_NAME, build_service
 from twin_setup import wiring as twin_wiring
-from twin_setup.retry import TransientError
 
 FIXTURES = Path(__file__).parent / "eventgrid"
 URL = "/runtime/webhooks/EventGrid"

@@ -24,15 +24,16 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
 
 from cert_lifecycle.crl import CRL_CONTENT_TYPE
-from cert_lifecycle.csr import serial_hex
 from cert_lifecycle.expiry import TAG
-from cert_lifecycle.hub import HubGateway
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.wiring import Lifecycle
 from local.iothub.auth import make_sas
 from local.secrets import stack_secret
 from local.seed import data
 from local.tls import ensure_tls
+from shared.iothub import IotHub
+from shared.retry import RetryPolicy
+from shared.serials import serial_hex
 from tests.stack_helpers import VaultCa, dps_request, http
 
 pytestmark = pytest.mark.integration
@@ -240,7 +241,7 @@ def iso(moment: dt.datetime) -> str:
 
 
 class CountingRegistries:
-    """The SDK registry managers, with every query_iot_hub call counted at the SDK boundary."""
+    """The SDK registry managers, with every twin query (POST /devices/query) counted at the SDK boundary."""
 
     def __init__(self, services):
         self.services, self.calls = services, 0
@@ -249,13 +250,22 @@ class CountingRegistries:
         registry = self.services.registry_manager(host)
         outer = self
 
+        class CountedQuery:
+            def get_twins(self, *args, **kwargs):
+                outer.calls += 1
+                return registry.protocol.query.get_twins(*args, **kwargs)
+
+        class CountedProtocol:
+            query = CountedQuery()
+
+            def __getattr__(self, name):
+                return getattr(registry.protocol, name)
+
         class Counted:
+            protocol = CountedProtocol()
+
             def __getattr__(self, name):
                 return getattr(registry, name)
-
-            def query_iot_hub(self, *args, **kwargs):
-                outer.calls += 1
-                return registry.query_iot_hub(*args, **kwargs)
 
         return Counted()
 
@@ -286,7 +296,7 @@ def test_expiry_scan_classifies_queues_each_device_once_and_escalates(stack, ser
     lifecycle = Lifecycle(services)
     sent: list[dict] = []
     registries = CountingRegistries(services)
-    scanner = ExpiryScanner(HubGateway(registries), lifecycle.hosts, sent.append, lifecycle.alerts,
+    scanner = ExpiryScanner(IotHub(registries, RetryPolicy(), 10), lifecycle.hosts, sent.append, lifecycle.alerts,
                             lifecycle.records, lifecycle.audit, lifecycle.settings)
     first = scanner.run()
     assert first.queries == registries.calls == 2 * len(data.HUBS)  # window + unreported, one page each

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_ds
 
 from cert_lifecycle.authority import RegionalAuthority
 from cert_lifecycle.crl import CrlEntry, CrlPublisher, crl_builder, crl_entries
-from cert_lifecycle.records import CertificateAudit, CertificateRecord, CertificateRecords, RevocationRecord
+from cert_lifecycle.records import CertificateRecord, CertificateRecords, RevocationRecord
 from cert_lifecycle.settings import LifecycleSettings
 from cert_lifecycle.signer import KeyVaultSigner
 from local.seed.seed import SCHEMA, schema_statements
+from shared.audit import AuditWriter
 from shared.crl import verify_and_index
 from shared.errors import OnboardingError
 from shared.sql import Database
@@ -78,7 +79,7 @@ def clock():
 @pytest.fixture
 def publisher(database, clock):
     records = CertificateRecords(database)
-    return CrlPublisher(FakeSecrets(), records, CertificateAudit(database), LifecycleSettings(), lambda: clock.now)
+    return CrlPublisher(FakeSecrets(), records, AuditWriter(database), LifecycleSettings(), lambda: clock.now)
 
 
 def published_index(publisher, authority, now=NOW):
@@ -160,7 +161,7 @@ def test_refresh_is_due_near_next_update_and_when_the_stored_crl_is_broken(publi
 
 def test_a_crl_too_large_for_its_secret_is_refused_not_truncated(database, authority):
     settings = LifecycleSettings(crl_max_secret_chars=2000)
-    publisher = CrlPublisher(FakeSecrets(), CertificateRecords(database), CertificateAudit(database), settings,
+    publisher = CrlPublisher(FakeSecrets(), CertificateRecords(database), AuditWriter(database), settings,
                              lambda: NOW)
     for serial in range(60):
         revoke(publisher, authority, format(serial + 1, "X"))

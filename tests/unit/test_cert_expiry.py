@@ -10,16 +10,16 @@ from cert_lifecycle.expiry import (
     OK,
     RENEW,
     TAG,
-    DeviceTwin,
     classify,
     decide,
-    normalise_serial,
-    parse_time,
     query_cutoff,
     reported_certificate,
     windows,
 )
 from cert_lifecycle.settings import Thresholds
+from shared.iothub import Twin
+from shared.serials import normalise_serial
+from shared.times import parse_utc
 
 NOW = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 T = Thresholds()
@@ -68,7 +68,7 @@ def test_reported_certificate_parsing_is_strict_but_tolerant_of_formats():
                 {"certificate": {"serialNumber": "01", "notAfter": "next year"}},
                 {"certificate": {"serialNumber": "01" * 30, "notAfter": "2027-01-01T00:00:00Z"}}]:
         assert reported_certificate(bad) is None
-    assert parse_time("2027-01-15") == dt.datetime(2027, 1, 15, tzinfo=dt.UTC)
+    assert parse_utc("2027-01-15") == dt.datetime(2027, 1, 15, tzinfo=dt.UTC)
     assert normalise_serial(12) is None
 
 
@@ -76,7 +76,7 @@ def twin(days_left, lifetime=TWO_YEARS, tag=None, serial="01AB", device_id="sens
     not_after, not_before = at(days_left, lifetime)
     reported = {"certificate": {"serialNumber": serial, "notAfter": not_after.isoformat(),
                                 "notBefore": not_before.isoformat()}}
-    return DeviceTwin(device_id, "hub-1", "etag-1", {TAG: tag} if tag else {}, reported, {})
+    return Twin(device_id, "hub-1", "etag-1", {TAG: tag} if tag else {}, reported, {})
 
 
 def test_a_device_entering_renew_is_queued_notified_and_tagged():
@@ -115,6 +115,6 @@ def test_a_new_certificate_starts_a_new_cycle_and_clears_the_last_one():
 
 
 def test_devices_without_a_readable_certificate_are_not_decided():
-    assert decide(DeviceTwin("sensor-temp-FAC03-SN1", "h", None, {}, {}, {}), NOW, T) is None
+    assert decide(Twin("sensor-temp-FAC03-SN1", "h", None, {}, {}, {}), NOW, T) is None
     assert decide(twin(400), NOW, T).queue is False
     assert decide(twin(10, device_id="filler-1"), NOW, T).facility is None

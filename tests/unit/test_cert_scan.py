@@ -13,13 +13,15 @@ import pytest
 from msrest.exceptions import HttpOperationError
 
 from cert_lifecycle.alerts import AlertSender, QueueSender
-from cert_lifecycle.expiry import TAG, DeviceTwin
-from cert_lifecycle.hub import HubConflict, HubGateway, HubUnavailable
+from cert_lifecycle.expiry import TAG
 from cert_lifecycle.renewal import InvalidRenewalMessage, RenewalService, parse_renewal_message
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.settings import LifecycleSettings
 from local.iothub import query as q
 from shared.facilities import Facility
+from shared.iothub import HubUnavailable, IotHub, Twin
+from shared.iothub import PreconditionFailed as HubConflict
+from shared.retry import RetryPolicy
 
 NOW = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
 HUB = "hub-west.azure-devices.net"
@@ -36,7 +38,7 @@ def merge(target: dict, patch: dict) -> None:
 
 
 class FakeHubs:
-    """The HubGateway interface over in-memory twins."""
+    """The IoT Hub adapter's interface (shared.iothub.IotHub) over in-memory twins."""
 
     def __init__(self):
         self.twins: dict[str, dict] = {}
@@ -53,8 +55,8 @@ class FakeHubs:
         self.twins[device_id] = {"deviceId": device_id, "etag": "1", "tags": tags or {},
                                  "properties": {"desired": {}, "reported": reported}}
 
-    def _view(self, doc: dict) -> DeviceTwin:
-        return DeviceTwin(doc["deviceId"], HUB, doc["etag"], copy.deepcopy(doc["tags"]),
+    def _view(self, doc: dict) -> Twin:
+        return Twin(doc["deviceId"], HUB, doc["etag"], copy.deepcopy(doc["tags"]),
                           copy.deepcopy(doc["properties"]["reported"]), copy.deepcopy(doc["properties"]["desired"]))
 
     def query(self, host, text, page_size=1000, max_pages=None):
@@ -72,7 +74,8 @@ class FakeHubs:
         doc = self.twins.get(device_id)
         return None if doc is None else self._view(doc)
 
-    def update_twin(self, host, device_id, *, tags=None, desired=None, etag=None):
+    def update_twin(self, host, device_id, patch, etag):
+        tags, desired = patch.get("tags"), (patch.get("properties") or {}).get("desired")
         doc = self.twins[device_id]
         if device_id in self.conflict_once:
             self.conflict_once.discard(device_id)
@@ -109,7 +112,7 @@ class FakeAudit:
     def __init__(self):
         self.rows = []
 
-    def record(self, action, **fields):
+    def certificate_event(self, action, **fields):
         self.rows.append((action, fields))
         return True
 
@@ -240,30 +243,38 @@ class Throttled(HttpOperationError):
 
 
 class FlakyRegistry:
+    """An IoTHubRegistryManager whose protocol layer fails as scripted, then answers GET /twins/{id}."""
+
     def __init__(self, failures):
         self.failures = list(failures)
+        self.protocol = SimpleNamespace(devices=SimpleNamespace(get_twin=self._get_twin))
 
-    def get_twin(self, device_id):
+    def _get_twin(self, device_id, raw=False, timeout=None):
         if self.failures:
             raise self.failures.pop(0)
-        return SimpleNamespace(device_id=device_id, etag="e", tags={}, properties=SimpleNamespace(desired={},
-                                                                                                  reported={}))
+        doc = {"deviceId": device_id, "etag": "e", "tags": {}, "properties": {"desired": {}, "reported": {}}}
+        return SimpleNamespace(response=SimpleNamespace(json=lambda: doc))
+
+
+def gateway_over(registry, sleep, **policy):
+    return IotHub(lambda host: registry, RetryPolicy(**{"attempts": 5, "budget_s": 60, **policy}), 10, sleep=sleep,
+                  rng=lambda: 0.0)
 
 
 def test_throttling_is_retried_honouring_retry_after():
     waits, registry = [], FlakyRegistry([Throttled(429, "2"), Throttled(503)])
-    gateway = HubGateway(lambda host: registry, sleep=waits.append)
+    gateway = gateway_over(registry, waits.append)
     assert gateway.get_twin(HUB, "d").device_id == "d"
     assert waits[0] == 2.0 and 0.25 <= waits[1] <= 1.0
 
 
 def test_permanent_errors_are_not_retried_and_exhaustion_surfaces():
-    gateway = HubGateway(lambda host: FlakyRegistry([Throttled(404)]), sleep=lambda s: None)
+    gateway = gateway_over(FlakyRegistry([Throttled(404)]), lambda s: None)
     assert gateway.get_twin(HUB, "d") is None
     always = FlakyRegistry([Throttled(429, "1")] * 9)
-    gateway = HubGateway(lambda host: always, attempts=3, sleep=lambda s: None)
+    gateway = gateway_over(always, lambda s: None, attempts=3)
     with pytest.raises(HubUnavailable):
         gateway.get_twin(HUB, "d")
-    gateway = HubGateway(lambda host: FlakyRegistry([Throttled(429, "100")]), budget_s=10, sleep=lambda s: None)
+    gateway = gateway_over(FlakyRegistry([Throttled(429, "100")]), lambda s: None, budget_s=10)
     with pytest.raises(HubUnavailable):  # the hub asks for longer than the budget allows
         gateway.get_twin(HUB, "d")

@@ -1,5 +1,6 @@
 import pytest
 
+from health.settings import check_timeout_s
 from shared.config import RegionalCa, SettingError, Settings
 
 
@@ -56,5 +57,5 @@ def test_storage_needs_uris_without_connection_string():
 
 def test_numbers_are_validated():
     with pytest.raises(SettingError, match="HEALTH_CHECK_TIMEOUT_SECONDS"):
-        _ = Settings({"HEALTH_CHECK_TIMEOUT_SECONDS": "soon"}).health_check_timeout_s
-    assert Settings({"HEALTH_CHECK_TIMEOUT_SECONDS": "2.5"}).health_check_timeout_s == 2.5
+        _ = check_timeout_s(Settings({"HEALTH_CHECK_TIMEOUT_SECONDS": "soon"}))
+    assert check_timeout_s(Settings({"HEALTH_CHECK_TIMEOUT_SECONDS": "2.5"})) == 2.5

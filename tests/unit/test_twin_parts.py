@@ -13,9 +13,7 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 from local.host.eventgrid import to_trigger_value
 from shared.config import SettingError, Settings
 from shared.errors import OnboardingError
-from twin_setup import settings as twin_settings
-from twin_setup.events import MalformedEvent, from_trigger
-from twin_setup.hub import (
+from shared.iothub import (
     DeviceGone,
     HubAccessDenied,
     HubRefused,
@@ -24,9 +22,10 @@ from twin_setup.hub import (
     UnknownHub,
     translate,
 )
+from shared.retry import RetryBudget, RetryPolicy, TransientError, parse_retry_after
+from twin_setup import settings as twin_settings
+from twin_setup.events import MalformedEvent, from_trigger
 from twin_setup.identify import identify, looks_like_ours
-from twin_setup.retry import RetryBudget, TransientError, parse_retry_after
-from twin_setup.settings import RetryPolicy
 
 TOPIC = "/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.DEVICES/IOTHUBS/contoso-west"
 DEVICE = "sensor-temp-FAC03-SN482019"
@@ -260,7 +259,7 @@ def test_the_error_code_header_is_preferred():
 def test_twin_setup_clients_keep_connections_and_leave_429_to_the_retry_budget():
     from azure.iot.hub import IoTHubRegistryManager
 
-    from twin_setup.hub import RegistryClients
+    from shared.iothub import RegistryClients
 
     key = "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="
     clients = RegistryClients(lambda host: IoTHubRegistryManager.from_connection_string(

@@ -19,14 +19,15 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError, ServiceRequestError
 
 from local.seed.data import override_rows
+from shared.audit import AuditWriter
+from shared.iothub import DeviceGone, HubRefused, HubResolver, PreconditionFailed, Twin, UnknownHub
+from shared.retry import RetryPolicy, TransientError
 from twin_setup.events import LifecycleEvent
-from twin_setup.hub import DeviceGone, HubRefused, HubResolver, PreconditionFailed, UnknownHub
 from twin_setup.merge import merge_patch
 from twin_setup.overrides import OverrideStore
-from twin_setup.records import ConfigurationStore, FailureAudit
-from twin_setup.retry import TransientError
+from twin_setup.records import ConfigurationStore
 from twin_setup.service import TwinSetup
-from twin_setup.settings import RetryPolicy, TwinLimits, TwinSetupSettings
+from twin_setup.settings import TwinLimits, TwinSetupSettings
 from twin_setup.templates import TemplateStore
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
@@ -152,12 +153,24 @@ class FakeHub:
         if queue:
             raise queue.pop(0)
 
-    def get_twin(self, host, device_id):
+    @staticmethod
+    def _run(budget, call):
+        """As the real adapter does: every call within the caller's retry budget."""
+        return budget.run(call, "fake hub call") if budget is not None else call()
+
+    def get_twin(self, host, device_id, budget=None):
+        return self._run(budget, lambda: self._get_twin(host, device_id))
+
+    def _get_twin(self, host, device_id):
         self._scripted("get")
         with self.lock:
-            return copy.deepcopy(self.twins.get(device_id))
+            doc = self.twins.get(device_id)
+            return None if doc is None else Twin.from_json(host, copy.deepcopy(doc))
 
-    def update_twin(self, host, device_id, patch, etag):
+    def update_twin(self, host, device_id, patch, etag, budget=None):
+        return self._run(budget, lambda: self._update_twin(device_id, patch, etag))
+
+    def _update_twin(self, device_id, patch, etag):
         if self.before_write is not None:
             hook, self.before_write = self.before_write, None
             hook(device_id)
@@ -183,7 +196,10 @@ class FakeHub:
         twin["version"] += 1
         twin["etag"] = f"etag-{twin['version']}"
 
-    def apply_edge(self, host, device_id, modules_content):
+    def apply_edge(self, host, device_id, modules_content, budget=None):
+        return self._run(budget, lambda: self._apply_edge(device_id, modules_content))
+
+    def _apply_edge(self, device_id, modules_content):
         self._scripted("edge")
         if not self.twins[device_id]["capabilities"]["iotEdge"]:
             raise HubRefused(400, "ArgumentInvalid", "not an edge device")
@@ -224,7 +240,7 @@ def build_service(limits: TwinLimits | None = None, ttl_s: float = 60, **overrid
         settings=cfg, resolver=HubResolver(cfg.hub_hosts, cfg.hub_names), hub=hub,
         templates=TemplateStore(lambda: templates, cfg.limits, ttl_s, cfg.template_max_bytes, clock=clock),
         overrides=OverrideStore(db, ttl_s, clock=clock),
-        configurations=ConfigurationStore(lambda: configurations), audit=FailureAudit(db),
+        configurations=ConfigurationStore(lambda: configurations), audit=AuditWriter(db),
         now=lambda: "2026-03-01T10:00:00Z", sleep=slept.append)
     return Harness(service, hub, templates, configurations, db, clock, slept)
 

@@ -1,5 +1,5 @@
-"""The DPS custom allocation webhook's handler. Thin: parse -> decide -> answer, audit, telemetry.
-Registered as a function in allocation/functions.py."""
+"""The DPS custom allocation webhook: parse -> decide -> answer, audit, telemetry. The trigger is
+allocation/functions.py; the contract is docs/contracts.md 1."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def allocate(req: func.HttpRequest) -> func.HttpResponse:
     try:
         request = parse_allocation_request(req.get_body())
         context = allocation_context()
-        allocation = decide(request, context)  # takes the device's place on the chosen hub
+        allocation = decide(request, context, reserve=context.capacity.reserve)
     except OnboardingError as error:
         return _refuse(error, request, started)
     except Exception:

@@ -1,9 +1,11 @@
-"""Retries of transient failures (429, 503, timeouts) with backoff that honours Retry-After, within a budget.
+"""The one retry policy: transient failures (429, 503, timeouts) retried with backoff that honours Retry-After
+(delta-seconds or an HTTP date), within a time budget.
 
-One RetryBudget per event: every call made for that event draws on the same time budget, so the handler
-answers Event Grid well within its 30 s delivery timeout. When the budget or the attempts run out, or the hub
-asks for a longer wait than the budget has left, the last TransientError is raised: the invocation fails and
-Event Grid redelivers later (10 s, 30 s, 1 min, ... for up to 24 h), which is the longer-scale retry.
+A caller with a deadline makes one RetryBudget for its whole unit of work (twin setup: one per event, so the
+handler answers Event Grid within its 30 s delivery timeout) and hands it to every call; a caller without one
+lets each call make its own. When the budget or the attempts run out, or the service asks for a longer wait
+than the budget has left, the last TransientError is raised and the platform's own retry takes over (Event
+Grid redelivery, queue dequeue count, the timer's next run). docs/architecture.md "Retries".
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
-
-from twin_setup.settings import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_s: float = 0.5  # first backoff when the service sent no Retry-After (doubles, jittered)
+    budget_s: float = 20.0  # total time the calls under one budget may take, waits included
+    max_backoff_s: float = 8.0
 
 
 class TransientError(Exception):

@@ -1,0 +1,41 @@
+"""The allocation webhook's own app settings, read through the shared Settings accessors (validated at first use).
+
+| setting | default | meaning |
+|---|---|---|
+| CRL_CACHE_TTL_SECONDS | 300 | how long a regional CA's certificate and verified CRL are reused |
+| CRL_GRACE_SECONDS | 0 | how long past nextUpdate a CRL is still trusted (0: not at all) |
+| CAPACITY_CACHE_TTL_SECONDS | 60 | how often each hub's registry statistics are read (the registry throttle) |
+| HUB_UTILISATION_THRESHOLD | 0.9 | the preferred hub is left for the region's others at this share of its limit |
+| ALLOW_SYMMETRIC_KEY_ATTESTATION | false | development only: accept symmetric-key attestation |
+| FACILITY_CACHE_TTL_SECONDS | 60 | (shared) facility rows are reused this long |
+| REGIONAL_CAS, CRL_SECRET_PREFIX, SECURITY_ALERTS_QUEUE | | (shared) see shared/config.py |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import SettingError, Settings
+
+
+@dataclass(frozen=True)
+class AllocationSettings:
+    crl_cache_ttl_s: float = 300
+    crl_grace_s: float = 0
+    capacity_cache_ttl_s: float = 60
+    hub_utilisation_threshold: float = 0.9
+    allow_symmetric_key: bool = False
+
+
+def allocation_settings(settings: Settings) -> AllocationSettings:
+    """Read and validate every allocation setting (raises SettingError naming the variable)."""
+    threshold = settings.number("HUB_UTILISATION_THRESHOLD", 0.9)
+    if threshold > 1:
+        raise SettingError(f"app setting HUB_UTILISATION_THRESHOLD must be a fraction <= 1, got {threshold}")
+    return AllocationSettings(
+        crl_cache_ttl_s=settings.number("CRL_CACHE_TTL_SECONDS", 300),
+        crl_grace_s=settings.number("CRL_GRACE_SECONDS", 0),
+        capacity_cache_ttl_s=settings.number("CAPACITY_CACHE_TTL_SECONDS", 60),
+        hub_utilisation_threshold=threshold,
+        allow_symmetric_key=settings.flag("ALLOW_SYMMETRIC_KEY_ATTESTATION", False),
+    )

@@ -1,0 +1,32 @@
+"""GET /api/health (anonymous): the state of every configured dependency. The trigger only; checks.py does it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+from health.checks import CheckResult, dependency_checks, health_report, run_checks
+from health.settings import check_timeout_s
+from shared.bootstrap import services
+from shared.config import SettingError
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    svc = services()
+    try:
+        checks = dependency_checks(svc)
+        results = run_checks(checks, check_timeout_s(svc.settings))
+    except SettingError as exc:
+        results = [CheckResult("settings", False, str(exc), 0.0)]
+    status, body = health_report(results)
+    if status != 200:
+        failing = sorted(name for name, c in body["components"].items() if c["status"] != "ok")
+        log.warning("health: %s failing", ", ".join(failing))
+    return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json")

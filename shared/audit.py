@@ -1,0 +1,65 @@
+"""The one audit writer: provisioning_events (the onboarding trail: allocations, refusals, twin setup failures)
+and certificate_events (issuance, refusals, revocations, CRL publications, scans, renewal steps).
+
+Best effort with respect to the decision being audited: a failed write is logged loudly and reported as False,
+never turned into a different outcome. Details are JSON text, cut to MAX_DETAILS characters; no secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from shared.sql import Database
+from shared.times import sql_utc, utc_now
+
+log = logging.getLogger(__name__)
+MAX_DETAILS = 4000
+
+
+def _details(details: dict[str, Any] | None) -> str:
+    return json.dumps(details or {}, default=str, sort_keys=True)[:MAX_DETAILS]
+
+
+def _cut(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else None
+
+
+def _now():
+    return sql_utc(utc_now(), whole_seconds=False)
+
+
+class AuditWriter:
+    def __init__(self, database: Database):
+        self._db = database
+
+    def _insert(self, sql: str, params: list, what: str) -> bool:
+        try:
+            self._db.execute(sql, params)
+        except Exception as exc:  # noqa: BLE001 - the audit must not change the outcome
+            log.error("audit write failed (%s): %s", what, type(exc).__name__)
+            return False
+        return True
+
+    def provisioning(self, registration_id: str, outcome: str, reason_code: str | None, hub: str | None,
+                     details: dict[str, Any] | None) -> bool:
+        """One provisioning_events row; outcome: allocated | rejected | error (the schema's CHECK)."""
+        return self._insert(
+            "INSERT INTO provisioning_events (event_id, at, registration_id, outcome, reason_code, hub, details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [str(uuid.uuid4()), _now(), registration_id[:128], outcome, reason_code, hub,
+             _details(details)],
+            f"{registration_id[:128]} {outcome}")
+
+    def certificate_event(self, action: str, *, device_id: str | None = None, issuer: str | None = None,
+                          serial_number: str | None = None, reason_code: str | None = None,
+                          actor: str | None = None, details: dict[str, Any] | None = None) -> bool:
+        """One certificate_events row."""
+        return self._insert(
+            "INSERT INTO certificate_events (event_id, at, action, device_id, issuer, serial_number, reason_code, "
+            "actor, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [str(uuid.uuid4()), _now(), action[:32], _cut(device_id, 128), _cut(issuer, 255),
+             serial_number, reason_code, _cut(actor, 255), _details(details)],
+            f"{action} {device_id or ''}".strip())
