@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from allocation.certificate import CertificateDetails
 from shared.certificates import CertificateRegister
-from shared.serials import parse_serial
+from shared.serials import serial_int
 from shared.sql import Database
 
 
@@ -15,5 +15,5 @@ def issued_certificate(database: Database, device_id: str) -> CertificateDetails
         return None
     newest = found[0]
     return CertificateDetails(subject_cn=device_id, issuer=newest.issuer,
-                              serial_number=parse_serial(newest.serial_number) or 0,
+                              serial_number=serial_int(newest.serial_number),
                               not_before=newest.not_before, not_after=newest.not_after)

@@ -4,7 +4,6 @@ allocation/functions.py; the contract is docs/contracts.md 1."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 
@@ -14,14 +13,11 @@ from allocation.decision import Allocation, decide
 from allocation.request import AllocationRequest, parse_allocation_request
 from allocation.response import allocation_response
 from allocation.wiring import allocation_context, audit_trail
-from shared import telemetry
+from shared import telemetry, times
 from shared.errors import OnboardingError
+from shared.http import json_response
 
 log = logging.getLogger(__name__)
-
-
-def _json(body: dict, status: int) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
 
 
 def _refuse(error: OnboardingError, request: AllocationRequest | None, started: float) -> func.HttpResponse:
@@ -33,11 +29,11 @@ def _refuse(error: OnboardingError, request: AllocationRequest | None, started: 
         audit.security_alert({
             "type": "revokedCertificatePresented", "registrationId": registration_id,
             "facility": request.identity.facility, "detail": error.detail,
-            "at": dt.datetime.now(dt.UTC).isoformat(),
+            "at": times.iso_utc(times.utc_now()),
         })
     telemetry.emit("allocation", duration_ms, outcome="rejected", reasonCode=error.code,
                    registrationId=registration_id, facility=request.identity.facility if request else None)
-    return _json(error.to_body(), error.status)
+    return json_response(error.to_body(), error.status)
 
 
 def _allocated(allocation: Allocation, started: float) -> func.HttpResponse:
@@ -53,7 +49,7 @@ def _allocated(allocation: Allocation, started: float) -> func.HttpResponse:
     telemetry.emit("allocation", duration_ms, outcome="allocated", registrationId=allocation.request.registration_id,
                    facility=allocation.facility.code, hub=choice.host_name, rule=choice.rule,
                    crossRegion=choice.cross_region)
-    return _json(body, 200)
+    return json_response(body, 200)
 
 
 def allocate(req: func.HttpRequest) -> func.HttpResponse:

@@ -33,6 +33,7 @@ from shared import telemetry
 from shared.audit import AuditWriter
 from shared.crl import CrlInvalid, crl_secret_name, verify_and_index
 from shared.errors import OnboardingError
+from shared.serials import serial_int
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def crl_entries(records: Iterable[RevocationRecord], now: dt.datetime,
     for record in records:
         if record.not_after is not None and record.not_after + keep_after_expiry < now:
             continue  # expired long enough ago: may leave the CRL
-        entries.append(CrlEntry(int(record.serial_number, 16), record.revoked_at, record.reason))
+        entries.append(CrlEntry(serial_int(record.serial_number), record.revoked_at, record.reason))
     entries.sort(key=lambda e: (e.revoked_at, e.serial_number))
     return entries
 

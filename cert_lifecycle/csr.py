@@ -12,6 +12,7 @@ Nothing the requester asks for beyond its public key and CN reaches the certific
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -136,3 +137,22 @@ def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial
 def random_serial_number() -> int:
     """A positive 159-bit random serial (RFC 5280: at most 20 octets; CA/B Forum: >= 64 bits of entropy)."""
     return x509.random_serial_number()
+
+
+JSON_OVERHEAD = 1024  # what wrapping a CSR in {"csr": ...} may add to the body
+
+
+def csr_from_body(body: bytes, max_bytes: int) -> str | bytes:
+    """The CSR of a sign request: the raw body (PEM or DER), or the `csr` member of a JSON object."""
+    if len(body) > max_bytes + JSON_OVERHEAD:
+        raise OnboardingError("request_too_large", f"{len(body)} bytes (at most {max_bytes})")
+    if body.lstrip()[:1] == b"{":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise OnboardingError("invalid_request", "the body is not JSON") from None
+        csr = data.get("csr") if isinstance(data, dict) else None
+        if not isinstance(csr, str):
+            raise OnboardingError("invalid_request", 'expected {"csr": "-----BEGIN CERTIFICATE REQUEST-----..."}')
+        return csr
+    return body

@@ -22,6 +22,8 @@ from cert_lifecycle.settings import RENEWAL_QUEUE
 from shared import telemetry
 from shared.config import SettingError
 from shared.errors import OnboardingError
+from shared.http import json_response
+from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -29,7 +31,6 @@ bp = func.Blueprint()
 SCAN_SCHEDULE = "0 0 6 * * *"
 CRL_REFRESH_SCHEDULE = "0 0 */6 * * *"
 COLLECT_SCHEDULE = "0 5 * * * *"
-JSON_OVERHEAD = 1024
 
 
 def lifecycle():
@@ -40,32 +41,12 @@ def lifecycle():
     return wiring.lifecycle()
 
 
-def _json(body: dict, status: int) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
-
-
 def _refusal(error: OnboardingError, event: str, started: float, **fields) -> func.HttpResponse:
     duration_ms = (time.perf_counter() - started) * 1000
     telemetry.emit(event, duration_ms, outcome="rejected", reasonCode=error.code, **fields)
     if error.status >= 500:
         log.error("%s failed: %s", event, error)
-    return _json(error.to_body(), error.status)
-
-
-def csr_from_body(body: bytes, max_bytes: int) -> str | bytes:
-    """The CSR of a sign request: the raw body (PEM or DER), or the `csr` member of a JSON object."""
-    if len(body) > max_bytes + JSON_OVERHEAD:
-        raise OnboardingError("request_too_large", f"{len(body)} bytes (at most {max_bytes})")
-    if body.lstrip()[:1] == b"{":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise OnboardingError("invalid_request", "the body is not JSON") from None
-        csr = data.get("csr") if isinstance(data, dict) else None
-        if not isinstance(csr, str):
-            raise OnboardingError("invalid_request", 'expected {"csr": "-----BEGIN CERTIFICATE REQUEST-----..."}')
-        return csr
-    return body
+    return json_response(error.to_body(), error.status)
 
 
 @bp.function_name("sign_csr")
@@ -78,6 +59,8 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
     except SettingError as exc:
         return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_signing", started)
     try:
+        from cert_lifecycle.csr import csr_from_body
+
         csr = csr_from_body(req.get_body(), max_bytes)
         issued = lc.issuer.issue(csr, actor="sign_csr")
     except OnboardingError as error:
@@ -87,7 +70,7 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
     except Exception:
         log.exception("sign_csr failed unexpectedly")
         return _refusal(OnboardingError("internal_error"), "certificate_signing", started)
-    return _json(issued.to_body(), 200)
+    return json_response(issued.to_body(), 200)
 
 
 @bp.function_name("revoke_certificate")
@@ -108,7 +91,7 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
         return _refusal(OnboardingError("internal_error"), "certificate_revocation", started)
     telemetry.emit("certificate_revocation", (time.perf_counter() - started) * 1000, outcome="revoked",
                    changed=result.changed, certificates=len(result.revoked))
-    return _json(result.to_body(), 200)
+    return json_response(result.to_body(), 200)
 
 
 @bp.function_name("refresh_crls")
@@ -120,7 +103,7 @@ def refresh_crls(timer: func.TimerRequest) -> None:
         try:
             crl = lc.publisher.publish(authority, actor="refresh_crls")
             telemetry.emit("crl_status", ca=authority.name, crlNumber=crl.number, entries=crl.entries,
-                           republished=crl.changed, nextUpdate=crl.next_update.isoformat() if crl.next_update else None)
+                           republished=crl.changed, nextUpdate=iso_utc(crl.next_update) if crl.next_update else None)
         except Exception as exc:
             log.exception("CRL of %s not refreshed", authority.name)
             telemetry.emit("crl_status", ca=authority.name, reasonCode=getattr(exc, "code", "internal_error"))

@@ -29,3 +29,11 @@ def normalise_serial(value: object) -> str | None:
     """The canonical hex form of a serial written any way; None when it is not a serial."""
     number = parse_serial(value)
     return None if number is None else serial_hex(number)
+
+
+def serial_int(text: str) -> int:
+    """The number of a serial read from our own records; ValueError when it is not one (never a silent 0)."""
+    number = parse_serial(text)
+    if number is None:
+        raise ValueError(f"not a certificate serial number: {str(text)[:50]!r}")
+    return number
