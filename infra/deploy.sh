@@ -111,17 +111,33 @@ parse_args() {
 
 # --- preflight ------------------------------------------------------------------------------------------------
 
+# True when the dotted version $1 is at least $2 (a pre-release suffix such as "b1" is ignored).
+version_at_least() {
+  local have=() want=() i
+  IFS=. read -r -a have <<<"${1%%[!0-9.]*}"
+  IFS=. read -r -a want <<<"$2"
+  for i in 0 1 2; do
+    ((10#${have[i]:-0} > 10#${want[i]:-0})) && return 0
+    ((10#${have[i]:-0} < 10#${want[i]:-0})) && return 1
+  done
+  return 0
+}
+
 preflight() {
   log "Preflight"
   command -v az >/dev/null 2>&1 || die 2 "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
-  local account
+  local account iot_version
   if ! account="$(az account show --query "[id, user.name, user.type]" -o tsv 2>/dev/null)"; then
     die 2 "not logged in to Azure: run 'az login' (and 'az account set --subscription <id>')"
   fi
   IFS=$'\t' read -r SUBSCRIPTION_ID PRINCIPAL_NAME PRINCIPAL_KIND <<<"${account}"
   note "subscription ${SUBSCRIPTION_ID} as ${PRINCIPAL_NAME} (${PRINCIPAL_KIND})"
-  if ! az extension show --name azure-iot --query version -o tsv >/dev/null 2>&1; then
+  if ! iot_version="$(az extension show --name azure-iot --query version -o tsv 2>/dev/null)"; then
     die 3 "the azure-iot CLI extension is missing (DPS enrollment groups and certificates need it): run 'az extension add --name azure-iot'"
+  fi
+  # The enrollment groups pass one hub per argument to --iot-hubs, a list since 0.24.0 (a single string before).
+  if ! version_at_least "${iot_version}" 0.24.0; then
+    die 3 "the azure-iot CLI extension ${iot_version} is older than 0.24.0, which this script needs: run 'az extension update --name azure-iot'"
   fi
   if [[ "${PRINCIPAL_KIND}" == "servicePrincipal" ]]; then
     PRINCIPAL_TYPE="ServicePrincipal"
@@ -600,7 +616,7 @@ setup_cas() {
 setup_enrollment_groups() {
   log "DPS enrollment groups (X.509 CA per region, custom allocation -> /api/allocate)"
   local host="${SERVICE_ONBOARDING_BASE_URL:-https://${AZURE_FUNCTION_APP_NAME:-<function app>}.azurewebsites.net}"
-  local key="<function key>" url hubs region group current
+  local key="<function key>" url hubs=() region group current
   if [[ ${#READY_CAS[@]} -eq 0 ]]; then
     warn "no regional CA is ready: no enrollment group was created"
     return 0
@@ -611,7 +627,13 @@ setup_enrollment_groups() {
     [[ -n "${key}" ]] || die 1 "no function key for allocate"
   fi
   url="${host}/api/allocate?code=${key}"
-  hubs="${IOT_HUB_HOSTNAMES//,/ }"
+  # One argument per hub: --iot-hubs takes a list (nargs='+' since azure-iot 0.24.0) and keeps a single quoted
+  # word as ONE hub entry, so "h1 h2 h3" would link a hub of that name instead of three.
+  IFS=, read -r -a hubs <<<"${IOT_HUB_HOSTNAMES}"
+  if [[ ${#hubs[@]} -eq 0 ]]; then
+    [[ "${WHAT_IF}" == true ]] || die 1 "the deployment outputs name no IoT hub (IOT_HUB_HOSTNAMES)"
+    hubs=("<iot hub host names>")
+  fi
   for region in "${READY_CAS[@]}"; do
     group="sensors-${region}"
     current="$(az iot dps enrollment-group show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
@@ -619,13 +641,13 @@ setup_enrollment_groups() {
     if [[ -z "${current}" ]]; then
       mutate az iot dps enrollment-group create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
         --enrollment-id "${group}" --root-ca-name "intermediate-ca-${region}" --allocation-policy custom \
-        --webhook-url "${url}" --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs}" \
+        --webhook-url "${url}" --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs[@]}" \
         --provisioning-status enabled --reprovision-policy reprovisionandmigratedata \
         --initial-twin-tags "{\"onboarding\": {\"region\": \"${region}\"}}" >/dev/null
     elif [[ "${current}" != "${url}" ]]; then
       mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
         --enrollment-id "${group}" --allocation-policy custom --webhook-url "${url}" \
-        --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs}" >/dev/null
+        --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs[@]}" >/dev/null
     else
       note "${group}: present, webhook current"
     fi

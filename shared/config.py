@@ -187,7 +187,7 @@ class Settings:
 
     @cached_property
     def iot_hub_timeout_s(self) -> float:
-        """Connect/read timeout of one IoT Hub call (twin setup may set its own, TWIN_HUB_TIMEOUT_SECONDS)."""
+        """Connect/read timeout of one IoT Hub call, for every feature."""
         return self._number("IOT_HUB_TIMEOUT_SECONDS", 10, minimum=0.1)
 
     @cached_property

@@ -16,7 +16,7 @@
 | TWIN_RETRY_BASE_SECONDS | 0.5 | first backoff when the hub sends no Retry-After (doubles, jittered) |
 | TWIN_RETRY_BUDGET_SECONDS | 20 | total waiting per event; Event Grid gives a webhook 30 s |
 | TWIN_CONFLICT_ATTEMPTS | 5 | re-read-and-retry rounds after 412 Precondition Failed |
-| TWIN_HUB_TIMEOUT_SECONDS | 10 | connect/read timeout of one IoT Hub call |
+| IOT_HUB_TIMEOUT_SECONDS | 10 | (shared) connect/read timeout of one IoT Hub call |
 """
 
 from __future__ import annotations
@@ -104,5 +104,5 @@ def load(settings: Settings, hub_hosts: list[str] | None = None) -> TwinSetupSet
         essential_sections=sections,
         retry=retry,
         conflict_attempts=_int(settings, "TWIN_CONFLICT_ATTEMPTS", 5, 1),
-        hub_timeout_s=settings.number("TWIN_HUB_TIMEOUT_SECONDS", 10, minimum=0.1),
+        hub_timeout_s=settings.iot_hub_timeout_s,
     )

@@ -17,6 +17,12 @@ FAKE = Path(__file__).with_name("fake_az.py")
 DEPLOY = REPO / "infra" / "deploy.sh"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "real_az_cli: feeds deploy.sh's az commands to the real Azure CLI (opt-in: AZ_REAL_CLI=1; installs "
+        "azure-cli from PyPI into .local/azure-cli-venv)")
+
+
 @dataclass
 class Run:
     returncode: int
@@ -41,6 +47,14 @@ class Run:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    def parsed(self, command: str) -> list[dict]:
+        """The options the fake's parser read for each call of an az command path (dest -> value)."""
+        return [call["args"] for call in self.calls if call.get("command") == command]
+
+    @property
+    def parse_errors(self) -> list[dict]:
+        return [call for call in self.calls if "error" in call]
+
 
 class FakeAzure:
     """A simulated subscription that deploy.sh talks to through the fake CLI tools."""
@@ -48,7 +62,7 @@ class FakeAzure:
     def __init__(self, root: Path, functions: list[str]):
         self.root = root
         self.bin = root / "bin"
-        self.bin.mkdir()
+        self.bin.mkdir(parents=True)
         self.state_file = root / "state.json"
         self.log_file = root / "calls.jsonl"
         self.ca_dir = root / "ca"
@@ -68,9 +82,8 @@ class FakeAzure:
         state.update(values)
         self.state_file.write_text(json.dumps(state))
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> Run:
-        self.log_file.write_text("")
-        environ = {
+    def environ(self) -> dict[str, str]:
+        return {
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": str(self.root),
             "TMPDIR": str(self.root),
@@ -81,11 +94,30 @@ class FakeAzure:
             "DEPLOY_POLL_ATTEMPTS": "2",
             "LANG": "C.UTF-8",
         }
-        environ.update(env or {})
+
+    def calls(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Run:
+        """deploy.sh against the fake. An az command line the real CLI's parser would refuse fails the test here,
+        also where the script tolerates the failure (`|| true`, `2>/dev/null`)."""
+        self.log_file.write_text("")
         argv = ["bash", str(DEPLOY), "-e", "demo", "-l", "westeurope", "--ca-dir", str(self.ca_dir), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=120, check=False)
-        calls = [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
-        return Run(done.returncode, done.stdout, done.stderr, calls)
+        done = subprocess.run(argv, capture_output=True, text=True, env={**self.environ(), **(env or {})},
+                              timeout=120, check=False)
+        run = Run(done.returncode, done.stdout, done.stderr, self.calls())
+        assert not run.parse_errors, "az refused these command lines (exit 2):\n" + "\n".join(
+            f"  az {' '.join(call['argv'])}\n    ERROR: {call['error']}" for call in run.parse_errors)
+        return run
+
+    def az(self, *argv: str, parse_only: bool = False) -> tuple[subprocess.CompletedProcess, dict]:
+        """One call of the fake az, and what it recorded."""
+        self.log_file.write_text("")
+        env = {**self.environ(), "FAKE_AZ_PARSE_ONLY": "1" if parse_only else "0"}
+        done = subprocess.run([str(self.bin / "az"), *argv], capture_output=True, text=True, env=env, timeout=30,
+                              check=False)
+        (call,) = self.calls()
+        return done, call
 
 
 @pytest.fixture

@@ -3,18 +3,14 @@ and the clear errors the issue asks for. The fake keeps a simulated subscription
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import shutil
 import subprocess
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.infra.conftest import DEPLOY
+from tests.infra.fake_az import LINKED_HUBS
+from tests.infra.scenarios import REGIONS, real_csrs, root_ca
 
 MUTATING = {
     "az deployment sub create", "az functionapp deployment source config-zip", "az storage blob upload",
@@ -22,7 +18,6 @@ MUTATING = {
     "az iot dps certificate update", "az iot dps enrollment-group create", "az iot dps enrollment-group update",
     "az sql server firewall-rule create", "az sql server firewall-rule delete",
 }
-REGIONS = ("west", "central", "east")
 
 
 def mutations(run) -> list[str]:
@@ -43,37 +38,6 @@ def first(run, command: str, containing: str = "") -> int:
         if name == command and any(containing in arg for arg in call["argv"]):
             return index
     raise AssertionError(f"{command} {containing} was not called")
-
-
-def root_ca(tmp_path):
-    key = ec.generate_private_key(ec.SECP384R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sensor Onboarding Root CA (test)")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA384()))
-    cert_path, key_path = tmp_path / "root.pem", tmp_path / "root.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def real_csrs() -> dict[str, str]:
-    """What Key Vault returns for a pending certificate: a base64 DER CSR of its non-exportable key."""
-    csrs = {}
-    for region in REGIONS:
-        key = ec.generate_private_key(ec.SECP384R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Sensor Onboarding Intermediate CA {region}")])
-        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA384())
-        csrs[f"intermediate-ca-{region}"] = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
-    return csrs
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +81,7 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
     assert sorted(state["enrollment_groups"]) == [f"sensors-{r}" for r in sorted(REGIONS)]
     for group in state["enrollment_groups"].values():
         assert group["webhookUrl"] == "https://func-tok42.azurewebsites.net/api/allocate?code=function-key-allocate"
-        assert len(group["iotHubs"].split()) == 3
+        assert group["iotHubs"] == list(LINKED_HUBS)
     assert all(state["dps_certs"].values()) and set(state["kv_certs"].values()) == {"complete"}
     assert sorted(state["kv_secrets"]) == [f"crl-intermediate-ca-{r}" for r in sorted(REGIONS)]
     assert [s["script"] for s in state["sql_scripts"]][:2] == ["schema.sql", "grant-function.sql"]
@@ -125,6 +89,53 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
     assert "function-key-allocate" not in run.output and "master-key" not in run.output
     health = [c for c in run.calls if c["tool"] == "az" and any(a.endswith("/api/health") for a in c["argv"])]
     assert health and run.calls.index(health[-1]) == len(run.calls) - 1
+
+
+def test_every_enrollment_group_links_each_hub_as_its_own_value(first_deployment):
+    # --iot-hubs is nargs='+': one argument per hub. One quoted word would reach DPS as ONE linked-hub entry.
+    _fake, _sign, run, state = first_deployment
+    created = run.parsed("iot dps enrollment-group create")
+    assert len(created) == len(REGIONS)
+    assert all(args["iot_hubs"] == list(LINKED_HUBS) for args in created)
+    assert all(group["iotHubs"] == list(LINKED_HUBS) for group in state["enrollment_groups"].values())
+
+
+def test_a_changed_webhook_is_updated_in_place_with_every_hub(signed):
+    fake, sign = signed
+    state = fake.state
+    for group in state["enrollment_groups"].values():
+        group["webhookUrl"] = group["webhookUrl"].replace("function-key-allocate", "rotated-away")
+    fake.update(**state)
+    run = fake.run(*sign)
+    assert run.returncode == 0, run.output
+    updated = run.parsed("iot dps enrollment-group update")
+    assert sorted(args["enrollment_id"] for args in updated) == sorted(f"sensors-{r}" for r in REGIONS)
+    assert all(args["iot_hubs"] == list(LINKED_HUBS) for args in updated)
+    assert "az iot dps enrollment-group create" not in run.commands
+    for group in fake.state["enrollment_groups"].values():
+        assert group["webhookUrl"].endswith("code=function-key-allocate") and group["iotHubs"] == list(LINKED_HUBS)
+
+
+def test_an_unverified_dps_certificate_is_updated_as_verified(signed):
+    fake, sign = signed
+    state = fake.state
+    state["dps_certs"]["intermediate-ca-east"] = False
+    fake.update(**state)
+    run = fake.run(*sign)
+    assert run.returncode == 0, run.output
+    (update,) = run.parsed("iot dps certificate update")
+    assert update["certificate_name"] == "intermediate-ca-east" and update["etag"] == "etag-1"
+    assert update["verified"] is True and fake.state["dps_certs"]["intermediate-ca-east"] is True
+
+
+def test_a_service_principal_login_is_resolved_with_ad_sp_show(fake_azure):
+    fake_azure.update(principal_kind="servicePrincipal")
+    run = fake_azure.run("--what-if")
+    assert run.returncode == 0, run.output
+    assert run.parsed("ad sp show") == [{"id": "operator@example.com", "query": "id", "output": "tsv"}]
+    assert "az ad signed-in-user show" not in run.commands
+    (what_if,) = run.parsed("deployment sub what-if")
+    assert "principalType=ServicePrincipal" in what_if["parameters"][0]
 
 
 def test_second_run_changes_nothing(signed):
@@ -171,6 +182,7 @@ def test_what_if_prints_the_plan_and_changes_nothing(fake_azure):
     for expected in ("Create: /subscriptions/", "would run: az deployment sub create", "would package",
                      "would apply infra/sql/schema.sql", "would run: az storage blob upload",
                      "would run: az keyvault certificate create", "would run: az iot dps enrollment-group create",
+                     "--iot-hubs <iot hub host names>",
                      "/api/allocate?code=***", "would call https://func-tok42.azurewebsites.net/api/health",
                      "nothing was changed"):
         assert expected in text, expected
@@ -198,6 +210,23 @@ def test_missing_azure_iot_extension_is_a_clear_error(fake_azure):
     run = fake_azure.run()
     assert run.returncode == 3 and "az extension add --name azure-iot" in run.stderr
     assert mutations(run) == []
+
+
+@pytest.mark.parametrize("version", ["0.23.1", "0.9.9", "0.21.5"])
+def test_an_azure_iot_extension_older_than_0_24_is_a_clear_error(fake_azure, version):
+    # Before 0.24.0 --iot-hubs took one string: the hub-per-argument form would stop at "unrecognized arguments".
+    fake_azure.update(azure_iot_version=version)
+    run = fake_azure.run()
+    assert run.returncode == 3 and f"{version} is older than 0.24.0" in run.stderr
+    assert "az extension update --name azure-iot" in run.stderr
+    assert mutations(run) == []
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.25.0", "1.0.0b1", "0.110.2"])
+def test_azure_iot_0_24_or_later_passes_the_preflight(fake_azure, version):
+    fake_azure.update(azure_iot_version=version)
+    run = fake_azure.run("--what-if")
+    assert run.returncode == 0, run.output
 
 
 @pytest.mark.parametrize("taken", ["kv-tok42", "sttok42", "func-tok42", "sql-tok42", "iot-west-tok42", "provs-tok42"])
