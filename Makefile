@@ -12,6 +12,7 @@ help:
 	@echo "make run    start the local stack in the foreground (Ctrl-C stops it)"
 	@echo "make lint   ruff"
 	@echo "make reset  delete the local stack's state (.local/, local.settings.json)"
+	@echo "operator CLI: .venv/bin/onboarding --help (explain, preview, certs, alerts, health)"
 
 deps: $(VENV)/.installed node_modules/.installed system-deps
 
@@ -24,10 +25,15 @@ system-deps:
 	fi
 	@odbcinst -q -d -n SQLite3 >/dev/null || { echo "SQLite3 ODBC driver not registered"; exit 1; }
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The venv: the pip requirements, then this project itself, editable and without dependencies (requirements*.txt
+# are the dependencies), which puts the operator CLI on .venv/bin/onboarding. pip fetches setuptools for the build
+# from PyPI; its warning that folders named like the packages shadow them is the flat layout working as intended.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q --no-deps -e .
+	@rm -rf sensor_onboarding.egg-info  # the build's leftover; the installed metadata lives in .venv
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

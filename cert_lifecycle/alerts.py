@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from cert_lifecycle.expiry import ESCALATED, RANK, Decision
 from cert_lifecycle.settings import LifecycleSettings
-from shared import telemetry
+from shared import storage, telemetry
 from shared.facilities import Facility
 from shared.times import iso_utc
 
@@ -29,12 +29,8 @@ UNKNOWN_FACILITY = "(unknown)"
 
 
 class QueueSender:
-    """JSON messages to Storage queues, base64-encoded as the Functions queue trigger expects; one client per queue.
-
-    The clients are built here with explicit encode/decode policies: QueueServiceClient.get_queue_client does not
-    pass the service client's message policies on, so a client taken from it sends plain text, which the queue
-    trigger refuses ("Message decoding has failed") and moves to the poison queue.
-    """
+    """JSON messages to Storage queues, base64-encoded as the Functions queue trigger expects (shared.storage
+    message_queue); one client per queue."""
 
     def __init__(self, queue_service_factory: Callable[[], object]):
         self._factory = queue_service_factory
@@ -42,12 +38,7 @@ class QueueSender:
 
     def client(self, queue: str):
         if queue not in self._clients:
-            from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, TextBase64EncodePolicy
-
-            service = self._factory()
-            self._clients[queue] = QueueClient(
-                service.url, queue, credential=service.credential,  # type: ignore[attr-defined]
-                message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy())
+            self._clients[queue] = storage.message_queue(self._factory(), queue)
         return self._clients[queue]
 
     def send(self, queue: str, message: dict) -> None:

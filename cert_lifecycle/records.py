@@ -24,6 +24,7 @@ class RevocationRecord:
     reason: str
     revoked_at: dt.datetime
     not_after: dt.datetime | None  # of the certificate, when it is on record
+    revoked_by: str | None = None
 
 
 class CertificateRecords(CertificateRegister):
@@ -61,10 +62,11 @@ class CertificateRecords(CertificateRegister):
 
     def revocation(self, issuer: str, serial_number: str) -> RevocationRecord | None:
         row = self._db.fetch_one(
-            "SELECT serial_number, reason, revoked_at FROM revocations WHERE issuer = ? AND serial_number = ?",
+            "SELECT serial_number, reason, revoked_at, revoked_by FROM revocations "
+            "WHERE issuer = ? AND serial_number = ?",
             [issuer, serial_number])
         return None if row is None else RevocationRecord(row["serial_number"], row["reason"],
-                                                         parse_utc(row["revoked_at"]), None)
+                                                         parse_utc(row["revoked_at"]), None, row["revoked_by"])
 
     def revocations(self, issuer: str) -> list[RevocationRecord]:
         """Every revocation of the issuer, with the certificate's notAfter when it is on record."""

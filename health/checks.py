@@ -84,3 +84,11 @@ def health_report(results: list[CheckResult]) -> tuple[int, dict]:
         },
     }
     return (200 if healthy else 503), body
+
+
+def check_all(services: Services) -> tuple[int, dict]:
+    """Every configured dependency checked under one deadline: (200 or 503, the report). GET /api/health and
+    `onboarding health` both answer with this."""
+    from health.settings import check_timeout_s
+
+    return health_report(run_checks(dependency_checks(services), check_timeout_s(services.settings)))

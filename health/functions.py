@@ -7,8 +7,7 @@ import logging
 
 import azure.functions as func
 
-from health.checks import CheckResult, dependency_checks, health_report, run_checks
-from health.settings import check_timeout_s
+from health.checks import CheckResult, check_all, health_report
 from shared.bootstrap import services
 from shared.config import SettingError
 
@@ -21,11 +20,9 @@ log = logging.getLogger(__name__)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     svc = services()
     try:
-        checks = dependency_checks(svc)
-        results = run_checks(checks, check_timeout_s(svc.settings))
+        status, body = check_all(svc)
     except SettingError as exc:
-        results = [CheckResult("settings", False, str(exc), 0.0)]
-    status, body = health_report(results)
+        status, body = health_report([CheckResult("settings", False, str(exc), 0.0)])
     if status != 200:
         failing = sorted(name for name, c in body["components"].items() if c["status"] != "ok")
         log.warning("health: %s failing", ", ".join(failing))

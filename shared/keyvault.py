@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from shared.config import Settings
 
+# azure-core's defaults wait up to 300 s to connect and to read and retry a refused connection three times with
+# growing sleeps (about 5 s), per call. The webhook answers DPS within seconds and the other callers retry at their
+# own level (timers, queue redelivery), so a Key Vault that does not answer must show quickly: one immediate retry
+# of a refused connection, short socket timeouts; throttling (429/503, Retry-After honoured) keeps its retries.
+CLIENT_OPTIONS = {"connection_timeout": 5, "read_timeout": 15, "retry_total": 3, "retry_connect": 1,
+                  "retry_read": 1, "retry_backoff_factor": 0.5, "retry_backoff_max": 4}
+
 
 def _options(settings: Settings) -> dict:
-    return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource}
+    return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource, **CLIENT_OPTIONS}
 
 
 def secret_client(settings: Settings, credential):

@@ -1,4 +1,4 @@
-"""What will this device's twin say, and why? `python -m twin_setup.preview sensor-temp-FAC03-SN482019`
+"""What will this device's twin say, and why? `onboarding preview sensor-temp-FAC03-SN482019`
 
 Builds the configuration exactly as on_device_created does (the template from Blob, the facility's overrides
 from SQL, the same merge, validation and size rules) without touching any hub, and prints the desired
@@ -8,13 +8,12 @@ which facility override (and which values an override deleted).
 
 --template-file previews a template before it is uploaded; --json prints one machine-readable document.
 Exit status: 0 previewed, 2 the device would fail permanently (the error code is printed), 1 other errors.
+`python -m twin_setup.preview` is an alias of `onboarding preview` (cli/preview.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,6 @@ from twin_setup.configuration import explain_configuration, parse_template, temp
 from twin_setup.document import size_of
 from twin_setup.merge import dotted
 from twin_setup.plan import ONBOARDING, TwinView, desired_document, onboarding_desired
-
-
-def load_settings_file(path: Path) -> None:
-    """Values of a local.settings.json into the environment, without overriding what is set."""
-    if path.exists():
-        for key, value in json.loads(path.read_text()).get("Values", {}).items():
-            os.environ.setdefault(key, str(value))
 
 
 def _short(value: Any, width: int = 48) -> str:
@@ -49,7 +41,7 @@ def preview(device_id: str, template_file: Path | None = None, service=None) -> 
     cfg = service.settings
     identity = parse_device_id(device_id)
     if template_file is not None:
-        template = parse_template(identity.template, template_file.read_bytes(), cfg.limits, "(local file)")
+        template = parse_template(identity.template, _read(template_file), cfg.limits, "(local file)")
     else:
         template = service.templates.get(identity.template)
     overrides = service.overrides.for_device(identity.facility, identity.template)
@@ -77,6 +69,13 @@ def preview(device_id: str, template_file: Path | None = None, service=None) -> 
         "deleted": {dotted(path): layer for path, layer in sorted(merged.deleted.items())},
         "values": {dotted(path): _value_at(merged.document, path) for path in sorted(merged.sources)},
     }
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise OnboardingError("invalid_request", f"--template-file {path}: {exc.strerror or exc}") from None
 
 
 def _value_at(document: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -125,28 +124,10 @@ def render(result: dict[str, Any], out=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m twin_setup.preview", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("device_id", help="device ID / CN, e.g. sensor-temp-FAC03-SN482019")
-    parser.add_argument("--template-file", type=Path, help="use this local template instead of the one in Blob")
-    parser.add_argument("--json", action="store_true", help="print the preview as JSON")
-    parser.add_argument("--settings", type=Path, default=Path("local.settings.json"),
-                        help="read app settings from this file for variables not set (default: local.settings.json)")
-    args = parser.parse_args(argv)
-    load_settings_file(args.settings)
-    try:
-        result = preview(args.device_id, args.template_file)
-    except OnboardingError as err:
-        print(f"{args.device_id}: would fail with {err.code} ({err.status}): {err.detail or err.error.message}")
-        return 2
-    except Exception as exc:  # noqa: BLE001 - a CLI reports any failure as one line
-        print(f"{args.device_id}: preview failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
-    else:
-        render(result)
-    return 0
+    """`python -m twin_setup.preview ...`: the same command as `onboarding preview ...`."""
+    from cli.main import run_alias
+
+    return run_alias(["preview", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
