@@ -44,7 +44,7 @@ test: deps
 	$(PY) -m pytest
 
 unit: deps
-	$(PY) -m pytest tests/unit tests/contract tests/infra
+	$(PY) -m pytest tests/unit tests/contract tests/cli tests/infra
 
 integration: deps
 	$(PY) -m pytest -m integration
