@@ -183,9 +183,9 @@ class CertificateIssuer:
             raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
                 from exc
         self._audit.certificate_event("issued", device_id=identity.device_id, issuer=authority.subject,
-                           serial_number=issued.serial_number, actor=actor,
-                           details={"ca": authority.name, "key": checked.key_description,
-                                    "notAfter": iso_utc(record.not_after)})
+                                      serial_number=issued.serial_number, actor=actor,
+                                      details={"ca": authority.name, "key": checked.key_description,
+                                               "notAfter": iso_utc(record.not_after)})
         telemetry.emit("certificate_issued", sign_ms, deviceId=identity.device_id, facility=identity.facility,
                        ca=authority.name, serialNumber=issued.serial_number, key=checked.key_description,
                        actor=actor.split(":", 1)[0])

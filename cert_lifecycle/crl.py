@@ -206,8 +206,8 @@ class CrlPublisher:
             raise OnboardingError("dependency_unavailable", f"Key Vault set_secret: {type(exc).__name__}") from exc
         duration_ms = (time.perf_counter() - started) * 1000
         self._audit.certificate_event("crl_published", issuer=authority.subject, actor=actor,
-                           details={"ca": authority.name, "crlNumber": number, "entries": len(entries),
-                                    "nextUpdate": iso_utc(crl.next_update_utc), "why": reason})
+                                      details={"ca": authority.name, "crlNumber": number, "entries": len(entries),
+                                               "nextUpdate": iso_utc(crl.next_update_utc), "why": reason})
         telemetry.emit("crl_published", duration_ms, ca=authority.name, crlNumber=number, entries=len(entries),
                        sizeBytes=len(der), nextUpdate=iso_utc(crl.next_update_utc), why=reason)
         log.info("CRL %d of %s published: %d entries, %d bytes, next update %s (%s)", number, authority.name,

@@ -121,9 +121,10 @@ class RenewalService:
         self._hubs.update_twin(twin.hub, twin.device_id, twin_patch(tags, desired), etag)
 
     def _step(self, step: str, device_id: str, hub: str, **fields) -> None:
-        self._audit.certificate_event(f"renewal_{step}", device_id=device_id, serial_number=fields.get("serialNumber"),
-                           reason_code=fields.get("reasonCode"), actor="renewal",
-                           details={"hub": hub, **fields})
+        self._audit.certificate_event(f"renewal_{step}", device_id=device_id,
+                                      serial_number=fields.get("serialNumber"),
+                                      reason_code=fields.get("reasonCode"), actor="renewal",
+                                      details={"hub": hub, **fields})
         telemetry.emit("certificate_renewal", step=step, deviceId=device_id, hub=hub,
                        **{k: v for k, v in fields.items() if k != "deviceId"})
 

@@ -174,8 +174,9 @@ class Revoker:
     def _announce(self, target: Target, reason: str, revoked_by: str, result: RevocationResult,
                   now: dt.datetime) -> None:
         self._audit.certificate_event("revoked", device_id=target.device_id, issuer=target.authority.subject,
-                           serial_number=target.serial_number, reason_code=reason, actor=revoked_by,
-                           details={"ca": target.authority.name, "crlNumber": result.crls.get(target.authority.name)})
+                                      serial_number=target.serial_number, reason_code=reason, actor=revoked_by,
+                                      details={"ca": target.authority.name,
+                                               "crlNumber": result.crls.get(target.authority.name)})
         telemetry.emit("certificate_revoked", deviceId=target.device_id, ca=target.authority.name,
                        serialNumber=target.serial_number, reason=reason,
                        crlNumber=result.crls.get(target.authority.name))
