@@ -7,8 +7,6 @@ import logging
 
 import azure.functions as func
 
-from health.checks import CheckResult, check_all, health_report
-from shared.bootstrap import services
 from shared.config import SettingError
 
 bp = func.Blueprint()
@@ -18,6 +16,10 @@ log = logging.getLogger(__name__)
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    # Imported on first call: the host indexes function_app on every cold start, and the checks need the clients.
+    from health.checks import CheckResult, check_all, health_report
+    from shared.bootstrap import services
+
     svc = services()
     try:
         status, body = check_all(svc)

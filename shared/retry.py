@@ -10,7 +10,6 @@ Grid redelivery, queue dequeue count, the timer's next run). docs/architecture.m
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -46,6 +45,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only for the HTTP-date form; the package costs ~10 ms at cold start
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
