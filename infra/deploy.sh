@@ -5,10 +5,16 @@
 #   infra/deploy.sh -e <environment> -l <azure-region> --what-if     print the plan, change nothing
 #
 # Steps: preflight (login, azure-iot extension, names) -> Bicep (infra/main.bicep) -> code package (zip,
-# remote build) -> DeviceCreated Event Grid subscriptions -> SQL schema, database user, hubs, facilities ->
-# sample templates -> regional CA certificates in Key Vault -> CAs verified in DPS -> DPS enrollment groups
-# (custom allocation to the webhook, with its function key) -> first CRLs -> smoke check of /api/health.
-# Every step looks before it acts, so a second run changes nothing that is already in place.
+# remote build) -> DeviceCreated Event Grid subscriptions -> SQL migrations, database user, hubs, facilities ->
+# sample templates -> regional CA certificates in Key Vault (and the app's signing role on each CA key) -> CAs
+# verified in DPS -> DPS enrollment groups (custom allocation to the webhook, with its function key) -> first CRLs
+# -> smoke check of /api/health. Every step looks before it acts, so a second run changes nothing in place.
+#
+# Parameters of main.bicep have one source of truth, shared with `azd up`: infra/main.parameters.json names the
+# environment variable behind each one ("${ALERT_EMAIL=}"). The script resolves each the same way azd does, and
+# never replaces a value it was given: an option of this script, else the variable in the environment (azd exports
+# its environment's values to its hooks), else the azd environment's value (`azd env get-values`, when azd and
+# that environment exist), else the file's default.
 #
 # Needs: az (logged in) with the azure-iot extension, zip (or python3), and for the SQL step go-sqlcmd
 # (https://github.com/microsoft/go-sqlcmd; Cloud Shell has it). openssl only with --sign-with-root.
@@ -24,13 +30,21 @@ readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation tw
 readonly POLL_SECONDS="${DEPLOY_POLL_SECONDS:-10}"
 readonly POLL_ATTEMPTS="${DEPLOY_POLL_ATTEMPTS:-30}"
 
+readonly PARAMETERS_FILE="${SCRIPT_DIR}/main.parameters.json"
+readonly MIGRATIONS_DIR="${DEPLOY_MIGRATIONS_DIR:-${SCRIPT_DIR}/sql/migrations}"
+# Built-in role "Key Vault Crypto User" (Azure built-in roles): sign with a key. Assigned per CA key, see setup_cas.
+readonly KEY_VAULT_CRYPTO_USER_ROLE="12338af0-0e69-4776-bea7-57ae8d297424"
+
 ENV_NAME="${AZURE_ENV_NAME:-}"
 LOCATION="${AZURE_LOCATION:-}"
 RESOURCE_GROUP_NAME=""
 WHAT_IF=false
-ALERT_EMAIL=""
-ENABLE_EMAIL=false
-CA_DIR=""
+declare -A GIVEN=()            # environment variable of a parameter -> value given as an option of this script
+declare -A AZD_VALUES=()       # the azd environment's values (azd env get-values)
+declare -A PARAMETER=()        # main.bicep parameter -> resolved value
+PARAMETER_ORDER=()
+EXTRA_PARAMETERS=()            # -p NAME=VALUE for parameters main.parameters.json does not bind
+CA_DIR=""""
 ROOT_CERT=""
 ROOT_KEY=""
 FACILITIES_CSV=""
@@ -46,8 +60,13 @@ Usage: infra/deploy.sh -e ENV -l LOCATION [options]
   -l, --location REGION      Azure region, e.g. westeurope (default $AZURE_LOCATION)
   -g, --resource-group NAME  resource group (default rg-ENV)
       --what-if              print the plan (az deployment what-if and every later step); change nothing
-      --alert-email ADDRESS  e-mail receiver of the Azure Monitor alerts
-      --enable-email         create Azure Communication Services e-mail for certificate alerts
+      --alert-email ADDRESS  e-mail receiver of the Azure Monitor alerts ('' for none)      [ALERT_EMAIL]
+      --enable-email         create Azure Communication Services e-mail for certificate alerts [ENABLE_EMAIL]
+      --disable-email        no Communication Services e-mail                                 [ENABLE_EMAIL]
+      --always-ready N       always-ready instances of the HTTP functions              [ALWAYS_READY_INSTANCES]
+      --private-network      VNet, private endpoints, no public access to Key Vault, SQL, Storage [VNET_ENABLED]
+      --sql-admin-name NAME  display name of the SQL Entra administrator (you)           [AZURE_PRINCIPAL_NAME]
+  -p, --parameter NAME=VALUE any parameter of infra/main.bicep (e.g. -p vnetEnabled=true)
       --ca-dir DIR           where CA CSRs are written and signed CA certificates are read (default .azure/ENV/ca)
       --sign-with-root CERT KEY
                              sign the CA CSRs with this root (openssl; for evaluation: a production root stays offline)
@@ -55,6 +74,11 @@ Usage: infra/deploy.sh -e ENV -l LOCATION [options]
       --hub-max-devices N    capacity of each hub in iot_hubs (default 100000)
       --overwrite-templates  upload the sample templates even where a template already exists
   -h, --help                 this text
+
+Parameters: an option above wins; else the [VARIABLE] of infra/main.parameters.json from the environment (azd
+exports its environment's values to hooks; or export it yourself); else `azd env get-values` of environment ENV
+when azd is installed; else the default in infra/main.parameters.json. What is not given is never taken from an
+earlier run: give the same options again, or keep the values in the environment (e.g. azd env set ALERT_EMAIL ...).
 EOF
 }
 
@@ -90,8 +114,13 @@ parse_args() {
       -l | --location) LOCATION="${2:?}"; shift 2 ;;
       -g | --resource-group) RESOURCE_GROUP_NAME="${2:?}"; shift 2 ;;
       --what-if) WHAT_IF=true; shift ;;
-      --alert-email) ALERT_EMAIL="${2:?}"; shift 2 ;;
-      --enable-email) ENABLE_EMAIL=true; shift ;;
+      --alert-email) GIVEN[ALERT_EMAIL]="${2?}"; shift 2 ;;
+      --enable-email) GIVEN[ENABLE_EMAIL]=true; shift ;;
+      --disable-email) GIVEN[ENABLE_EMAIL]=false; shift ;;
+      --always-ready) GIVEN[ALWAYS_READY_INSTANCES]="${2:?}"; shift 2 ;;
+      --private-network) GIVEN[VNET_ENABLED]=true; shift ;;
+      --sql-admin-name) GIVEN[AZURE_PRINCIPAL_NAME]="${2:?}"; shift 2 ;;
+      -p | --parameter) given_parameter "${2:?}"; shift 2 ;;
       --ca-dir) CA_DIR="${2:?}"; shift 2 ;;
       --sign-with-root) ROOT_CERT="${2:?}"; ROOT_KEY="${3:?}"; shift 3 ;;
       --facilities) FACILITIES_CSV="${2:?}"; shift 2 ;;
@@ -105,6 +134,7 @@ parse_args() {
   [[ -n "${LOCATION}" ]] || { usage >&2; die 64 "a location is required (-l)"; }
   [[ "${ENV_NAME}" =~ ^[a-zA-Z0-9-]{1,64}$ ]] || die 64 "environment name: letters, digits and '-' only"
   [[ "${HUB_MAX_DEVICES}" =~ ^[0-9]+$ ]] || die 64 "--hub-max-devices must be a number"
+  [[ "${GIVEN[ALWAYS_READY_INSTANCES]:-0}" =~ ^[0-9]+$ ]] || die 64 "--always-ready must be a number"
   DEPLOYMENT_NAME="onboarding-${ENV_NAME}"
   CA_DIR="${CA_DIR:-${REPO_ROOT}/.azure/${ENV_NAME}/ca}"
 }
@@ -157,13 +187,14 @@ preflight() {
   if [[ -n "${FACILITIES_CSV}" && ! -r "${FACILITIES_CSV}" ]]; then
     die 64 "--facilities: cannot read ${FACILITIES_CSV}"
   fi
+  migration_files >/dev/null  # a misnamed migration stops the script here, before any change
 }
 
 # --- names and outputs ----------------------------------------------------------------------------------------
 
 readonly OUTPUT_NAMES=(AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME SERVICE_ONBOARDING_BASE_URL FUNCTION_PRINCIPAL_ID
   AZURE_STORAGE_ACCOUNT_NAME TEMPLATES_CONTAINER AZURE_KEY_VAULT_NAME AZURE_SQL_SERVER_NAME AZURE_SQL_SERVER_FQDN
-  AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED)
+  AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED AZURE_VNET_NAME)
 
 for _name in "${OUTPUT_NAMES[@]}"; do printf -v "${_name}" '%s' ""; done
 unset _name
@@ -197,12 +228,110 @@ previous_outputs() {
   return 1
 }
 
-deployment_parameters() {
-  local subscribe=$1
-  printf '%s\n' "environmentName=${ENV_NAME}" "location=${LOCATION}" "principalId=${PRINCIPAL_ID}" \
-    "principalType=${PRINCIPAL_TYPE}" "principalName=${PRINCIPAL_NAME}" "alertEmail=${ALERT_EMAIL}" \
-    "enableEmail=${ENABLE_EMAIL}" "subscribeDeviceCreated=${subscribe}" "resourceGroupName=${RESOURCE_GROUP_NAME}"
+# --- parameters: one source of truth with azd (infra/main.parameters.json) -----------------------------------
+
+# Each parameter main.parameters.json binds, one per line: NAME|VARIABLE|=DEFAULT (the third field empty
+# when "${VARIABLE}" has no default). The file's shape is checked by tests/infra/test_parameters.py.
+parameter_bindings() {
+  tr -d '\n\r' <"${PARAMETERS_FILE}" |
+    grep -oE '"[A-Za-z][A-Za-z0-9]*"[[:space:]]*:[[:space:]]*[{][[:space:]]*"value"[[:space:]]*:[[:space:]]*"[$][{][A-Z][A-Z0-9_]*(=[^}"]*)?[}]"' |
+    sed -E 's/^"([A-Za-z0-9]+)".*"[$][{]([A-Z0-9_]+)(=[^}"]*)?[}]"$/\1|\2|\3/'
 }
+
+binding_variable() { parameter_bindings | awk -F '|' -v name="$1" '$1 == name { print $2 }'; }
+
+# -p NAME=VALUE: a parameter bound in main.parameters.json is given through its variable, so azd and this script
+# agree on where it comes from; any other parameter of main.bicep is passed as it is.
+given_parameter() {
+  local name="${1%%=*}" value="${1#*=}" variable
+  [[ "$1" == *=* && "${name}" =~ ^[A-Za-z][A-Za-z0-9]*$ ]] || die 64 "-p takes NAME=VALUE, got '$1'"
+  case "${name}" in
+    environmentName | location) die 64 "-p ${name}: use -e / -l" ;;
+    subscribeDeviceCreated | resourceGroupName) die 64 "-p ${name}: the script sets it (resourceGroupName: -g)" ;;
+  esac
+  variable="$(binding_variable "${name}")"
+  if [[ -n "${variable}" ]]; then
+    GIVEN[${variable}]="${value}"
+  else
+    EXTRA_PARAMETERS+=("${name}=${value}")
+  fi
+}
+
+# The azd environment of the same name, when azd is installed and has one (KEY="value" lines, dotenv quoting).
+load_azd_environment() {
+  AZD_VALUES=()
+  command -v azd >/dev/null 2>&1 || return 0
+  local values line value
+  values="$(cd "${REPO_ROOT}" && azd env get-values --environment "${ENV_NAME}" 2>/dev/null)" || return 0
+  while IFS= read -r line; do
+    if [[ "${line}" =~ ^([A-Za-z_][A-Za-z0-9_]*)=\"(.*)\"$ ]]; then
+      value="${BASH_REMATCH[2]}"
+      value="${value//\\\"/\"}"
+      AZD_VALUES[${BASH_REMATCH[1]}]="${value//\\\\/\\}"
+    elif [[ "${line}" =~ ^([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]]; then
+      AZD_VALUES[${BASH_REMATCH[1]}]="${BASH_REMATCH[2]}"
+    fi
+  done <<<"${values}"
+  note "azd environment ${ENV_NAME}: ${#AZD_VALUES[@]} value(s)"
+}
+
+# The value of a parameter's variable and where it came from: option > environment > azd environment > default.
+RESOLVED_VALUE=""
+RESOLVED_FROM=""
+resolve_variable() {
+  local variable=$1 default=$2
+  if [[ -v "GIVEN[${variable}]" ]]; then
+    RESOLVED_VALUE="${GIVEN[${variable}]}"; RESOLVED_FROM="option"
+  elif [[ -v "${variable}" ]]; then
+    RESOLVED_VALUE="${!variable}"; RESOLVED_FROM="\$${variable}"
+  elif [[ -v "AZD_VALUES[${variable}]" ]]; then
+    RESOLVED_VALUE="${AZD_VALUES[${variable}]}"; RESOLVED_FROM="azd env ${variable}"
+  elif [[ "${default}" == =* ]]; then
+    RESOLVED_VALUE="${default#=}"; RESOLVED_FROM="default"
+  else
+    RESOLVED_VALUE=""; RESOLVED_FROM=""
+    return 1
+  fi
+}
+
+resolve_parameters() {
+  load_azd_environment
+  local name variable default shown=()
+  PARAMETER_ORDER=()
+  while IFS='|' read -r name variable default; do
+    case "${name}" in
+      environmentName) RESOLVED_VALUE="${ENV_NAME}"; RESOLVED_FROM="-e" ;;
+      location) RESOLVED_VALUE="${LOCATION}"; RESOLVED_FROM="-l" ;;
+      subscribeDeviceCreated) continue ;;  # decided by the script for each deployment (see plan)
+      principalId | principalType)
+        # Given (azd sets AZURE_PRINCIPAL_ID) or, failing that, the signed-in principal: not the file's default.
+        if ! resolve_variable "${variable}" "" || [[ -z "${RESOLVED_VALUE}" ]]; then
+          RESOLVED_FROM="az login"
+          if [[ "${name}" == principalId ]]; then RESOLVED_VALUE="${PRINCIPAL_ID}"; else RESOLVED_VALUE="${PRINCIPAL_TYPE}"; fi
+        fi
+        ;;
+      *) resolve_variable "${variable}" "${default}" || die 64 "parameter ${name}: set ${variable} (infra/main.parameters.json gives no default)" ;;
+    esac
+    PARAMETER[${name}]="${RESOLVED_VALUE}"
+    PARAMETER_ORDER+=("${name}")
+    shown+=("${name}=${RESOLVED_VALUE} (${RESOLVED_FROM})")
+  done < <(parameter_bindings)
+  [[ ${#PARAMETER_ORDER[@]} -gt 0 ]] || die 1 "no parameter binding read from ${PARAMETERS_FILE}"
+  [[ "${PARAMETER[alwaysReadyInstances]:-0}" =~ ^[0-9]+$ ]] || die 64 "alwaysReadyInstances must be a number, got '${PARAMETER[alwaysReadyInstances]}'"
+  log "Parameters (option > environment > azd environment > infra/main.parameters.json)"
+  printf '    %s\n' "${shown[@]}" "${EXTRA_PARAMETERS[@]}"
+}
+
+deployment_parameters() {
+  local subscribe=$1 name
+  for name in "${PARAMETER_ORDER[@]}"; do
+    printf '%s\n' "${name}=${PARAMETER[${name}]}"
+  done
+  printf '%s\n' "subscribeDeviceCreated=${subscribe}" "resourceGroupName=${RESOURCE_GROUP_NAME}"
+  if [[ ${#EXTRA_PARAMETERS[@]} -gt 0 ]]; then printf '%s\n' "${EXTRA_PARAMETERS[@]}"; fi
+}
+
+private_network() { [[ "${PARAMETER[vnetEnabled]:-false}" == true ]]; }
 
 FUNCTIONS=""
 
@@ -238,7 +367,7 @@ check_name() {
       url="${base}/Microsoft.Devices/checkNameAvailability?api-version=2023-06-30"
       body="{\"name\": \"${name}\"}"; field=nameAvailable ;;
     microsoft.devices/provisioningservices)
-      url="${base}/Microsoft.Devices/checkProvisioningServiceNameAvailability?api-version=2022-02-05"
+      url="${base}/Microsoft.Devices/checkProvisioningServiceNameAvailability?api-version=2022-12-12"
       body="{\"name\": \"${name}\"}"; field=nameAvailable ;;
     microsoft.communication/communicationservices)
       url="${base}/Microsoft.Communication/checkNameAvailability?api-version=2023-04-01"
@@ -435,42 +564,106 @@ sql_reachable() {
       sleep "${POLL_SECONDS}"
     done
   fi
+  if private_network; then
+    die 5 "cannot reach ${AZURE_SQL_SERVER_FQDN}: with private networking SQL takes its private endpoint only; run this script from a machine in ${AZURE_VNET_NAME:-the virtual network} or a network connected to it (peering, VPN). ${probe}"
+  fi
   die 5 "cannot reach ${AZURE_SQL_SERVER_FQDN} as the Entra administrator: ${probe}"
 }
 
 valid_field() { [[ "$1" =~ ^[A-Za-z0-9\ .@_+\&/-]{1,200}$ ]]; }
 
-# A database made by an earlier release lacks the tables schema.sql has gained since (hub_allocations, ...):
-# create each missing one from its own CREATE TABLE statement in schema.sql.
-add_missing_tables() {
-  local table found statement
-  while read -r table; do
-    found="$(sql -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = '${table}';" | tr -d '[:space:]')"
-    if [[ "${found}" == "0" ]]; then
-      statement="$(mktemp "${TMPDIR:-/tmp}/schema-${table}.XXXXXX")"  # BSD and GNU mktemp alike
-      sed -n "/^CREATE TABLE ${table} (/,/^);/p" "${SCRIPT_DIR}/sql/schema.sql" >"${statement}"
-      mutate sql -i "${statement}"
-      rm -f "${statement}"
-      note "created table ${table} (added to the schema since this database was made)"
+# --- SQL: versioned migrations -------------------------------------------------------------------------------
+# infra/sql/migrations/NNNN_name.sql in version order; schema_migrations (infra/sql/schema_migrations.sql) records each
+# applied version. The same files and rules as the local seed (local/seed/migrations.py): a recorded version is never
+# applied again, and inside a migration each CREATE TABLE / CREATE INDEX / ALTER TABLE ... ADD runs only when its
+# table, index or column is absent (T-SQL has no CREATE TABLE IF NOT EXISTS): a database made before migrations
+# existed is adopted (it gains what it lacks, and 0001 is recorded) and a run that stopped half-way completes. One
+# sqlcmd batch per migration, one transaction with its schema_migrations row (XACT_ABORT: any error rolls the whole
+# migration back); each statement goes through EXEC(N'...'), so it compiles only when it runs.
+
+# The T-SQL that applies migration file $1 as version $2 named $3 (statements end with ';' at the end of a line;
+# '--' starts a comment; the guard of each statement: OBJECT_ID, sys.indexes, COL_LENGTH).
+migration_tsql() {
+  local file=$1 version=$2 name=$3
+  printf 'SET XACT_ABORT ON;\nSET NOCOUNT ON;\nBEGIN TRANSACTION;\n'
+  awk -v q="'" '
+    function emit(s,   flat, w, guard) {
+      sub(/;$/, "", s)
+      flat = s
+      gsub(/[ \t\n(]+/, " ", flat)
+      sub(/^ /, "", flat)
+      split(flat, w, " ")
+      guard = ""
+      if (toupper(w[1]) == "CREATE" && toupper(w[2]) == "TABLE") {
+        guard = "IF OBJECT_ID(N" q w[3] q ", N" q "U" q ") IS NULL"
+      } else if (toupper(w[1]) == "CREATE" && toupper(w[2]) == "INDEX" && toupper(w[4]) == "ON") {
+        guard = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N" q w[3] q " AND object_id = OBJECT_ID(N" q w[5] q "))"
+      } else if (toupper(w[1]) == "CREATE" && toupper(w[2]) == "UNIQUE" && toupper(w[3]) == "INDEX") {
+        guard = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N" q w[4] q " AND object_id = OBJECT_ID(N" q w[6] q "))"
+      } else if (toupper(w[1]) == "ALTER" && toupper(w[2]) == "TABLE" && toupper(w[4]) == "ADD" && toupper(w[5]) != "CONSTRAINT") {
+        guard = "IF COL_LENGTH(N" q w[3] q ", N" q w[5] q ") IS NULL"
+      }
+      gsub(q, q q, s)
+      if (guard != "") print guard
+      print "    EXEC(N" q s q ");"
+    }
+    {
+      line = $0
+      sub(/--.*/, "", line)
+      sub(/[ \t\r]+$/, "", line)
+      if (line ~ /^[ \t]*$/) next
+      statement = (statement == "") ? line : statement "\n" line
+      if (line ~ /;$/) { emit(statement); statement = "" }
+    }
+    END { if (statement != "") emit(statement) }
+  ' "${file}"
+  printf "INSERT INTO schema_migrations (version, name, applied_at) VALUES (N'%s', N'%s', SYSUTCDATETIME());\nCOMMIT;\n" \
+    "${version}" "${name}"
+}
+
+# The migration files in version order, one "VERSION NAME FILE" line each; a misnamed file stops the script.
+migration_files() {
+  local file base
+  for file in "${MIGRATIONS_DIR}"/*.sql; do
+    [[ -e "${file}" ]] || continue
+    base="$(basename "${file}")"
+    [[ "${base}" =~ ^([0-9]{4})_([a-z0-9_]+)[.]sql$ ]] || die 1 "migration ${base}: name it NNNN_name.sql"
+    printf '%s %s %s\n' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${file}"
+  done  # the glob expands in sorted order, so in version order
+}
+
+apply_migrations() {
+  local exists applied version name file script pending=0
+  exists="$(sql -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = 'schema_migrations';" | tr -d '[:space:]')"
+  if [[ "${exists}" == "0" ]]; then
+    mutate sql -i "${SCRIPT_DIR}/sql/schema_migrations.sql"
+    applied=""
+  else
+    applied="$(sql -Q "SET NOCOUNT ON; SELECT version FROM schema_migrations ORDER BY version;" | tr -d '[:blank:]\r')"
+  fi
+  while read -r version name file; do
+    [[ -n "${version}" ]] || continue
+    if grep -qx "${version}" <<<"${applied}"; then
+      continue
     fi
-  done < <(sed -n 's/^CREATE TABLE \([a-z_]*\) (.*/\1/p' "${SCRIPT_DIR}/sql/schema.sql")
+    script="$(mktemp "${TMPDIR:-/tmp}/migration-${version}.XXXXXX")"  # BSD and GNU mktemp alike
+    migration_tsql "${file}" "${version}" "${name}" >"${script}"
+    mutate sql -i "${script}"
+    rm -f "${script}"
+    note "migration ${version}_${name} applied"
+    pending=$((pending + 1))
+  done < <(migration_files)
+  [[ ${pending} -gt 0 ]] || note "schema current: every migration is recorded in schema_migrations"
 }
 
 setup_database() {
   log "SQL: schema, database user, hubs, facilities"
   if [[ "${WHAT_IF}" == true ]]; then
-    note "[what-if] would apply infra/sql/schema.sql when the tables are absent, grant ${AZURE_FUNCTION_APP_NAME:-<function app>} db_datareader/db_datawriter, and record the hubs"
+    note "[what-if] would apply the migrations of infra/sql/migrations that schema_migrations does not record ($(migration_files | awk '{ printf "%s%s_%s", (NR > 1 ? ", " : ""), $1, $2 }')), grant ${AZURE_FUNCTION_APP_NAME:-<function app>} db_datareader/db_datawriter, and record the hubs"
     return 0
   fi
   sql_reachable
-  local exists
-  exists="$(sql -Q "SET NOCOUNT ON; SELECT COUNT(*) FROM sys.tables WHERE name = 'facilities';" | tr -d '[:space:]')"
-  if [[ "${exists}" == "0" ]]; then
-    mutate sql -i "${SCRIPT_DIR}/sql/schema.sql"
-  else
-    note "schema present"
-    add_missing_tables
-  fi
+  apply_migrations
   mutate sql -i "${SCRIPT_DIR}/sql/grant-function.sql" -v "APP_NAME=${AZURE_FUNCTION_APP_NAME}" "APP_OBJECT_ID=${FUNCTION_PRINCIPAL_ID}"
   local regions=() hosts=() i units_messages
   IFS=, read -r -a regions <<<"${REGIONS:-}"
@@ -541,10 +734,29 @@ sign_csr_with_root() {
   cat "${CA_DIR}/${ca}.signed.pem" "${ROOT_CERT}" >"${CA_DIR}/${ca}.pem"
 }
 
+# The function app signs with the CA keys and with no other key: Key Vault Crypto User at the scope of each CA key.
+# Key Vault RBAC takes role assignments on a single key, but the key must exist first, and ARM does not create it
+# (infra/modules/rbac.bicep grants the app no signing role at the vault). Idempotent: an existing assignment is kept.
+grant_signing() {
+  local ca=$1 scope found=""
+  scope="/subscriptions/${SUBSCRIPTION_ID}/resourceGroups/${AZURE_RESOURCE_GROUP:-<resource group>}/providers/Microsoft.KeyVault/vaults/${AZURE_KEY_VAULT_NAME}/keys/${ca}"
+  if [[ -n "${FUNCTION_PRINCIPAL_ID}" ]]; then
+    found="$(az role assignment list --assignee-object-id "${FUNCTION_PRINCIPAL_ID}" --role "${KEY_VAULT_CRYPTO_USER_ROLE}" \
+      --scope "${scope}" --fill-principal-name false --query "[0].id" -o tsv 2>/dev/null || true)"
+  fi
+  if [[ -n "${found}" ]]; then
+    note "${ca}: the function app may sign with this key (Key Vault Crypto User on the key)"
+    return 0
+  fi
+  mutate az role assignment create --assignee-object-id "${FUNCTION_PRINCIPAL_ID:-<function app identity>}" \
+    --assignee-principal-type ServicePrincipal --role "${KEY_VAULT_CRYPTO_USER_ROLE}" --scope "${scope}" >/dev/null
+}
+
 ensure_ca() {
   local region=$1 ca="intermediate-ca-$1" status csr policy
   if az keyvault certificate show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --query x509ThumbprintHex -o tsv >/dev/null 2>&1; then
     note "${ca}: present in Key Vault"
+    grant_signing "${ca}"
     READY_CAS+=("${region}")
     return 0
   fi
@@ -554,10 +766,11 @@ ensure_ca() {
     sed "s/__REGION__/${region}/" "${SCRIPT_DIR}/ca/intermediate-ca-policy.json" >"${policy}"
     mutate az keyvault certificate create --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --policy "@${policy}" >/dev/null
     rm -f "${policy}"
-    if [[ "${WHAT_IF}" == true ]]; then
-      READY_CAS+=("${region}")
-      return 0
-    fi
+  fi
+  grant_signing "${ca}"  # the key exists from the creation of the pending certificate on
+  if [[ -z "${status}" && "${WHAT_IF}" == true ]]; then
+    READY_CAS+=("${region}")
+    return 0
   fi
   if [[ "${WHAT_IF}" == true ]]; then
     note "[what-if] ${ca}: would merge ${CA_DIR}/${ca}.pem once the offline root has signed the CSR"
@@ -586,7 +799,7 @@ register_ca_in_dps() {
     return 0
   fi
   file="${CA_DIR}/${ca}.cer.pem"
-  mkdir -p "${CA_DIR}"
+  [[ "${WHAT_IF}" == true ]] || mkdir -p "${CA_DIR}"
   mutate az keyvault certificate download --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --file "${file}" --encoding PEM
   if [[ -z "${verified}" ]]; then
     mutate az iot dps certificate create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
@@ -704,6 +917,7 @@ smoke_check() {
 main() {
   parse_args "$@"
   preflight
+  resolve_parameters
   plan
   if [[ "${WHAT_IF}" == true ]]; then
     log "What-if: the steps that would follow (nothing is changed)"
@@ -711,6 +925,10 @@ main() {
   deploy_infrastructure "${SUBSCRIBE_NOW}"
   publish_code
   subscribe_device_created
+  if private_network; then
+    log "Private networking: the next steps reach SQL, Storage and Key Vault through their private endpoints"
+    note "run this script from a machine in ${AZURE_VNET_NAME:-the virtual network} (or a network connected to it: peering, VPN, ExpressRoute); from elsewhere these services refuse it"
+  fi
   setup_database
   upload_templates
   setup_cas
@@ -724,4 +942,7 @@ main() {
   fi
 }
 
-main "$@"
+# Sourced (tests read single functions, such as migration_tsql), the script defines its functions and runs nothing.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

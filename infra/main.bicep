@@ -109,6 +109,18 @@ param crlRefreshBeforeHours int = 96
 @description('App setting values that replace the defaults below (tuning without editing the template).')
 param appSettingOverrides object = {}
 
+@description('Private networking: a virtual network, Flex Consumption VNet integration, private endpoints and private DNS zones for Key Vault, Storage (blob, queue), SQL, the IoT hubs and DPS; Key Vault and SQL take no public traffic and SQL has no firewall rule, Storage takes only trusted Azure services (Event Grid dead letters). The data-plane steps of deploy.sh then run from a machine in the network. Off for a first deployment.')
+param vnetEnabled bool = false
+
+@description('With vnetEnabled: the IoT hubs and DPS still accept devices on their public endpoints (devices on the internet). False when every device reaches the virtual network (VPN, ExpressRoute): hubs and DPS then take private endpoint traffic only.')
+param devicePublicNetworkAccess bool = true
+
+@description('Without vnetEnabled: the SQL firewall rule "Allow Azure services and resources to access this server" (0.0.0.0), which the function app needs to reach SQL without a virtual network. Never created with vnetEnabled.')
+param sqlAllowAzureServices bool = true
+
+@description('Address space of the virtual network (vnetEnabled).')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -118,6 +130,7 @@ var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 var regionNames = [for region in regions: region.name]
 var caNames = [for region in regions: 'intermediate-ca-${region.name}']
 var regionalCas = [for region in regions: '${region.name}=intermediate-ca-${region.name}']
+var hubsPublic = (!vnetEnabled) || devicePublicNetworkAccess
 
 // Names the code uses (local/seed/data.py, shared/config.py); tests/infra checks them against the code.
 var templatesContainer = 'sensor-configurations'
@@ -162,6 +175,8 @@ module storage 'modules/storage.bicep' = {
       deploymentContainer
     ]
     queueNames: queueNames
+    privateOnly: vnetEnabled
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -172,6 +187,8 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     name: '${abbrs.keyVaultVaults}${resourceToken}'
+    privateOnly: vnetEnabled
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -187,6 +204,9 @@ module sql 'modules/sql.bicep' = {
     adminObjectId: principalId
     adminLogin: principalName
     adminPrincipalType: principalType
+    privateOnly: vnetEnabled
+    allowAzureServices: sqlAllowAzureServices
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -202,6 +222,8 @@ module hubs 'modules/iothubs.bicep' = {
     resourceToken: resourceToken
     sku: iotHubSku
     units: iotHubUnits
+    publicNetworkAccess: hubsPublic
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -214,6 +236,45 @@ module dps 'modules/dps.bicep' = {
     name: '${abbrs.devicesProvisioningServices}${resourceToken}'
     hubNames: hubs.outputs.names
     hubLocations: hubs.outputs.locations
+    publicNetworkAccess: hubsPublic
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: cidrSubnet(vnetAddressPrefix, 24, 0)
+    privateEndpointSubnetPrefix: cidrSubnet(vnetAddressPrefix, 24, 1)
+  }
+}
+
+module privateEndpoints 'modules/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: '${abbrs.networkPrivateEndpoints}${resourceToken}'
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+    keyVaultId: keyVault.outputs.id
+    storageAccountId: storage.outputs.id
+    sqlServerId: sql.outputs.serverId
+    hubIds: hubs.outputs.ids
+    dpsId: dps.outputs.id
+    zoneIds: vnetEnabled ? {
+      keyVault: network.outputs.keyVaultZoneId
+      blob: network.outputs.blobZoneId
+      queue: network.outputs.queueZoneId
+      sql: network.outputs.sqlZoneId
+      iotHub: network.outputs.iotHubZoneId
+      dps: network.outputs.dpsZoneId
+    } : {}
   }
 }
 
@@ -257,7 +318,13 @@ module functionApp 'app/functions.bicep' = {
     crlValidityHours: crlValidityHours
     crlRefreshBeforeHours: crlRefreshBeforeHours
     appSettingOverrides: appSettingOverrides
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
+  // The private endpoints and their DNS records exist before the app starts resolving the services through the VNet.
+  dependsOn: [
+    privateEndpoints
+  ]
 }
 
 module rbac 'modules/rbac.bicep' = {
@@ -304,6 +371,8 @@ module workbook 'modules/workbook.bicep' = {
     environmentName: environmentName
     caNames: caNames
     crlValidityHours: crlValidityHours
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+    functionPrincipalId: functionApp.outputs.principalId
   }
 }
 
@@ -320,6 +389,9 @@ module alerts 'modules/alerts.bicep' = {
     caNames: caNames
     crlValidityHours: crlValidityHours
     crlRefreshBeforeHours: crlRefreshBeforeHours
+    hubNames: hubs.outputs.names
+    systemTopicNames: hubs.outputs.systemTopicNames
+    dpsName: dps.outputs.name
   }
 }
 
@@ -345,3 +417,5 @@ output IOT_HUB_NAMES string = join(hubs.outputs.names, ',')
 output IOT_HUB_HOSTNAMES string = join(hubs.outputs.hostNames, ',')
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output DEVICE_CREATED_SUBSCRIBED bool = subscribeDeviceCreated
+output VNET_ENABLED bool = vnetEnabled
+output AZURE_VNET_NAME string = vnetEnabled ? network.outputs.name : ''

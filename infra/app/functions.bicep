@@ -80,6 +80,12 @@ param crlRefreshBeforeHours int = 96
 @description('Values that replace the defaults of productSettings.')
 param appSettingOverrides object = {}
 
+@description('Subnet for Flex Consumption virtual network integration (delegated to Microsoft.App/environments); empty for none. With it the app reaches Key Vault, Storage, SQL and the hubs through their private endpoints.')
+param virtualNetworkSubnetId string = ''
+
+@description('Log Analytics workspace of the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -115,6 +121,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption virtual network integration, as the azd template functions-quickstart-python-http-azd
+    // (VNET_ENABLED) sets it: the site's virtualNetworkSubnetId, the subnet delegated to Microsoft.App/environments.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -232,6 +241,28 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: union(platformSettings, productSettings, appSettingOverrides)
+}
+
+// Function host logs (category FunctionAppLogs of Microsoft.Web/sites, "Monitor Azure Functions" data reference) in
+// the workspace beside the platform metrics; the app's own telemetry goes to Application Insights regardless.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
 }
 
 output name string = site.name

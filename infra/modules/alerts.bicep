@@ -1,4 +1,5 @@
-// Scheduled query (log search) alert rules over the app's telemetry events, and the action group they notify.
+// Scheduled query (log search) alert rules over the app's telemetry events, platform metric alert rules on the
+// hubs, their Event Grid system topics and DPS, and the action group they all notify.
 // Queries: infra/monitoring/queries/alert-*.kql behind the shared views of events.kql.
 
 @description('Region of the alert rules.')
@@ -39,6 +40,15 @@ param minAttempts int = 20
 
 @description('Failures in 15 minutes above which the burst alert fires.')
 param failureBurst int = 5
+
+@description('IoT hub names (metric alerts: throttling).')
+param hubNames array
+
+@description('Event Grid system topic names of the hubs (metric alerts: dead-lettered DeviceCreated events).')
+param systemTopicNames array
+
+@description('DPS name (metric alert: failed registrations).')
+param dpsName string
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -157,5 +167,134 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r
   }
 }]
 
+// --- platform metric alerts (Microsoft.Insights/metricAlerts 2018-03-01, as the Azure Verified Module
+// avm/res/insights/metric-alert; location global; one rule per resource, since the hubs may be in different
+// regions and a multi-resource rule needs one region). Metric names from "Supported metrics" (Azure Monitor
+// reference) for each resource type.
+
+resource hubRef 'Microsoft.Devices/IotHubs@2023-06-30' existing = [for hubName in hubNames: {
+  name: hubName
+}]
+
+resource topicRef 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = [for topicName in systemTopicNames: {
+  name: topicName
+}]
+
+resource dpsRef 'Microsoft.Devices/provisioningServices@2022-12-12' existing = {
+  name: dpsName
+}
+
+var metricAlertBase = {
+  evaluationFrequency: 'PT5M'
+  windowSize: 'PT15M'
+  autoMitigate: true
+  enabled: true
+  actions: [
+    {
+      actionGroupId: actionGroup.id
+    }
+  ]
+}
+
+// DeadLetteredCount (Microsoft.EventGrid/systemTopics, Total): a DeviceCreated event Event Grid gave up on after
+// 24 hours of retries, so a device that twin setup never configured.
+resource deadLetterAlerts 'Microsoft.Insights/metricAlerts@2018-03-01' = [for (topicName, i) in systemTopicNames: {
+  name: '${alertRulePrefix}-dead-letters-${topicName}'
+  location: 'global'
+  tags: tags
+  properties: union(metricAlertBase, {
+    description: 'Event Grid dead-lettered DeviceCreated events of ${topicName}: devices that twin setup did not configure.'
+    severity: 1
+    scopes: [
+      topicRef[i].id
+    ]
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'dead-lettered'
+          metricNamespace: 'Microsoft.EventGrid/systemTopics'
+          metricName: 'DeadLetteredCount'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+  })
+}]
+
+// d2c.telemetry.ingress.sendThrottle (Microsoft.Devices/IotHubs, "Number of throttling errors", Total): devices
+// beyond the units' throughput. Throttled service calls of the app (twin updates) show in its own telemetry and
+// the twin-update-failures rule above.
+resource throttleAlerts 'Microsoft.Insights/metricAlerts@2018-03-01' = [for (hubName, i) in hubNames: {
+  name: '${alertRulePrefix}-throttling-${hubName}'
+  location: 'global'
+  tags: tags
+  properties: union(metricAlertBase, {
+    description: 'IoT hub ${hubName} throttled device traffic: add units (iotHubUnits) or spread the load.'
+    severity: 2
+    scopes: [
+      hubRef[i].id
+    ]
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'throttling-errors'
+          metricNamespace: 'Microsoft.Devices/IotHubs'
+          metricName: 'd2c.telemetry.ingress.sendThrottle'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+  })
+}]
+
+// RegistrationAttempts (Microsoft.Devices/provisioningServices, Total, dimension Status): failed registrations at
+// DPS, including the ones the webhook refused; above the same burst threshold as the log alert.
+resource dpsFailureAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${alertRulePrefix}-dps-failures'
+  location: 'global'
+  tags: tags
+  properties: union(metricAlertBase, {
+    description: 'More than ${failureBurst} failed DPS registrations in 15 minutes.'
+    severity: 2
+    scopes: [
+      dpsRef.id
+    ]
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'failed-registrations'
+          metricNamespace: 'Microsoft.Devices/provisioningServices'
+          metricName: 'RegistrationAttempts'
+          dimensions: [
+            {
+              name: 'Status'
+              operator: 'Include'
+              values: [
+                'Failure'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: failureBurst
+          timeAggregation: 'Total'
+        }
+      ]
+    }
+  })
+}
+
+output deadLetterAlertNames array = [for (topicName, i) in systemTopicNames: deadLetterAlerts[i].name]
+output throttleAlertNames array = [for (hubName, i) in hubNames: throttleAlerts[i].name]
+output dpsAlertName string = dpsFailureAlert.name
 output alertRuleNames array = [for (rule, i) in rules: alertRules[i].name]
 output actionGroupId string = actionGroup.id

@@ -1,7 +1,8 @@
 // One IoT hub per facility region, each with an Event Grid system topic (the source of DeviceCreated events).
 // Devices authenticate with X.509 only (device and module SAS disabled). Service-side shared access is kept
 // for one policy, `provisioningservice`, because DPS links hubs by connection string in its GA API; the
-// function app itself uses Entra ID (rbac.bicep) and never sees a key.
+// function app itself uses Entra ID (rbac.bicep) and never sees a key. That policy has RegistryWrite (DPS creates
+// the device identity) and ServiceConnect, not DeviceConnect: DPS never connects as a device.
 
 @description('Primary region (used for hubs whose region entry has no location).')
 param location string
@@ -28,6 +29,12 @@ param sku string = 'S1'
 @minValue(1)
 param units int = 1
 
+@description('Accept connections on the public endpoint. False only with private networking and devices that reach the VNet (VPN, ExpressRoute): devices on the internet connect to the public endpoint.')
+param publicNetworkAccess bool = true
+
+@description('Log Analytics workspace of the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource hub 'Microsoft.Devices/IotHubs@2023-06-30' = [for region in regions: {
   name: '${namePrefix}${region.name}-${resourceToken}'
   location: empty(region.location) ? location : region.location
@@ -43,11 +50,11 @@ resource hub 'Microsoft.Devices/IotHubs@2023-06-30' = [for region in regions: {
     disableDeviceSAS: true
     disableModuleSAS: true
     disableLocalAuth: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
     authorizationPolicies: [
       {
         keyName: 'provisioningservice'
-        rights: 'RegistryWrite, ServiceConnect, DeviceConnect'
+        rights: 'RegistryWrite, ServiceConnect'
       }
     ]
     eventHubEndpoints: {
@@ -72,6 +79,54 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = [for (regio
   }
 }]
 
+// IoT Hub resource logs go to AzureDiagnostics ("Supported logs for Microsoft.Devices/IotHubs"): connections,
+// device identity and twin operations, and the rest; categoryGroup allLogs as the Azure Verified Module
+// avm/res/devices/iot-hub sets by default.
+resource hubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (region, i) in regions: {
+  name: 'to-log-analytics'
+  scope: hub[i]
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}]
+
+// System topic delivery failures (category DeliveryFailures, table AegDeliveryFailureLogs: "Supported logs for
+// Microsoft.EventGrid/systemTopics"), with the DeadLetteredCount and DroppedEventCount metrics.
+resource topicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (region, i) in regions: {
+  name: 'to-log-analytics'
+  scope: systemTopic[i]
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'DeliveryFailures'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}]
+
+output ids array = [for (region, i) in regions: hub[i].id]
+output systemTopicIds array = [for (region, i) in regions: systemTopic[i].id]
 output names array = [for (region, i) in regions: hub[i].name]
 output hostNames array = [for (region, i) in regions: hub[i].properties.hostName]
 output locations array = [for (region, i) in regions: hub[i].location]

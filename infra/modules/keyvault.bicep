@@ -17,6 +17,12 @@ param name string
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
+@description('Private networking (main.bicep vnetEnabled): only the private endpoint reaches the vault; no public network access.')
+param privateOnly bool = false
+
+@description('Log Analytics workspace of the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -31,11 +37,37 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: softDeleteRetentionInDays
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
+      bypass: privateOnly ? 'None' : 'AzureServices'
     }
+  }
+}
+
+// Audit log: every key, certificate and secret operation with the caller's identity (who signed what, when).
+// Category AuditEvent ("Supported logs for Microsoft.KeyVault/vaults", Azure Monitor reference); with the destination
+// type Dedicated it lands in the resource-specific table AZKVAuditLogs, otherwise in AzureDiagnostics. The workbook's
+// "CA key operations" tile reads both. Diagnostic settings API 2021-05-01-preview, as the Azure Verified Module
+// avm/res/key-vault/vault uses.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

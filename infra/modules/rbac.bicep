@@ -70,8 +70,14 @@ var storageRoleIds = [
   roles.storageBlobDataOwner
   roles.storageQueueDataContributor
 ]
+// Key Vault, vault scope: read the CA certificates and read/write the CRL secrets (crl-{ca}). Signing (Key Vault
+// Crypto User) is NOT granted here: deploy.sh assigns it at the scope of each CA key (.../vaults/{vault}/keys/
+// intermediate-ca-{region}) once the key exists, so the app can sign with those keys and no other. Key Vault RBAC
+// takes role assignments on an individual key, secret or certificate ("Provide access to Key Vault keys,
+// certificates, and secrets with Azure RBAC", Secret scope role assignment), but the object must exist first, and
+// ARM creates none of them: the keys come from `az keyvault certificate create`, the CRL secrets from the app's
+// first refresh_crls (which needs the secret role to write them), so those two roles stay at the vault.
 var keyVaultRoleIds = [
-  roles.keyVaultCryptoUser
   roles.keyVaultCertificateUser
   roles.keyVaultSecretsOfficer
 ]

@@ -1,6 +1,6 @@
 // Azure SQL with Microsoft Entra-only authentication: no SQL logins, no passwords anywhere. The deployer is
 // the Entra administrator; deploy.sh creates the function app's database user (FROM EXTERNAL PROVIDER) and
-// applies infra/sql/schema.sql.
+// applies the migrations of infra/sql/migrations.
 
 @description('Region of the server.')
 param location string
@@ -26,13 +26,22 @@ param adminLogin string
 @description('User, Group or ServicePrincipal.')
 param adminPrincipalType string = 'User'
 
-resource server 'Microsoft.Sql/servers@2023-08-01-preview' = {
+@description('Private networking (main.bicep vnetEnabled): public network access Disabled, only the private endpoint; no firewall rule at all.')
+param privateOnly bool = false
+
+@description('Without private networking: the firewall rule 0.0.0.0-0.0.0.0 ("Allow Azure services and resources to access this server"), which the Flex Consumption app needs without a virtual network (no fixed outbound addresses). It admits every Azure tenant\'s resources to the login prompt (Entra-only authentication still applies).')
+param allowAzureServices bool = true
+
+@description('Log Analytics workspace of the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
+resource server 'Microsoft.Sql/servers@2023-08-01' = {
   name: serverName
   location: location
   tags: tags
   properties: {
     minimalTlsVersion: '1.2'
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     administrators: {
       administratorType: 'ActiveDirectory'
       azureADOnlyAuthentication: true
@@ -46,7 +55,8 @@ resource server 'Microsoft.Sql/servers@2023-08-01-preview' = {
 
 // 0.0.0.0 - 0.0.0.0 is the documented "allow Azure services" rule: the Flex Consumption app has no fixed
 // outbound addresses without a virtual network. deploy.sh adds the deployer's own address for the schema step.
-resource allowAzure 'Microsoft.Sql/servers/firewallRules@2023-08-01-preview' = {
+// Never with private networking (public network access is Disabled there, and the app comes through the VNet).
+resource allowAzure 'Microsoft.Sql/servers/firewallRules@2023-08-01' = if (allowAzureServices && !privateOnly) {
   parent: server
   name: 'AllowAllWindowsAzureIps'
   properties: {
@@ -55,7 +65,7 @@ resource allowAzure 'Microsoft.Sql/servers/firewallRules@2023-08-01-preview' = {
   }
 }
 
-resource database 'Microsoft.Sql/servers/databases@2023-08-01-preview' = {
+resource database 'Microsoft.Sql/servers/databases@2023-08-01' = {
   parent: server
   name: databaseName
   location: location
@@ -69,6 +79,34 @@ resource database 'Microsoft.Sql/servers/databases@2023-08-01-preview' = {
   }
 }
 
+// Database resource logs ("Supported logs for Microsoft.Sql/servers/databases"; AzureDiagnostics): the ones an
+// operator of the webhook needs (failed statements, timeouts, blocking, deadlocks) rather than every category.
+var databaseLogCategories = [
+  'Errors'
+  'Timeouts'
+  'Blocks'
+  'Deadlocks'
+]
+
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: database
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [for category in databaseLogCategories: {
+      category: category
+      enabled: true
+    }]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
 output serverName string = server.name
+output serverId string = server.id
 output serverFqdn string = server.properties.fullyQualifiedDomainName
 output databaseName string = database.name

@@ -19,6 +19,12 @@ param containerNames array
 @description('Queues to create (the Functions host creates the {queue}-poison queues itself).')
 param queueNames array
 
+@description('Private networking (main.bicep vnetEnabled): clients reach the account through its private endpoints only. The public endpoint stays on for trusted Azure services alone (defaultAction Deny, no IP or network rule, bypass AzureServices), because Event Grid dead-letters through it with the system topic identity and cannot use a private endpoint.')
+param privateOnly bool = false
+
+@description('Log Analytics workspace of the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -33,10 +39,15 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
+    // Event Grid "Event delivery with a managed identity", section Private endpoints: delivery (and dead-lettering)
+    // cannot use a private endpoint; to a storage account behind its firewall it works with the topic's
+    // system-assigned identity when "Allow Azure services on the trusted services list" is on.
     publicNetworkAccess: 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
+      ipRules: []
+      virtualNetworkRules: []
     }
   }
 }
@@ -69,6 +80,55 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   parent: queueService
   name: queueName
 }]
+
+// Storage resource logs are per service (blobServices/default, queueServices/default) and land in StorageBlobLogs
+// and StorageQueueLogs; categories StorageRead, StorageWrite, StorageDelete, metric category Transaction ("Supported
+// logs for Microsoft.Storage/storageAccounts/blobServices" and ".../queueServices"). No table service: the app and
+// the Functions host use blob and queue only.
+var storageLogs = [
+  {
+    category: 'StorageRead'
+    enabled: true
+  }
+  {
+    category: 'StorageWrite'
+    enabled: true
+  }
+  {
+    category: 'StorageDelete'
+    enabled: true
+  }
+]
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
 
 output name string = account.name
 output id string = account.id

@@ -1,5 +1,5 @@
-// The provisioning dashboard: an Azure Monitor workbook over the app's telemetry events (Application Insights)
-// and the storage queue metrics. Queries live in infra/monitoring/queries/*.kql and read events only through
+// The provisioning dashboard: an Azure Monitor workbook over the app's telemetry events (Application Insights),
+// the storage queue metrics and the Key Vault audit log in the Log Analytics workspace (CA key operations). Queries live in infra/monitoring/queries/*.kql and read events only through
 // the views of events.kql, the same text the alert rules use.
 
 @description('Region of the workbook resource.')
@@ -26,6 +26,12 @@ param notConfiguredAfterMinutes int = 10
 @description('Lifetime of every CRL in hours (CRL_VALIDITY_HOURS), to turn nextUpdate into an age.')
 param crlValidityHours int = 168
 
+@description('Log Analytics workspace that receives the resource logs (the CA key operations tile reads Key Vault\'s).')
+param logAnalyticsWorkspaceId string
+
+@description('Object id of the function app identity, named as such in the CA key operations tile.')
+param functionPrincipalId string = ''
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -39,7 +45,7 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
   name: 'default'
 }
 
-var queryParameters = 'let ExpectedCAs = dynamic(${string(caNames)});\nlet NotConfiguredAfter = ${notConfiguredAfterMinutes}m;\nlet CrlValidityHours = ${crlValidityHours};\n'
+var queryParameters = 'let ExpectedCAs = dynamic(${string(caNames)});\nlet NotConfiguredAfter = ${notConfiguredAfterMinutes}m;\nlet CrlValidityHours = ${crlValidityHours};\nlet FunctionPrincipalId = \'${functionPrincipalId}\';\n'
 var prelude = concat(queryParameters, loadTextContent('../monitoring/queries/events.kql'))
 var day = 86400000
 var week = 604800000
@@ -151,6 +157,27 @@ var queryItems = [for panel in panels: {
   }
 }]
 
+// Resource logs in the workspace (not the app's telemetry): who used the CA keys in Key Vault.
+var caKeyOperationsItem = {
+  type: 3
+  name: 'ca-key-operations'
+  content: {
+    version: 'KqlItem/1.0'
+    title: 'CA key operations: who signed or changed what, when (Key Vault audit log)'
+    query: concat(queryParameters, loadTextContent('../monitoring/queries/resource-logs/ca-key-operations.kql'))
+    size: 0
+    queryType: 0
+    resourceType: 'microsoft.operationalinsights/workspaces'
+    crossComponentResources: [
+      logAnalyticsWorkspaceId
+    ]
+    visualization: 'table'
+    timeContext: {
+      durationMs: week
+    }
+  }
+}
+
 // Queue depth is a storage metric (QueueMessageCount, the whole account: the metric has no per-queue dimension).
 var queueDepthItem = {
   type: 10
@@ -192,6 +219,7 @@ var workbookContent = {
     header
   ], queryItems, [
     queueDepthItem
+    caKeyOperationsItem
   ])
   isLocked: false
   fallbackResourceIds: [

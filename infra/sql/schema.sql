@@ -1,4 +1,8 @@
--- Schema of the onboarding database.
+-- Schema of the onboarding database: the COMBINED VIEW of infra/sql/migrations/*.sql, applied in order (the
+-- migrations are the source of truth and infra/deploy.sh never applies this file). Read by people, by test fixtures
+-- that want today's tables in one step, and by the local seed to restore a table or index dropped by hand from a
+-- local database whose migrations are all recorded. tests/infra/test_migrations.py fails when applying every
+-- migration to an empty SQLite database gives another schema: a new migration comes with its change folded in here.
 -- Written in the subset of T-SQL that also runs on SQLite through the SQLite3 ODBC driver (DESIGN.md
 -- section 4): unqualified names, natural keys (no IDENTITY), no NVARCHAR(MAX), timestamps passed as
 -- parameters by the code. Statements are separated by semicolons at the end of a line.

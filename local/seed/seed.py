@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from local.seed import data
+from local.seed import data, migrations
 from local.seed.pki import ensure_intermediate_cas, ensure_root_ca
 from shared.bootstrap import Services
 from shared.sql import Database
@@ -21,38 +21,16 @@ TEMPLATES = REPO_ROOT / "infra" / "templates"
 
 
 def schema_statements(text: str) -> list[str]:
-    """Split schema.sql into statements: drop `--` comments, split on `;` at the end of a line."""
-    lines = [line.split("--", 1)[0].rstrip() for line in text.splitlines()]
-    statements, current = [], []
-    for line in lines:
-        if not line.strip():
-            continue
-        current.append(line)
-        if line.endswith(";"):
-            statements.append("\n".join(current).rstrip(";").strip())
-            current = []
-    if current:
-        statements.append("\n".join(current).strip())
-    return statements
-
-
-def _object_name(statement: str) -> str:
-    """The table or index a CREATE statement makes: 'CREATE TABLE facilities (' -> 'facilities'."""
-    words = statement.replace("(", " ").split()
-    return words[2] if len(words) > 2 else ""
+    """Split schema.sql (or a migration) into statements: drop `--` comments, split on `;` at the end of a line."""
+    return migrations.statements(text)
 
 
 def apply_schema(db: Database) -> list[str]:
-    """Create the tables and indexes of schema.sql that the database lacks (a local database made by an older
-    checkout gains the tables added since). Returns what was created."""
-    existing = {r["name"] for r in db.fetch_all("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    created = []
-    for statement in schema_statements(SCHEMA.read_text()):
-        name = _object_name(statement)
-        if name not in existing:
-            db.execute(statement)
-            created.append(name)
-    return created
+    """The seed's schema step: the migrations schema_migrations does not record (infra/sql/migrations, the same
+    files and rules as deploy.sh), then any table or index of schema.sql, their combined view, that a local
+    database lost by hand. Returns what was applied or restored."""
+    applied = [f"migration {version}" for version in migrations.apply_migrations(db)]
+    return applied + migrations.restore_missing(db, SCHEMA)
 
 
 def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
@@ -61,7 +39,7 @@ def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
     db.fetch_all("PRAGMA journal_mode=WAL")
     created = apply_schema(db)
     if created:
-        log.info("schema from %s: created %s", SCHEMA.relative_to(REPO_ROOT), ", ".join(created))
+        log.info("schema (%s): %s", migrations.MIGRATIONS.relative_to(REPO_ROOT), ", ".join(created))
     for hub in hubs or data.HUBS:
         if not db.fetch_one("SELECT host_name FROM iot_hubs WHERE host_name = ?", [hub.host_name]):
             db.execute(

@@ -1,4 +1,5 @@
-"""Fixtures for the offline infrastructure tests: a fake `az` + `sqlcmd` on PATH for infra/deploy.sh."""
+"""Fixtures for the offline infrastructure tests: a fake `az` + `sqlcmd` (and, on request, `azd`) on PATH for
+infra/deploy.sh."""
 
 from __future__ import annotations
 
@@ -68,10 +69,18 @@ class FakeAzure:
         self.ca_dir = root / "ca"
         self.functions = functions
         for tool in ("az", "sqlcmd"):
-            shim = self.bin / tool
-            # -S: no site initialisation (each call starts in ~10 ms); fake_az adds site-packages itself when needed.
-            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{FAKE}" {tool} "$@"\n')
-            shim.chmod(0o755)
+            self._shim(tool)
+
+    def _shim(self, tool: str) -> None:
+        shim = self.bin / tool
+        # -S: no site initialisation (each call starts in ~10 ms); fake_az adds site-packages itself when needed.
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{FAKE}" {tool} "$@"\n')
+        shim.chmod(0o755)
+
+    def with_azd(self, environments: dict[str, dict[str, str]]) -> None:
+        """An `azd` on PATH whose environments (name -> .env values) `azd env get-values` prints."""
+        self._shim("azd")
+        self.update(azd_env=environments)
 
     @property
     def state(self) -> dict:

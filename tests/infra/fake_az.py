@@ -1,6 +1,6 @@
-"""A recording, stateful stand-in for `az` and `sqlcmd`, so infra/deploy.sh runs offline.
+"""A recording, stateful stand-in for `az`, `sqlcmd` and `azd`, so infra/deploy.sh runs offline.
 
-Installed on PATH by tests/infra/conftest.py as two shims (`az`, `sqlcmd`) that call
+Installed on PATH by tests/infra/conftest.py as shims (`az`, `sqlcmd`, and `azd` when a test asks for it) that call
 `python fake_az.py <tool> <args...>`.
 
 `az` command lines go through an argparse parser built the way the real CLI builds its own (azure-cli's knack
@@ -154,6 +154,12 @@ BLOB = [value("--account-name"), value("--account-key"), value("--connection-str
         value("--blob-endpoint"), enum("--auth-mode", choices=("login", "key")), value("--blob-url"),
         value("--container-name", "-c"), value("--name", "-n"), value("--timeout")]
 
+# role/_params.py, context "role assignment": --role, --scope, --assignee, --assignee-object-id. Context "role
+# assignment create": --assignee-principal-type get_enum_type(User, Group, ServicePrincipal, ForeignGroup). Context
+# "role assignment list": --fill-principal-name and --fill-role-definition-name get_three_state_flag(). Required:
+# role and scope for create (create_role_assignment(cmd, role, scope, ...) in role/custom.py), none for list.
+ROLE_ASSIGNMENT = [value("--role"), value("--scope"), value("--assignee"), value("--assignee-object-id")]
+
 # command path -> (source of its option definitions, options)
 COMMANDS: dict[str, tuple[str, list[tuple]]] = {
     "account show": (AZ_CLI.format("profile"), [value("--subscription", "-s", "--name", "-n")]),
@@ -210,6 +216,14 @@ COMMANDS: dict[str, tuple[str, list[tuple]]] = {
     "iot dps certificate update": (AZ_CLI.format("iot"), [
         *DPS_CERT, value("--path", "-p", required=True), value("--etag", "-e", required=True),
         three_state("--verified", "-v")]),
+    "role assignment list": (AZ_CLI.format("role"), [
+        *ROLE_ASSIGNMENT, value("--resource-group", "-g"), switch("--include-inherited"), switch("--all"),
+        switch("--include-groups"), three_state("--fill-principal-name"), three_state("--fill-role-definition-name")]),
+    "role assignment create": (AZ_CLI.format("role"), [
+        value("--role", required=True), value("--scope", required=True), value("--assignee"),
+        value("--assignee-object-id"),
+        enum("--assignee-principal-type", choices=("User", "Group", "ServicePrincipal", "ForeignGroup")),
+        value("--description"), value("--condition"), value("--condition-version"), value("--name", "-n")]),
     "iot dps enrollment-group show": (AZURE_IOT, [GROUP_ID, *DPS_TARGET, three_state("--show-keys", "--keys")]),
     "iot dps enrollment-group create": (AZURE_IOT, ENROLLMENT_GROUP),
     "iot dps enrollment-group update": (AZURE_IOT, [
@@ -305,6 +319,7 @@ def outputs_for(params: dict[str, str]) -> dict[str, str]:
         "REGIONS": ",".join(REGIONS),
         "IOT_HUB_HOSTNAMES": ",".join(LINKED_HUBS),
         "DEVICE_CREATED_SUBSCRIBED": "True" if params.get("subscribeDeviceCreated") == "true" else "False",
+        "AZURE_VNET_NAME": f"vnet-{TOKEN}" if params.get("vnetEnabled") == "true" else "",
     }
 
 
@@ -527,6 +542,22 @@ def handle_az(state: dict, command: str, args: dict) -> str:
             raise Fail("PreconditionFailed: etag mismatch", 3)
         state.setdefault("dps_certs", {})[args["certificate_name"]] = True
         return ""
+    if command == "role assignment list":
+        key = "|".join((args.get("assignee_object_id", ""), args.get("role", ""), args.get("scope", "")))
+        return "/providers/Microsoft.Authorization/roleAssignments/x" if key in state.get("role_assignments", []) \
+            and query == "[0].id" else ""
+    if command == "role assignment create":
+        if not args.get("assignee_object_id") or args.get("assignee_principal_type") != "ServicePrincipal":
+            raise Fail("fake az: assign the function identity by object id, as a ServicePrincipal", 99)
+        if not re.fullmatch(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/[^/]+"
+                            r"/keys/[^/]+", args["scope"]):
+            raise Fail(f"fake az: unexpected role assignment scope {args['scope']!r}", 99)
+        if args["scope"].rsplit("/", 1)[1] not in state.get("kv_certs", {}):
+            raise Fail("ResourceNotFound: the key does not exist", 3)
+        key = "|".join((args["assignee_object_id"], args["role"], args["scope"]))
+        if key not in state.setdefault("role_assignments", []):
+            state["role_assignments"].append(key)
+        return ""
     if command == "iot dps enrollment-group show":
         group = state.get("enrollment_groups", {}).get(args["enrollment_id"])
         if group is None:
@@ -550,33 +581,88 @@ def verify_intermediate(pem: str) -> None:
         raise Fail("fake az: the merged certificate is not an intermediate CA (CA:true, pathlen 0, keyCertSign)", 99)
 
 
+def create_table(tables: list[str], statement: str) -> None:
+    """An unguarded CREATE TABLE, as SQL Server runs it: an existing table is an error."""
+    table = re.search(r"CREATE TABLE (\w+) \(", statement).group(1)
+    if table in tables:
+        raise Fail(f"There is already an object named '{table}' in the database.")
+    tables.append(table)
+
+
+GUARDED_TABLE = re.compile(r"^IF OBJECT_ID\(N'(\w+)', N'U'\) IS NULL\n    EXEC\(N'CREATE TABLE (\w+) \(", re.M)
+
+
+def run_migration(state: dict, tables: list[str], name: str, text: str) -> None:
+    """One migration batch of deploy.sh: transaction, guarded statements, its schema_migrations row."""
+    version = name.removeprefix("migration-").split(".")[0]
+    lines = text.strip().splitlines()
+    if lines[:3] != ["SET XACT_ABORT ON;", "SET NOCOUNT ON;", "BEGIN TRANSACTION;"] or lines[-1] != "COMMIT;":
+        raise Fail(f"fake sqlcmd: {name} is not one transaction under XACT_ABORT", 99)
+    record = re.fullmatch(r"INSERT INTO schema_migrations \(version, name, applied_at\) VALUES "
+                          r"\(N'(\d{4})', N'([a-z0-9_]+)', SYSUTCDATETIME\(\)\);", lines[-2])
+    if not record or record.group(1) != version:
+        raise Fail(f"fake sqlcmd: {name} does not record version {version} last", 99)
+    if "schema_migrations" not in tables:
+        raise Fail("Invalid object name 'schema_migrations'.")
+    if version in state.get("sql_migrations", []):
+        raise Fail(f"Violation of PRIMARY KEY constraint: duplicate key ({version}) in schema_migrations")
+    creates = re.findall(r"^(?:IF .*\n)?    EXEC\(N'CREATE TABLE (\w+)", text, re.M)
+    guarded = {guard for guard, table in GUARDED_TABLE.findall(text) if guard == table}
+    for table in creates:
+        if table not in guarded:
+            raise Fail(f"fake sqlcmd: CREATE TABLE {table} without its OBJECT_ID guard", 99)
+        if table not in tables:
+            tables.append(table)
+            state.setdefault("sql_created", []).append(table)
+    state.setdefault("sql_migrations", []).append(version)
+
+
+def handle_azd(state: dict, argv: list[str]) -> str:
+    """`azd env get-values --environment NAME` (azd reference: env get-values, flag -e/--environment): the azd
+    environment's .env as KEY="value" lines. Nothing else is modelled."""
+    parser = Parser(prog="azd env get-values")
+    parser.add_argument("--environment", "-e")
+    if argv[:2] != ["env", "get-values"]:
+        raise Fail(f"fake azd: unmodelled {' '.join(argv)}", 99)
+    args = parser.parse_args(argv[2:])
+    values = state.get("azd_env", {}).get(args.environment)
+    if values is None:
+        raise Fail(f"environment '{args.environment}' does not exist")
+    return "\n".join(f'{key}="{value}"' for key, value in values.items())
+
+
 def handle_sqlcmd(state: dict, argv: list[str]) -> str:
     _words, options = split(argv)
     if opt(options, "--authentication-method") != "ActiveDirectoryDefault":
         raise Fail("fake sqlcmd: Entra authentication expected", 99)
+    if state.get("sql_private"):  # public network access Disabled: no firewall rule helps
+        raise Fail("Reason: An instance-specific error occurred while establishing a connection to SQL Server. "
+                   "Connection was denied since Deny Public Network Access is set to Yes.")
     blocked_ip = state.get("sql_blocked_ip")
     if blocked_ip and not any(blocked_ip.replace(".", "-") in r for r in state.get("firewall_rules", [])):
         raise Fail(f"Cannot open server requested by the login. Client with IP address '{blocked_ip}' is not "
                    "allowed to access the server.")
     query = opt(options, "-Q")
     script = opt(options, "-i")
+    tables = state.setdefault("sql_tables", [])
     if query:
         if "sys.tables" in query:
-            missing = any(f"'{table}'" in query for table in state.get("sql_tables_missing", []))
-            return "1" if state.get("sql_schema") and not missing else "0"
+            match = re.search(r"name = '(\w+)'", query)
+            return "1" if match and match.group(1) in tables else "0"
+        if "FROM schema_migrations" in query:
+            if "schema_migrations" not in tables:
+                raise Fail("Invalid object name 'schema_migrations'.")
+            return "\n".join(state.get("sql_migrations", []))
         return "1"
     if script:
         name = Path(script).name
-        if name == "schema.sql":
-            if state.get("sql_schema"):
-                raise Fail("There is already an object named 'facilities' in the database.")
-            state["sql_schema"] = True
-        elif name.startswith("schema-"):  # one CREATE TABLE taken from schema.sql
-            table = name.removeprefix("schema-").split(".")[0]
-            text = Path(script).read_text()
-            if not text.startswith(f"CREATE TABLE {table} (") or not text.rstrip().endswith(");"):
-                raise Fail(f"fake sqlcmd: not one CREATE TABLE {table} statement: {text[:80]!r}", 99)
-            state["sql_tables_missing"] = [t for t in state.get("sql_tables_missing", []) if t != table]
+        text = Path(script).read_text()
+        if name == "schema_migrations.sql":
+            create_table(tables, text)
+        elif name.startswith("migration-"):
+            run_migration(state, tables, name, text)
+        elif name == "schema.sql":
+            raise Fail("fake sqlcmd: schema.sql is the combined view; deploy.sh applies the migrations", 99)
         variables = dict(v.split("=", 1) for v in options.get("-v", []))
         state.setdefault("sql_scripts", []).append({"script": name, "variables": variables})
         return ""
@@ -600,7 +686,12 @@ def main() -> int:
         return 0
     state = load_state()
     try:
-        out = handle_az(state, command, args) if tool == "az" else handle_sqlcmd(state, argv)
+        if tool == "az":
+            out = handle_az(state, command, args)
+        elif tool == "azd":
+            out = handle_azd(state, argv)
+        else:
+            out = handle_sqlcmd(state, argv)
     except Fail as failure:
         save_state(state)
         print(f"ERROR: {failure}", file=sys.stderr)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests.infra.bicep import INFRA
 from tests.infra.conftest import DEPLOY
 from tests.infra.fake_az import LINKED_HUBS
 from tests.infra.scenarios import REGIONS, real_csrs, root_ca
@@ -16,8 +17,9 @@ MUTATING = {
     "az deployment sub create", "az functionapp deployment source config-zip", "az storage blob upload",
     "az keyvault certificate create", "az keyvault certificate pending merge", "az iot dps certificate create",
     "az iot dps certificate update", "az iot dps enrollment-group create", "az iot dps enrollment-group update",
-    "az sql server firewall-rule create", "az sql server firewall-rule delete",
+    "az sql server firewall-rule create", "az sql server firewall-rule delete", "az role assignment create",
 }
+ORIGINAL_TABLES = ["facilities", "iot_hubs", "facility_overrides", "revocations", "provisioning_events"]
 
 
 def mutations(run) -> list[str]:
@@ -84,7 +86,16 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
         assert group["iotHubs"] == list(LINKED_HUBS)
     assert all(state["dps_certs"].values()) and set(state["kv_certs"].values()) == {"complete"}
     assert sorted(state["kv_secrets"]) == [f"crl-intermediate-ca-{r}" for r in sorted(REGIONS)]
-    assert [s["script"] for s in state["sql_scripts"]][:2] == ["schema.sql", "grant-function.sql"]
+    scripts = [s["script"] for s in state["sql_scripts"]]
+    assert scripts[0] == "schema_migrations.sql" and scripts[1].startswith("migration-0001.")
+    assert scripts[2] == "grant-function.sql"
+    assert state["sql_migrations"] == ["0001"] and len(state["sql_tables"]) == 9
+    # The app signs with each CA key, by a role assignment on that key alone (made once the key exists).
+    assert sorted(a.rsplit("/", 1)[1] for a in state["role_assignments"]) == [f"intermediate-ca-{r}" for r in
+                                                                              sorted(REGIONS)]
+    assert all(a.startswith("22222222-2222-2222-2222-222222222222|12338af0-0e69-4776-bea7-57ae8d297424|/subscriptions/")
+               for a in state["role_assignments"])
+    assert first(run, "az keyvault certificate create") < first(run, "az role assignment create")
     assert len(state["blobs"]["sensor-configurations"]) == 5
     assert "function-key-allocate" not in run.output and "master-key" not in run.output
     health = [c for c in run.calls if c["tool"] == "az" and any(a.endswith("/api/health") for a in c["argv"])]
@@ -145,23 +156,67 @@ def test_second_run_changes_nothing(signed):
     assert run.returncode == 0, run.output
     # The Bicep deployment (incremental, declarative) and the code publish are the only writes; the deployment
     # runs once, already with the DeviceCreated subscription, because on_device_created exists.
-    changes = [m for m in mutations(run) if not m.startswith("sqlcmd -i ") or m == "sqlcmd -i schema.sql"]
+    changes = [m for m in mutations(run)
+               if not m.startswith("sqlcmd -i ") or m.startswith(("sqlcmd -i migration-", "sqlcmd -i schema_mig"))]
     assert changes == ["az deployment sub create", "az functionapp deployment source config-zip"]
     after = fake.state
-    for key in ("enrollment_groups", "dps_certs", "kv_certs", "kv_secrets", "blobs"):
+    for key in ("enrollment_groups", "dps_certs", "kv_certs", "kv_secrets", "blobs", "role_assignments",
+                "sql_migrations", "sql_tables"):
         assert after[key] == before[key], key
-    assert "schema present" in run.output
+    assert "schema current" in run.output
 
 
-def test_a_database_from_an_earlier_release_gains_the_tables_added_since(signed):
-    fake, sign = signed
-    fake.update(sql_tables_missing=["hub_allocations"])
-    run = fake.run(*sign)
+def test_a_database_from_before_migrations_is_adopted(fake_azure):
+    # Made by schema.sql of an earlier release: its tables, no schema_migrations. Migration 0001 creates only what is
+    # missing (each CREATE is guarded) and is recorded; the next run applies nothing.
+    fake_azure.update(sql_tables=list(ORIGINAL_TABLES))
+    run = fake_azure.run()
     assert run.returncode == 0, run.output
-    assert "created table hub_allocations" in run.output
-    assert fake.state["sql_tables_missing"] == []
-    again = fake.run(*sign)
-    assert "created table" not in again.output
+    state = fake_azure.state
+    assert state["sql_migrations"] == ["0001"]
+    assert state["sql_created"] == ["hub_allocations", "certificates", "certificate_events"]
+
+
+def test_a_new_migration_is_applied_once_after_the_recorded_ones(fake_azure, tmp_path):
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_initial.sql").write_text((INFRA / "sql" / "migrations" / "0001_initial.sql").read_text())
+    (folder / "0002_hub_notes.sql").write_text(
+        "-- notes per hub\nCREATE TABLE hub_notes (\n    host_name NVARCHAR(255) NOT NULL PRIMARY KEY,\n"
+        "    note NVARCHAR(4000) NOT NULL\n);\n")
+    fake_azure.update(sql_tables=[*ORIGINAL_TABLES, "schema_migrations"], sql_migrations=["0001"])
+    env = {"DEPLOY_MIGRATIONS_DIR": str(folder)}
+    run = fake_azure.run(env=env)
+    assert run.returncode == 0, run.output
+    applied = [m for m in mutations(run) if m.startswith("sqlcmd -i migration-")]
+    assert len(applied) == 1 and applied[0].startswith("sqlcmd -i migration-0002.")
+    assert fake_azure.state["sql_migrations"] == ["0001", "0002"] and fake_azure.state["sql_created"] == ["hub_notes"]
+    (folder / "2_bad.sql").write_text("")
+    bad = fake_azure.run(env=env)
+    assert bad.returncode == 1 and "NNNN_name.sql" in bad.stderr and mutations(bad) == []
+
+
+def test_migration_tsql_guards_each_statement_and_records_the_version(tmp_path):
+    migration = tmp_path / "0007_things.sql"
+    migration.write_text(
+        "-- it's a comment with a quote\nCREATE TABLE things (\n    id NVARCHAR(16) NOT NULL DEFAULT 'x'\n);\n"
+        "CREATE INDEX ix_things_id ON things (id);\nCREATE UNIQUE INDEX ux_things ON things (id);\n"
+        "ALTER TABLE things ADD note NVARCHAR(64) NULL;\nUPDATE things SET note = 'n' WHERE note IS NULL;\n")
+    script = f'source "{DEPLOY}"; migration_tsql "{migration}" 0007 things'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "SET XACT_ABORT ON;", "SET NOCOUNT ON;", "BEGIN TRANSACTION;",
+        "IF OBJECT_ID(N'things', N'U') IS NULL",
+        "    EXEC(N'CREATE TABLE things (", "    id NVARCHAR(16) NOT NULL DEFAULT ''x''", ")');",
+        "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_things_id' AND object_id = OBJECT_ID(N'things'))",
+        "    EXEC(N'CREATE INDEX ix_things_id ON things (id)');",
+        "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_things' AND object_id = OBJECT_ID(N'things'))",
+        "    EXEC(N'CREATE UNIQUE INDEX ux_things ON things (id)');",
+        "IF COL_LENGTH(N'things', N'note') IS NULL",
+        "    EXEC(N'ALTER TABLE things ADD note NVARCHAR(64) NULL');",
+        "    EXEC(N'UPDATE things SET note = ''n'' WHERE note IS NULL');",
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (N'0007', N'things', SYSUTCDATETIME());",
+        "COMMIT;"]
 
 
 def test_pending_ca_without_the_root_stops_before_dps(fake_azure):
@@ -180,7 +235,8 @@ def test_what_if_prints_the_plan_and_changes_nothing(fake_azure):
     assert "deployments" not in fake_azure.state
     text = run.output
     for expected in ("Create: /subscriptions/", "would run: az deployment sub create", "would package",
-                     "would apply infra/sql/schema.sql", "would run: az storage blob upload",
+                     "would apply the migrations of infra/sql/migrations", "0001_initial",
+                     "would run: az storage blob upload", "would run: az role assignment create",
                      "would run: az keyvault certificate create", "would run: az iot dps enrollment-group create",
                      "--iot-hubs <iot hub host names>",
                      "/api/allocate?code=***", "would call https://func-tok42.azurewebsites.net/api/health",
@@ -251,7 +307,7 @@ def test_sql_firewall_is_opened_for_this_run_only(fake_azure):
     assert mutations(run).count("az sql server firewall-rule create") == 1
     assert mutations(run).count("az sql server firewall-rule delete") == 1
     assert fake_azure.state["firewall_rules"] == []
-    assert fake_azure.state["sql_schema"] is True
+    assert fake_azure.state["sql_migrations"] == ["0001"]
 
 
 def test_facilities_are_loaded_from_a_validated_csv(fake_azure, tmp_path):

@@ -90,8 +90,45 @@ def test_every_query_parameter_is_defined_by_its_module(module):
 
 
 def test_every_query_file_is_used():
-    used = {p.split("/")[-1] for m in ("modules/workbook.bicep", "modules/alerts.bicep") for p in loaded_queries(m)}
-    assert used == {p.name for p in QUERIES.glob("*.kql")}
+    used = {p.removeprefix("../monitoring/queries/") for m in ("modules/workbook.bicep", "modules/alerts.bicep")
+            for p in loaded_queries(m)}
+    assert used == {str(p.relative_to(QUERIES)) for p in QUERIES.rglob("*.kql")}
+
+
+def test_the_ca_key_operations_tile_reads_the_key_vault_audit_log():
+    # Resource logs, not app telemetry: the tile queries the Log Analytics workspace that Key Vault's diagnostic
+    # setting (category AuditEvent, destination Dedicated -> AZKVAuditLogs) writes to; AzureDiagnostics as well.
+    item = load("modules/workbook.bicep").variables["caKeyOperationsItem"]["value"]["content"]
+    assert item["resourceType"] == "microsoft.operationalinsights/workspaces"
+    assert item["crossComponentResources"] == ["logAnalyticsWorkspaceId"]
+    text = (QUERIES / "resource-logs" / "ca-key-operations.kql").read_text()
+    assert "union isfuzzy=true" in text and "AZKVAuditLogs" in text and '"AuditEvent"' in text
+    assert "CA in (ExpectedCAs)" in text and "FunctionPrincipalId" in text
+    assert {"TimeGenerated", "CA", "OperationName", "Caller", "Result"} <= set(
+        re.search(r"\| project (TimeGenerated, CA.*?)\n\|", text, re.S).group(1).replace(",", " ").split())
+    vault = load("modules/keyvault.bicep").resources["diagnostics"]["config"]["properties"]
+    assert vault["logAnalyticsDestinationType"] == "Dedicated"
+    assert [log["category"] for log in vault["logs"]] == ["AuditEvent"]
+
+
+def test_the_platform_metric_alerts():
+    # Metric names: "Supported metrics" for Microsoft.EventGrid/systemTopics, Microsoft.Devices/IotHubs and
+    # Microsoft.Devices/provisioningServices (Azure Monitor reference).
+    alerts = load("modules/alerts.bicep")
+    metrics = {}
+    for name in ("deadLetterAlerts", "throttleAlerts", "dpsFailureAlert"):
+        config = alerts.resources[name]["config"]
+        config = config.get("config", config)
+        properties = config["properties"]["function"]["parameters"]
+        criteria = next(v for v in properties.values() if isinstance(v, dict) and "criteria" in v)["criteria"]
+        (criterion,) = criteria["allOf"]
+        metrics[name] = (criterion["metricNamespace"], criterion["metricName"])
+        assert alerts.resources[name]["type"] == "Microsoft.Insights/metricAlerts"
+    assert metrics == {
+        "deadLetterAlerts": ("Microsoft.EventGrid/systemTopics", "DeadLetteredCount"),
+        "throttleAlerts": ("Microsoft.Devices/IotHubs", "d2c.telemetry.ingress.sendThrottle"),
+        "dpsFailureAlert": ("Microsoft.Devices/provisioningServices", "RegistrationAttempts"),
+    }
 
 
 def test_the_alert_rules_the_issue_asks_for():

@@ -1,0 +1,96 @@
+-- 0001 initial: the schema of the first release (tables and indexes), as infra/sql/schema.sql held it.
+-- A migration holds only what it introduces, in the subset of T-SQL that also runs on SQLite through the SQLite3
+-- ODBC driver (README.md beside this file): CREATE TABLE, CREATE INDEX, ALTER TABLE ... ADD, each ended by a
+-- semicolon at the end of a line. The runners (infra/deploy.sh, local/seed/migrations.py) skip a migration that
+-- schema_migrations records and, within one, a CREATE whose table or index already exists.
+
+CREATE TABLE facilities (
+    facility_code   NVARCHAR(16)  NOT NULL PRIMARY KEY,
+    name            NVARCHAR(200) NOT NULL,
+    region          NVARCHAR(32)  NOT NULL,
+    preferred_hub   NVARCHAR(255) NOT NULL,
+    manager_email   NVARCHAR(320) NOT NULL,
+    active          BIT           NOT NULL DEFAULT 1
+);
+
+CREATE TABLE iot_hubs (
+    host_name           NVARCHAR(255) NOT NULL PRIMARY KEY,
+    region              NVARCHAR(32)  NOT NULL,
+    max_devices         INT           NOT NULL CHECK (max_devices > 0),
+    max_daily_messages  INT           NOT NULL CHECK (max_daily_messages > 0),
+    accepting           BIT           NOT NULL DEFAULT 1
+);
+
+-- Hub device counts shared by every webhook instance (allocation/capacity.py): places taken ever, and an
+-- anchor (the registry's device count at a quiet moment, and `allocations` then). Estimated devices =
+-- anchor_devices + allocations - anchor_allocations; a place is taken only while that is below the limit.
+CREATE TABLE hub_allocations (
+    host_name           NVARCHAR(255) NOT NULL PRIMARY KEY,
+    allocations         BIGINT        NOT NULL DEFAULT 0,
+    anchor_devices      BIGINT        NULL,
+    anchor_allocations  BIGINT        NULL
+);
+
+-- sensor_type '*' applies to every sensor type of the facility; a type-specific row is applied after it.
+CREATE TABLE facility_overrides (
+    facility_code   NVARCHAR(16)   NOT NULL,
+    sensor_type     NVARCHAR(32)   NOT NULL,
+    overrides       NVARCHAR(4000) NOT NULL,
+    updated_at      DATETIME2      NOT NULL,
+    PRIMARY KEY (facility_code, sensor_type)
+);
+
+-- Source of truth for the CRLs: one row per revoked certificate.
+CREATE TABLE revocations (
+    issuer          NVARCHAR(255) NOT NULL,
+    serial_number   NVARCHAR(64)  NOT NULL,
+    reason          NVARCHAR(32)  NOT NULL,
+    revoked_at      DATETIME2     NOT NULL,
+    revoked_by      NVARCHAR(255) NOT NULL,
+    PRIMARY KEY (issuer, serial_number)
+);
+
+-- Audit trail of every provisioning decision.
+CREATE TABLE provisioning_events (
+    event_id        UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
+    at              DATETIME2        NOT NULL,
+    registration_id NVARCHAR(128)    NOT NULL,
+    outcome         NVARCHAR(16)     NOT NULL CHECK (outcome IN ('allocated', 'rejected', 'configured', 'error')),
+    reason_code     NVARCHAR(64)     NULL,
+    hub             NVARCHAR(255)    NULL,
+    details         NVARCHAR(4000)   NULL
+);
+
+CREATE INDEX ix_provisioning_events_at ON provisioning_events (at);
+
+CREATE INDEX ix_provisioning_events_registration ON provisioning_events (registration_id);
+
+-- Asset register of the certificates this product issued.
+CREATE TABLE certificates (
+    issuer          NVARCHAR(255) NOT NULL,
+    serial_number   NVARCHAR(64)  NOT NULL,
+    device_id       NVARCHAR(128) NOT NULL,
+    not_before      DATETIME2     NOT NULL,
+    not_after       DATETIME2     NOT NULL,
+    status          NVARCHAR(16)  NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked', 'superseded')),
+    PRIMARY KEY (issuer, serial_number)
+);
+
+CREATE INDEX ix_certificates_device ON certificates (device_id);
+
+-- Audit trail of the certificate lifecycle: issuance, revocation, CRL publication, renewal steps.
+CREATE TABLE certificate_events (
+    event_id        UNIQUEIDENTIFIER NOT NULL PRIMARY KEY,
+    at              DATETIME2        NOT NULL,
+    action          NVARCHAR(32)     NOT NULL,
+    device_id       NVARCHAR(128)    NULL,
+    issuer          NVARCHAR(255)    NULL,
+    serial_number   NVARCHAR(64)     NULL,
+    reason_code     NVARCHAR(64)     NULL,
+    actor           NVARCHAR(255)    NULL,
+    details         NVARCHAR(4000)   NULL
+);
+
+CREATE INDEX ix_certificate_events_at ON certificate_events (at);
+
+CREATE INDEX ix_certificate_events_device ON certificate_events (device_id);
