@@ -1,7 +1,14 @@
 """What DPS does for one X.509 registration, end to end:
 
-1. match the enrollment: an individual enrollment for the registration ID first, else the group whose CA
-   the device's chain runs through (chain validated to a trusted root); disabled -> refused;
+1. match the enrollment: an individual enrollment for the registration ID first (the ones given to the
+   simulator, and those created through the service API emulator, read from its store so that an enrollment
+   another process created counts at once), else the group whose CA the device's chain runs through (chain
+   validated to a trusted root). A disabled enrollment refuses the device with registration status "disabled",
+   without calling the webhook: Microsoft's custom allocation tutorial ("An Individual Enrollment was created to
+   disable the device | Result status: Disabled | SDK returns PROV_DEVICE_RESULT_DISABLED"; no error code is
+   documented for it) and "Disallow specific devices in an enrollment group" (azure-docs
+   articles/iot-dps/how-to-revoke-device-access-portal.md: a disabled individual enrollment blocks the device
+   even when an enabled group matches);
 2. call the custom allocation webhook with the documented AllocationRequest (docs/contracts.md 1); a non-200
    answer fails the registration with the webhook's status and error code; a hub not in linkedHubs fails it;
 3. create the device (X.509 CA authentication, iotEdge from the enrollment) in the returned hub with the
@@ -26,8 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from local.dps.chain import ChainError, validate_chain
-from local.dps.enrollments import Enrollment
+from local.dps.enrollments import Enrollment, from_service_entry
 from local.dps.linked_hub import LinkedHub, LinkError
+from local.dps.store import EnrollmentStore
 from local.json_client import HttpError, JsonClient
 
 
@@ -38,10 +46,11 @@ class RegistrationResult:
     assigned_hub: str | None = None
     device_id: str | None = None
     payload: dict | None = None
-    error_code: str | None = None  # the webhook's catalogue code, or a DPS-side reason
+    error_code: str | None = None  # the webhook's catalogue code, or a DPS-side reason (simulator's label)
     error_message: str | None = None
     webhook_status: int | None = None
     duration_ms: float = 0.0
+    enrollment: str | None = None  # which enrollment matched: "group:{id}" or "individual:{registration id}"
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -52,9 +61,12 @@ def _common_name(cert: x509.Certificate) -> str | None:
 class DpsSimulator:
     def __init__(self, enrollments: list[Enrollment], linked_hubs: list[str], roots: list[x509.Certificate],
                  hub_connection_strings: Mapping[str, str], function_key: str | None = None,
-                 state_file: Path | None = None, webhook_timeout_s: float = 30):
+                 state_file: Path | None = None, webhook_timeout_s: float = 30,
+                 enrollment_store: EnrollmentStore | None = None):
         self.groups = [e for e in enrollments if e.is_group]
-        self.individual = {e.enrollment_id: e for e in enrollments if not e.is_group}
+        # Registration IDs are case-insensitive in DPS (service API, IndividualEnrollment.registrationId).
+        self.individual = {e.enrollment_id.lower(): e for e in enrollments if not e.is_group}
+        self.service_store = enrollment_store  # the service API emulator's enrollments (local/dps/service.py)
         self.linked_hubs = list(linked_hubs)
         self.roots = roots
         self.hubs = {host: LinkedHub(conn) for host, conn in hub_connection_strings.items()}  # DPS's hub links
@@ -85,12 +97,23 @@ class DpsSimulator:
                               + "\n")
 
     # -- steps ------------------------------------------------------------------------------------------
+    def individual_enrollment(self, registration_id: str) -> Enrollment | None:
+        """The individual enrollment for a registration ID: the service API's record (what the function app or an
+        operator last wrote) before one handed to the simulator."""
+        if self.service_store is not None:
+            entry = self.service_store.get(registration_id)
+            if entry is not None:
+                return from_service_entry(entry, self.linked_hubs)
+        return self.individual.get(registration_id.lower())
+
     def match_enrollment(self, registration_id: str, leaf: x509.Certificate,
                          intermediates: list[x509.Certificate], now: dt.datetime) -> Enrollment:
-        individual = self.individual.get(registration_id)
+        individual = self.individual_enrollment(registration_id)
         if individual is not None:
-            if individual.individual_certificate != leaf:
+            if leaf not in individual.individual_certificates:
                 raise ChainError("certificate does not match the individual enrollment")
+            if individual.provisioning_status != "enabled":
+                return individual  # refused as disabled by register(), whatever the chain
             validate_chain(leaf, intermediates, self.roots, None, now)
             return individual
         # Only a group whose CA is in the presented chain can match (DPS finds the group by that CA): validating
@@ -140,18 +163,26 @@ class DpsSimulator:
                  payload: dict | None = None, now: dt.datetime | None = None) -> RegistrationResult:
         started = time.perf_counter()
         registration_id = _common_name(leaf) or ""
+        matched: str | None = None
 
         def result(status: str, **fields) -> RegistrationResult:
             return RegistrationResult(registration_id, status, duration_ms=(time.perf_counter() - started) * 1000,
-                                      **fields)
+                                      enrollment=matched, **fields)
 
         try:
             enrollment = self.match_enrollment(registration_id, leaf, list(intermediates),
                                                now or dt.datetime.now(dt.UTC))
         except ChainError as exc:
             return result("failed", error_code="unauthorized", error_message=str(exc))
+        kind = "group" if enrollment.is_group else "individual"
+        matched = f"{kind}:{enrollment.enrollment_id}"
         if enrollment.provisioning_status != "enabled":
-            return result("disabled", error_code="enrollment_disabled", error_message="enrollment is disabled")
+            return result("disabled", error_code="enrollment_disabled",
+                          error_message=f"{kind} enrollment {enrollment.enrollment_id} is disabled")
+        if enrollment.allocation_policy != "custom" or not enrollment.webhook_url:
+            return result("failed", error_code="allocation_not_simulated",
+                          error_message=f"allocation policy {enrollment.allocation_policy!r}: the simulator "
+                                        "allocates through a custom allocation webhook only")
 
         body = self.allocation_request(enrollment, registration_id, leaf, payload)
         try:

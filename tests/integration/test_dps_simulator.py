@@ -10,6 +10,7 @@ from msrest.exceptions import HttpOperationError
 
 from local.dps.enrollments import Enrollment
 from local.dps.simulator import DpsSimulator
+from local.dps.store import EnrollmentStore
 from local.iothub.config import stack_connection_string
 from local.secrets import stack_secret
 from local.seed import data
@@ -33,7 +34,8 @@ def dps(stack, services, cas, tmp_path_factory):
     links = {h.host_name: stack_connection_string(stack.state_dir, h.name, h.host_name) for h in data.HUBS}
     return DpsSimulator(enrollments, HUB_NAMES, [root], links,
                         function_key=stack_secret(stack.state_dir, "function-key-default"),
-                        state_file=tmp_path_factory.mktemp("dps") / "registrations.jsonl")
+                        state_file=tmp_path_factory.mktemp("dps") / "registrations.jsonl",
+                        enrollment_store=EnrollmentStore(stack.state_dir))  # what the DPS service emulator holds
 
 
 def cn(facility="FAC06", type_code="press") -> str:
