@@ -4,6 +4,8 @@ docs/contracts.md 1: Microsoft publishes no example of deviceRuntimeContext.x509
 public X.509 webhook) is `x509.clientCertificate` = base64 DER; PEM is accepted too, and an
 X509CertificateInfo-style object (subjectName, issuerName, serialNumber, notBeforeUtc, notAfterUtc,
 thumbprints) is tolerated, directly or under `info`. A correction to the contract is a change to this file.
+A certificate from the register (when DPS sends none; allocation/decision.py says when that may stand in) is
+turned into the same CertificateDetails here too, so every certificate the webhook judges is read in one place.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from shared.certificates import CertificateRecord
 from shared.errors import OnboardingError
-from shared.serials import parse_serial, serial_hex
+from shared.serials import parse_serial, serial_hex, serial_int
 from shared.times import parse_utc
 
 MAX_CERTIFICATE_CHARS = 16_384
@@ -58,6 +61,14 @@ def from_certificate(cert: x509.Certificate) -> CertificateDetails:
         not_after=cert.not_valid_after_utc,
         certificate=cert,
     )
+
+
+def from_register(record: CertificateRecord) -> CertificateDetails:
+    """The details of a certificate this product issued, as the register holds them (no certificate object: the
+    trust store checks issuer and CRL, as it does for the certificate-info shape)."""
+    return CertificateDetails(subject_cn=record.device_id, issuer=record.issuer,
+                              serial_number=serial_int(record.serial_number),
+                              not_before=record.not_before, not_after=record.not_after)
 
 
 def _load_certificate(text: str) -> x509.Certificate:

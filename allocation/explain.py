@@ -1,11 +1,12 @@
 """Where will this sensor go, and why? `onboarding explain sensor-temp-FAC03-SN482019 [--cert device.pem]`
 
-Runs the webhook's own decision (allocation.decision.decide) for a CN against the configured data (SQL, Key
-Vault CRLs, hub statistics) with a reservation that takes nothing, so no device is counted against a hub and no
-audit row is written, and reports each step: identity, certificate, trust (with the CRL number), facility, the
-load of every linked hub, the decision, or the refusal with its code. The steps are read from what decide()
-returns plus read-only queries of the same collaborators, never restated, so explain cannot drift from the
-webhook. The certificate is the one given (--cert) or, by default, the newest active one this product issued.
+Runs the webhook's own decision (allocation.decision.decide) for a CN against the configured data (SQL, the CA
+certificates in Key Vault, the CRLs in Blob Storage, hub statistics) with a reservation that takes nothing, so no
+device is counted against a hub and no audit row is written, and reports each step: identity, certificate, trust
+(with the CRL number), facility, the load of every linked hub, the decision, or the refusal with its code. The
+steps are read from what decide() returns plus read-only queries of the same collaborators, never restated, so
+explain cannot drift from the webhook. The certificate is the one given (--cert) or, by default, the one the
+certificate register vouches for by the webhook's own rule when DPS sends none (allocation/decision.py).
 
 `python -m allocation.explain` is an alias of `onboarding explain` (cli/explain.py).
 """
@@ -57,7 +58,9 @@ def explain(cn: str, certificate: CertificateDetails | None = None, linked_hubs:
     try:
         allocation = decide(request, ctx, reserve=take_nothing)
     except OnboardingError as err:
-        if err.status >= 500:  # a fault, not an answer the webhook would give for this device
+        # A fault (a dependency down, a bad setting) is not an answer about this device; crl_unavailable is: the
+        # webhook answers it with 503 until the CA's CRL (or certificate) can be trusted again, and says why.
+        if err.status >= 500 and err.code != "crl_unavailable":
             raise
         report["refused"] = {"code": err.code, "status": err.status, "message": err.error.message,
                              "detail": err.detail}

@@ -1,19 +1,15 @@
-"""The certificate this product issued for a device, from the certificate register (shared/certificates.py)."""
+"""The certificates this product issued to a device, from the certificate register (shared/certificates.py).
+
+The webhook reads them only when DPS sends no certificate details; allocation/decision.py decides whether one of
+them may stand in for the certificate the device presented.
+"""
 
 from __future__ import annotations
 
-from allocation.certificate import CertificateDetails
-from shared.certificates import CertificateRegister
-from shared.serials import serial_int
+from shared.certificates import CertificateRegister, CertificateStanding
 from shared.sql import Database
 
 
-def issued_certificate(database: Database, device_id: str) -> CertificateDetails | None:
-    """The newest active certificate on record for device_id, or None."""
-    found = CertificateRegister(database).active_certificates(device_id)
-    if not found:
-        return None
-    newest = found[0]
-    return CertificateDetails(subject_cn=device_id, issuer=newest.issuer,
-                              serial_number=serial_int(newest.serial_number),
-                              not_before=newest.not_before, not_after=newest.not_after)
+def issued_certificate(database: Database, device_id: str) -> list[CertificateStanding]:
+    """Every certificate on record for device_id with its revocation reason (one statement), newest first."""
+    return CertificateRegister(database).device_standing(device_id)

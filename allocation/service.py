@@ -18,6 +18,13 @@ from shared.errors import OnboardingError
 from shared.http import json_response
 
 log = logging.getLogger(__name__)
+# Refusals the security team hears about: a revoked certificate presented, or one still outstanding.
+SECURITY_ALERT_CODES = frozenset({"certificate_revoked", "revoked_certificate_outstanding"})
+# What may succeed later (crl_unavailable, dependency_unavailable, throttling) is answered with a status DPS retries
+# (429 or above: up to 10 times, 1 s then growing by 9 s, docs/contracts.md 1.3) and says when to come back. 5 s is
+# about DPS's own first interval and the time a failed CRL or Key Vault read is remembered (allocation/trust.py).
+RETRIED_STATUSES = frozenset({429, 503})
+RETRY_AFTER_S = 5
 
 
 def _refuse(error: OnboardingError, request: AllocationRequest | None, started: float) -> func.HttpResponse:
@@ -25,15 +32,19 @@ def _refuse(error: OnboardingError, request: AllocationRequest | None, started: 
     duration_ms = (time.perf_counter() - started) * 1000
     audit = audit_trail()
     audit.record(registration_id, "rejected", error.code, None, {"detail": error.detail, "durationMs": duration_ms})
-    if error.code == "certificate_revoked" and request is not None:
+    if error.code in SECURITY_ALERT_CODES and request is not None:
         audit.security_alert({
-            "type": "revokedCertificatePresented", "registrationId": registration_id,
+            "type": "revokedCertificatePresented", "reasonCode": error.code, "registrationId": registration_id,
             "facility": request.identity.facility, "detail": error.detail,
             "at": times.iso_utc(times.utc_now()),
         })
     telemetry.emit("allocation", duration_ms, outcome="rejected", reasonCode=error.code,
                    registrationId=registration_id, facility=request.identity.facility if request else None)
-    return json_response(error.to_body(), error.status)
+    response = json_response(error.to_body(), error.status)
+    if error.status in RETRIED_STATUSES:
+        # DPS retries an answer of 429 or more (docs/contracts.md 1.3); Retry-After tells any other caller when.
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def _allocated(allocation: Allocation, started: float) -> func.HttpResponse:

@@ -2,13 +2,16 @@
 
 | setting | default | meaning |
 |---|---|---|
-| CRL_CACHE_TTL_SECONDS | 300 | how long a regional CA's certificate and verified CRL are reused |
+| CRL_CACHE_TTL_SECONDS | 300 | how often each CA's certificate versions and CRL are read again (a CRL: 304 if same) |
 | CRL_GRACE_SECONDS | 0 | how long past nextUpdate a CRL is still trusted (0: not at all) |
 | CAPACITY_CACHE_TTL_SECONDS | 60 | how often each hub's registry statistics are read (the registry throttle) |
 | HUB_UTILISATION_THRESHOLD | 0.9 | the preferred hub is left for the region's others at this share of its limit |
 | ALLOW_SYMMETRIC_KEY_ATTESTATION | false | development only: accept symmetric-key attestation |
+| ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL | allow | allow or refuse a device whose superseded certificate (*) |
 | FACILITY_CACHE_TTL_SECONDS | 60 | (shared) facility rows are reused this long |
-| REGIONAL_CAS, CRL_SECRET_PREFIX, SECURITY_ALERTS_QUEUE | | (shared) see shared/config.py |
+| REGIONAL_CAS, CRL_CONTAINER, SECURITY_ALERTS_QUEUE, STORAGE_* | | (shared) see shared/config.py |
+
+(*) is unexpired when DPS sends no certificate details: the device may be presenting it (README, the residual risk).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.config import SettingError, Settings
+
+RENEWAL_POLICIES = ("allow", "refuse")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class AllocationSettings:
     capacity_cache_ttl_s: float = 60
     hub_utilisation_threshold: float = 0.9
     allow_symmetric_key: bool = False
+    without_certificate_during_renewal: str = "allow"
 
 
 def allocation_settings(settings: Settings) -> AllocationSettings:
@@ -32,10 +38,15 @@ def allocation_settings(settings: Settings) -> AllocationSettings:
     threshold = settings.number("HUB_UTILISATION_THRESHOLD", 0.9)
     if threshold > 1:
         raise SettingError(f"app setting HUB_UTILISATION_THRESHOLD must be a fraction <= 1, got {threshold}")
+    renewal = (settings.get("ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL") or "allow").lower()
+    if renewal not in RENEWAL_POLICIES:
+        raise SettingError(f"app setting ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL must be one of "
+                           f"{', '.join(RENEWAL_POLICIES)}, got {renewal!r}")
     return AllocationSettings(
         crl_cache_ttl_s=settings.number("CRL_CACHE_TTL_SECONDS", 300),
         crl_grace_s=settings.number("CRL_GRACE_SECONDS", 0),
         capacity_cache_ttl_s=settings.number("CAPACITY_CACHE_TTL_SECONDS", 60),
         hub_utilisation_threshold=threshold,
         allow_symmetric_key=settings.flag("ALLOW_SYMMETRIC_KEY_ATTESTATION", False),
+        without_certificate_during_renewal=renewal,
     )

@@ -13,6 +13,7 @@ from allocation.trust import TrustStore
 from shared.bootstrap import Services, services
 from shared.facilities import FacilityDirectory
 from shared.retry import RetryPolicy
+from shared.storage import BlobStore
 
 # The webhook answers DPS within seconds: one quick retry of a throttled statistics read, then the hub is
 # left out of this decision (capacity.py) rather than holding the allocation.
@@ -23,13 +24,15 @@ def build_context(svc: Services) -> AllocationContext:
     settings, cfg = svc.settings, allocation_settings(svc.settings)
     hubs = svc.iothub(STATISTICS_RETRY)
     return AllocationContext(
-        trust=TrustStore(settings, svc.certificates, svc.secrets),
+        trust=TrustStore(settings, svc.certificates,
+                         BlobStore.for_container(lambda: svc.blob_service, settings.crl_container)),
         facilities=FacilityDirectory(svc.database, settings.facility_cache_ttl_s),
         capacity=CapacityMonitor(svc.database, hubs.device_count, settings.iot_hub_host_names,
                                  cfg.capacity_cache_ttl_s),
         issued_certificate=lambda device_id: issued_certificate(svc.database, device_id),
         utilisation_threshold=cfg.hub_utilisation_threshold,
         allow_symmetric_key=cfg.allow_symmetric_key,
+        without_certificate_during_renewal=cfg.without_certificate_during_renewal,
     )
 
 

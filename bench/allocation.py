@@ -38,6 +38,7 @@ from shared.config import Settings  # noqa: E402
 from shared.crl import verify_and_index  # noqa: E402
 from shared.facilities import FacilityDirectory  # noqa: E402
 from shared.sql import Database  # noqa: E402
+from shared.storage import BlobRead  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -81,9 +82,10 @@ def build_crl(ca_cert, ca_key, entries: int) -> bytes:
     ecdsa_sha256 = _der(0x30, _der(0x06, bytes.fromhex("2a8648ce3d040302")))
     revoked_at = _utc_time(NOW)
     revoked = b"".join(_der(0x30, _der_int(serial * 7919) + revoked_at) for serial in range(1, entries + 1))
+    crl_number = _der(0x30, _der(0x06, bytes.fromhex("551d14")) + _der(0x04, _der_int(1)))  # RFC 5280 5.2.3
     tbs = _der(0x30, _der_int(1) + ecdsa_sha256 + ca_cert.subject.public_bytes()
                + _utc_time(NOW - dt.timedelta(hours=1)) + _utc_time(NOW + dt.timedelta(days=7))
-               + (_der(0x30, revoked) if entries else b""))
+               + (_der(0x30, revoked) if entries else b"") + _der(0xA0, _der(0x30, crl_number)))
     signature = ca_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
     return _der(0x30, tbs + ecdsa_sha256 + _der(0x03, b"\x00" + signature))
 
@@ -101,13 +103,16 @@ def bench_decisions(n: int) -> None:
     hubs = [r["host_name"] for r in db.fetch_all("SELECT host_name FROM iot_hubs")]
     regions = {"west": range(1, 5), "central": range(5, 9), "east": range(9, 13)}
     cas = {region: make_ca(region) for region in regions}
-    certs = SimpleNamespace(get_certificate=lambda name: SimpleNamespace(
-        cer=cas[name][0].public_bytes(serialization.Encoding.DER)))
-    secrets = SimpleNamespace(get_secret=lambda name: SimpleNamespace(
-        value=base64.b64encode(build_crl(*cas[name.removeprefix("crl-")], 1000)).decode()))
+    certs = SimpleNamespace(  # one current version per CA, as Key Vault lists it
+        list_properties_of_certificate_versions=lambda name: [SimpleNamespace(
+            version="1", enabled=True, expires_on=None, not_before=None, created_on=None)],
+        get_certificate_version=lambda name, version: SimpleNamespace(
+            cer=cas[name][0].public_bytes(serialization.Encoding.DER)))
+    crls = SimpleNamespace(read=lambda name, etag=None: BlobRead(build_crl(*cas[name.removesuffix(".crl")], 1000),
+                                                                 '"1"'))
     settings = Settings({"REGIONAL_CAS": ",".join(f"{r}={r}" for r in regions)})
-    ctx = AllocationContext(TrustStore(settings, certs, secrets), FacilityDirectory(db, 60),
-                            CapacityMonitor(db, lambda host: 500, hubs, 60), lambda _: None, 0.9)
+    ctx = AllocationContext(TrustStore(settings, certs, crls), FacilityDirectory(db, 60),
+                            CapacityMonitor(db, lambda host: 500, hubs, 60), lambda _: [], 0.9)
     types = ["temp", "press", "vib", "flow"]
     bodies = []
     for i in range(200):  # 200 distinct certificates, cycled: signature checks are per request anyway

@@ -2,10 +2,16 @@
 
 1. signing through the Key Vault emulator (HTTPS, managed-identity token, the production SDK): device
    certificates per second (CSR check + build + Key Vault `sign` + verification), one thread and eight;
-2. CRL issue time for 1,000 and 100,000 revocations: read from SQL (SQLite ODBC), build, sign through the
-   emulator, verify; with the DER size against Key Vault's 25 KB secret limit;
-3. the expiry scan over 100,000 devices on the IoT Hub emulator (HTTPS, azure-iot-hub), 1% needing action:
+2. CRL publication at 10,000 and 100,000 revocations, as the product publishes (cert_lifecycle.crl.CrlPublisher):
+   read the CRL in Blob (Azurite), read SQL (SQLite ODBC), build, sign through the emulator, verify, upload with
+   If-Match, read back; with the DER size;
+3. the webhook's CRL refresh (allocation.trust.TrustStore) for the 100,000-entry CRL over Blob: the first read
+   (download, verify, index), a revalidation of the unchanged CRL (If-None-Match: 304), and the read of a changed
+   one;
+4. the expiry scan over 100,000 devices on the IoT Hub emulator (HTTPS, azure-iot-hub), 1% needing action:
    wall time, hub queries used, tag writes; queues in memory.
+
+`--quick` keeps every run small (CRLs of 1,000 and 10,000 entries, 100 certificates, 10,000 devices).
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from cryptography.x509.oid import NameOID
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cert_lifecycle.crl import crl_builder, crl_entries  # noqa: E402
 from cert_lifecycle.csr import check_csr, device_certificate_builder, random_serial_number  # noqa: E402
 from cert_lifecycle.records import CertificateRecords  # noqa: E402
 from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest  # noqa: E402
@@ -68,6 +73,19 @@ def vault(state: Path, tls):
                                                policy=policy)
     crypto = CryptographyClient(imported.key_id, credential, verify_challenge_resource=False)
     return KeyVaultSigner(cert, key_vault_sign_digest(crypto)), [kv, identity]
+
+
+def blob_container(state: Path):
+    """Azurite on free ports and a CRL container in it (the product's Blob client options)."""
+    from azure.storage.blob import BlobServiceClient, LinearRetry
+
+    from local.azurite import AzuritePorts, connection_string, start_azurite
+    from shared.storage import client_options
+
+    ports = AzuritePorts(free_port(), free_port(), free_port())
+    process = start_azurite(state / "azurite", ports, log_file=state / "azurite.log")
+    service = BlobServiceClient.from_connection_string(connection_string(ports), **client_options(LinearRetry))
+    return process, service.create_container("crl", public_access="blob")
 
 
 def csr_pem(cn: str) -> bytes:
@@ -120,32 +138,85 @@ def revocation_db(path: Path, issuer: str, count: int):
     return db
 
 
-def bench_crl(signer: KeyVaultSigner, sizes: list[int], state: Path) -> None:
-    print("\n2. CRL issue (SQL read + build + Key Vault sign + verify); Key Vault secrets hold at most 25 KB")
+class BenchAudit:
+    def certificate_event(self, *args, **kwargs):
+        return True
+
+
+def bench_crl(signer: KeyVaultSigner, sizes: list[int], state: Path, container) -> None:
+    """Publish each CA's CRL the way the refresh timer does; returns nothing, prints per size."""
+    from cert_lifecycle.authority import RegionalAuthority
+    from cert_lifecycle.crl import CrlPublisher
+    from cert_lifecycle.settings import LifecycleSettings
+    from shared.storage import BlobStore
+
+    print("\n2. CRL publication to Blob (Azurite): read the CRL there, SQL, build, Key Vault sign, verify, "
+          "upload (If-Match), read back")
     issuer = signer.ca_certificate.subject.rfc4514_string()
-    per_entry = None
     for count in sizes:
         db = revocation_db(state / f"crl-{count}.db", issuer, count)
-        records = CertificateRecords(db)
+        name = f"bench-ca-{count}"
+        authority = RegionalAuthority(name, "west", signer.ca_certificate, signer)
+        store = BlobStore(lambda: container)
+        publisher = CrlPublisher(store, CertificateRecords(db), BenchAudit(), LifecycleSettings())
+        timings = []
+        for attempt in ("first", "re-issue"):
+            started = time.perf_counter()
+            published = publisher.publish(authority, force_reason=attempt, actor="bench")
+            timings.append(time.perf_counter() - started)
         started = time.perf_counter()
-        rows = records.revocations(issuer)
-        read = time.perf_counter()
-        entries = crl_entries(rows, NOW, dt.timedelta(days=7))
-        builder = crl_builder(signer.ca_certificate, entries, 2, NOW, dt.timedelta(days=7))
-        built = time.perf_counter()
-        crl = signer.sign_crl(builder)
-        signed = time.perf_counter()
-        der = crl.public_bytes(Encoding.DER)
-        per_entry = per_entry or len(der) / count
-        b64 = len(base64.b64encode(der))
-        fits = "fits" if b64 <= 25_000 else "DOES NOT FIT"
-        total_ms, sql_ms = (signed - started) * 1000, (read - started) * 1000
-        print(f"   {count:>7,} revocations: {total_ms:8.0f} ms total (SQL {sql_ms:.0f}"
-              f" ms, build {(built - read) * 1000:.0f} ms, sign+verify {(signed - built) * 1000:.0f} ms); "
-              f"{len(der) / 1024:,.0f} KiB DER, {b64 / 1024:,.0f} KiB base64: {fits} in a secret")
+        publisher.publish(authority, actor="bench")  # up to date: reads the CRL and SQL, writes nothing
+        check = time.perf_counter() - started
+        print(f"   {count:>7,} revocations: first {timings[0] * 1000:7.0f} ms, re-issue {timings[1] * 1000:7.0f} ms, "
+              f"up-to-date check {check * 1000:6.0f} ms; {published.size_bytes / 1e6:5.2f} MB DER "
+              f"({published.size_bytes / count:.0f} bytes per entry)")
         db.close()
-    fit = 25_000 * 3 / 4 / per_entry
-    print(f"   ({per_entry:.0f} bytes per entry with its reason code: about {fit:.0f} entries fit in one secret)")
+        LAST_PUBLISHED[count] = (name, authority)
+
+
+LAST_PUBLISHED: dict[int, tuple[str, object]] = {}
+
+
+def bench_webhook_refresh(count: int, container) -> None:
+    """The webhook's view of the CRL published above: Key Vault stands in by a fixed certificate list, Blob is real."""
+    from types import SimpleNamespace
+
+    from allocation.trust import IssuingCa, TrustStore
+    from shared.config import Settings
+    from shared.crl import crl_blob_name
+    from shared.storage import BlobStore
+
+    name, authority = LAST_PUBLISHED[count]
+    cer = authority.certificate.public_bytes(Encoding.DER)
+    certificates = SimpleNamespace(
+        list_properties_of_certificate_versions=lambda _: [SimpleNamespace(
+            version="1", enabled=True, not_before=None, expires_on=None, created_on=None)],
+        get_certificate_version=lambda _, version: SimpleNamespace(cer=cer))
+    clock = SimpleNamespace(now=0.0)
+    trust = TrustStore(Settings({"REGIONAL_CAS": f"west={name}", "CRL_CACHE_TTL_SECONDS": "300"}), certificates,
+                       BlobStore(lambda: container), clock=lambda: clock.now)
+    ca = IssuingCa(name, "west", (authority.certificate,))
+    print(f"\n3. Webhook CRL refresh over Blob (Azurite), {count:,}-entry CRL (allocation.trust.TrustStore)")
+    started = time.perf_counter()
+    index = trust.revocations(ca)
+    cold = time.perf_counter() - started
+    clock.now += 301
+    started = time.perf_counter()
+    trust.revocations(ca)
+    not_modified = time.perf_counter() - started
+    blob = container.get_blob_client(crl_blob_name(name))
+    blob.set_blob_metadata(blob.get_blob_properties().metadata)  # a new ETag: the same CRL, as if re-published
+    clock.now += 301
+    started = time.perf_counter()
+    trust.revocations(ca)
+    changed = time.perf_counter() - started
+    probes = 100_000
+    started = time.perf_counter()
+    for serial in range(probes):
+        index.is_revoked(serial)
+    lookup_ns = (time.perf_counter() - started) / probes * 1e9
+    print(f"   first read (download + verify + index) {cold * 1000:6.0f} ms; unchanged (304) {not_modified * 1000:5.1f}"
+          f" ms; changed (download + verify + index) {changed * 1000:6.0f} ms; look-up {lookup_ns:.0f} ns")
 
 
 def bench_scan(devices: int, state: Path, tls) -> None:
@@ -185,7 +256,7 @@ def bench_scan(devices: int, state: Path, tls) -> None:
                 "serialNumber": format(i + 1, "X"), "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "notBefore": (not_after - dt.timedelta(days=730)).strftime("%Y-%m-%dT%H:%M:%SZ")}
             service.store.devices._items[device_id] = record
-        print(f"\n3. Expiry scan: {devices:,} devices on one emulated hub, {needing:,} needing action "
+        print(f"\n4. Expiry scan: {devices:,} devices on one emulated hub, {needing:,} needing action "
               f"(setup {time.perf_counter() - started:.1f} s)")
     finally:
         hub_store.Collection.put = original_put
@@ -228,7 +299,7 @@ def bench_scan(devices: int, state: Path, tls) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (CRL up to 10,000, 10,000 devices)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (CRLs up to 10,000, 10,000 devices)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cert-") as tmp:
         state = Path(tmp)
@@ -236,14 +307,19 @@ def main() -> None:
         os.environ["REQUESTS_CA_BUNDLE"] = str(tls.ca_bundle)
         os.environ["SSL_CERT_FILE"] = str(tls.ca_bundle)
         signer, servers = vault(state, tls)
+        azurite, container = blob_container(state)
+        sizes = [1_000, 10_000] if args.quick else [10_000, 100_000]
         try:
             bench_signing(signer, 100 if args.quick else 400)
-            bench_crl(signer, [1_000, 10_000] if args.quick else [1_000, 100_000], state)
+            bench_crl(signer, sizes, state, container)
+            bench_webhook_refresh(sizes[-1], container)
         finally:
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             for server in servers:
                 server.server.config.timeout_graceful_shutdown = 1
                 server.stop()
+            azurite.terminate()
+            azurite.wait(10)
         bench_scan(10_000 if args.quick else 100_000, state, tls)
 
 

@@ -2,7 +2,11 @@
 
 A CA is its Key Vault certificate (REGIONAL_CAS: region=name) plus a KeyVaultSigner over the certificate's key:
 every signature comes from Key Vault's `sign`; nothing here can read a private key, and nothing tries.
-CA certificates are cached for CERT_CA_CACHE_SECONDS, so a rotated intermediate is picked up without a restart.
+CA certificates are cached for CERT_CA_CACHE_SECONDS, so a rotated intermediate is picked up without a restart:
+from then on certificates and CRLs are signed with the latest version's key, while the webhook keeps trusting every
+current version (allocation/trust.py), so devices of the older key keep working. Every device certificate names the
+CA's CRL and the certificate of the key that signed it (CRL Distribution Points, Authority Information Access; the
+URLs are shared/crl.py's).
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ class RegionalAuthority:
     @property
     def pem(self) -> str:
         return self.certificate.public_bytes(Encoding.PEM).decode()
+
+    @property
+    def key_id(self) -> bytes:
+        """The identifier of the key it signs with now (what its certificates and CRLs name as their AKI)."""
+        from shared.crl import key_identifier
+
+        return key_identifier(self.certificate)
 
 
 def _transient(exc: Exception) -> OnboardingError:
@@ -161,9 +172,12 @@ class CertificateIssuer:
         facility = self._records.active_facility(identity.facility)
         authority = self._cas.by_region(facility.region)
         now = self._now()
+        location = self._settings.crl_location
         builder = device_certificate_builder(
             checked, authority.certificate, random_serial_number(), now,
-            dt.timedelta(days=self._settings.validity_days), dt.timedelta(minutes=self._settings.backdate_minutes))
+            dt.timedelta(days=self._settings.validity_days), dt.timedelta(minutes=self._settings.backdate_minutes),
+            crl_url=location.crl_url(authority.name) if location else None,
+            ca_issuers_url=location.ca_certificate_url(authority.name, authority.key_id) if location else None)
         started = dt.datetime.now(dt.UTC)
         try:
             certificate = authority.signer.sign_certificate(builder)

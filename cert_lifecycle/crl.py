@@ -1,23 +1,31 @@
-"""CRL contents and publication. The builder is pure; CrlPublisher does the I/O (SQL -> Key Vault).
+"""CRL contents and publication. The builder is pure; CrlPublisher does the I/O (SQL -> Key Vault sign -> Blob).
 
 The revocations table is the source of truth. Every CRL lists the CA's revocations (with reason codes and
-revocation dates), carries CRLNumber and the authority key identifier, is signed through Key Vault and
-verified, and is stored as the secret `{CRL_SECRET_PREFIX}{ca}` (base64 DER, application/pkix-crl), which is
-what the allocation webhook reads. Entries whose certificate (on record) expired more than one CRL lifetime
-ago are dropped (RFC 5280 5.3: listed on at least one CRL past expiry), so the CRL does not grow forever.
+revocation dates), carries CRLNumber and the authority key identifier, is signed through Key Vault with the CA's
+current key and verified, and is stored as the blob `{ca}.crl` of CRL_CONTAINER (DER, application/pkix-crl;
+shared/crl.py says where), which is what the webhook reads and what every certificate's CRL Distribution Points
+URL serves. Beside it the publisher keeps the certificate of the CA's current key (`{ca}-{key id}.crt`), which
+certificates name in their Authority Information Access. Blob Storage has no size cap a CRL can reach (a
+100,000-entry CRL is about 5.3 MB; bench/cert_lifecycle.py), so nothing is refused for its size.
 
-Publication is idempotent and safe under concurrency without a lock: after storing, the publisher reads the
-secret back and checks that the CRL now in Key Vault lists every revocation in SQL; if a concurrent writer
-overwrote it with an older view, it publishes again (bounded). A CRL larger than the secret limit is refused
-loudly (crl_too_large), never truncated.
+Bounded (RFC 5280 3.3): an entry leaves the CRL once its certificate (on record) expired more than one CRL
+lifetime ago and a CRL issued after that expiry has listed it; the revocation row stays in SQL.
+
+Publication is safe under concurrency without a lock: the publisher writes with If-Match on the ETag of the CRL it
+read (If-None-Match: * for the first one), so a writer holding an older view cannot overwrite a newer CRL; it
+reads again and decides again instead. CRL numbers only grow: each CRL takes the number of the one it replaces plus
+one, or the clock's seconds when that is more, so neither a CA moved from the Key Vault secrets of earlier releases
+nor a lost or restored blob sends the sequence back (the webhook refuses a lower number). After writing, it reads
+back (If-None-Match on the ETag it wrote: 304 means nobody wrote since) and, if another CRL is there, checks that
+it lists every revocation in SQL; otherwise it publishes again (bounded).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,15 +39,28 @@ from cert_lifecycle.settings import LifecycleSettings
 from cert_lifecycle.signer import SigningError, authority_key_identifier
 from shared import telemetry
 from shared.audit import AuditWriter
-from shared.crl import CrlInvalid, crl_secret_name, verify_and_index
+from shared.crl import (
+    CA_CERTIFICATE_CONTENT_TYPE,
+    CRL_CONTENT_TYPE,
+    CrlInvalid,
+    CrlMetadata,
+    ca_certificate_blob_name,
+    crl_blob_name,
+    crl_metadata,
+    crl_number,
+    verify_and_index,
+)
 from shared.errors import OnboardingError
 from shared.serials import serial_int
+from shared.storage import BlobChanged, BlobStore
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
-CRL_CONTENT_TYPE = "application/pkix-crl"
 BACKDATE = dt.timedelta(minutes=1)
 PUBLISH_ATTEMPTS = 3
+# Relying parties and a CDN in front of the container may keep a CRL this long; the webhook reads the blob itself
+# (If-None-Match), so this bounds only what third parties see after a revocation.
+CACHE_CONTROL = "public, max-age=300"
 
 # RFC 5280 reason codes an operator may give for a device certificate (no CA/AA compromise, no hold).
 REASONS: dict[str, x509.ReasonFlags | None] = {
@@ -59,13 +80,35 @@ class CrlEntry:
     reason: str
 
 
-def crl_entries(records: Iterable[RevocationRecord], now: dt.datetime,
-                keep_after_expiry: dt.timedelta) -> list[CrlEntry]:
+@dataclass(frozen=True)
+class PublishedCrl:
+    ca: str
+    number: int | None
+    entries: int
+    this_update: dt.datetime | None
+    next_update: dt.datetime | None
+    serials: frozenset[int]
+    changed: bool
+    size_bytes: int = 0
+
+
+def crl_entries(records: Iterable[RevocationRecord], now: dt.datetime, keep_after_expiry: dt.timedelta,
+                published: PublishedCrl | None = None) -> list[CrlEntry]:
+    """The entries of the next CRL. A revoked certificate leaves once it expired more than keep_after_expiry ago,
+    but never before a CRL issued after its expiry has listed it (RFC 5280 3.3: "An entry MUST NOT be removed from
+    the CRL until it appears on one regularly scheduled CRL issued beyond the revoked certificate's validity
+    period"): when the published CRL still lists it and was issued before the expiry, it stays once more.
+    Revocations of certificates not on record have no known expiry and stay."""
     entries = []
     for record in records:
+        serial = serial_int(record.serial_number)
         if record.not_after is not None and record.not_after + keep_after_expiry < now:
-            continue  # expired long enough ago: may leave the CRL
-        entries.append(CrlEntry(serial_int(record.serial_number), record.revoked_at, record.reason))
+            listed_before_expiry = (published is not None and serial in published.serials
+                                    and published.this_update is not None
+                                    and published.this_update <= record.not_after)
+            if not listed_before_expiry:
+                continue
+        entries.append(CrlEntry(serial, record.revoked_at, record.reason))
     entries.sort(key=lambda e: (e.revoked_at, e.serial_number))
     return entries
 
@@ -89,65 +132,60 @@ def crl_builder(ca: x509.Certificate, entries: list[CrlEntry], number: int, now:
 
 
 @dataclass(frozen=True)
-class PublishedCrl:
-    ca: str
-    number: int | None
-    entries: int
-    this_update: dt.datetime | None
-    next_update: dt.datetime | None
-    serials: frozenset[int]
-    changed: bool
-    size_bytes: int = 0
+class StoredCrl:
+    """What the CRL blob holds now, as the publisher reads it."""
 
-
-def _crl_number(der: bytes) -> int | None:
-    try:
-        crl = x509.load_der_x509_crl(der)
-        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except (ValueError, x509.ExtensionNotFound):
-        return None
+    published: PublishedCrl | None  # the valid CRL now in Blob, or None (none, unreadable, expired, other key)
+    number: int | None  # the highest CRL number seen, even on an invalid CRL: the next one continues from it
+    etag: str | None  # what the next write must match; None: there is no blob yet
 
 
 class CrlPublisher:
-    def __init__(self, secret_client, records: CertificateRecords, audit: AuditWriter,
+    def __init__(self, store: BlobStore, records: CertificateRecords, audit: AuditWriter,
                  settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
-        self._secrets = secret_client
+        self._store = store
         self._records = records
         self._audit = audit
         self._settings = settings
         self._now = now
+        self._ca_certificates_published: set[tuple[str, str]] = set()
+        self._last_numbers: dict[str, int] = {}  # the highest number this process gave each CA's CRL
+        self._guard = threading.Lock()
 
-    def secret_name(self, ca_name: str) -> str:
-        return crl_secret_name(self._settings.crl_secret_prefix, ca_name)
-
-    def current(self, authority) -> tuple[PublishedCrl | None, int | None]:
-        """(the valid CRL now in Key Vault or None, the highest CRL number seen even on an invalid one)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
+    # -- reading --------------------------------------------------------------------------------------------
+    def _read(self, name: str, etag: str | None = None):
         try:
-            secret = self._secrets.get_secret(self.secret_name(authority.name))
-        except ResourceNotFoundError:
-            return None, None
-        tag_number = None
-        tags = getattr(getattr(secret, "properties", None), "tags", None) or {}
-        if str(tags.get("crlNumber", "")).isdigit():
-            tag_number = int(tags["crlNumber"])
-        try:
-            der = base64.b64decode(secret.value or "", validate=True)
-        except (binascii.Error, ValueError):
-            return None, tag_number
-        number = max(filter(None, [_crl_number(der), tag_number]), default=None)
+            return self._store.read(name, etag=etag)
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"Blob read of {name}: {type(exc).__name__}") from exc
+
+    def _parse(self, authority, read) -> StoredCrl:
+        if read is None:
+            return StoredCrl(None, None, None)
+        der = read.data or b""
+        number = max(filter(None, [crl_number(der), crl_metadata(read.metadata).number]), default=None)
         try:
             index = verify_and_index(der, authority.certificate, self._now())
         except CrlInvalid as exc:
-            log.warning("CRL of %s in Key Vault is not valid: %s", authority.name, exc)
-            return None, number
-        return PublishedCrl(authority.name, index.crl_number, len(index), index.this_update, index.next_update,
-                            index.revoked, changed=False, size_bytes=len(der)), number
+            # Unreadable, expired, or signed by another key of the CA (just rotated): the next publish replaces it.
+            log.warning("CRL of %s in Blob is not valid for its current key: %s", authority.name, exc)
+            return StoredCrl(None, number, read.etag)
+        published = PublishedCrl(authority.name, index.crl_number, len(index), index.this_update, index.next_update,
+                                 index.revoked, changed=False, size_bytes=len(der))
+        return StoredCrl(published, number, read.etag)
 
-    def _wanted(self, authority, now: dt.datetime) -> list[CrlEntry]:
+    def stored(self, authority) -> StoredCrl:
+        """The CA's CRL as it is in Blob now."""
+        return self._parse(authority, self._read(crl_blob_name(authority.name)))
+
+    def current(self, authority) -> tuple[PublishedCrl | None, int | None]:
+        """(the valid CRL now in Blob or None, the highest CRL number seen even on an invalid one)."""
+        stored = self.stored(authority)
+        return stored.published, stored.number
+
+    def _wanted(self, authority, now: dt.datetime, published: PublishedCrl | None) -> list[CrlEntry]:
         keep = dt.timedelta(hours=self._settings.crl_validity_hours)
-        return crl_entries(self._records.revocations(authority.subject), now, keep)
+        return crl_entries(self._records.revocations(authority.subject), now, keep, published)
 
     def needs_refresh(self, current: PublishedCrl | None, wanted: list[CrlEntry], now: dt.datetime) -> str | None:
         """Why a new CRL is due, or None."""
@@ -160,28 +198,62 @@ class CrlPublisher:
             return "nextUpdate is near"
         return None
 
+    # -- publishing -----------------------------------------------------------------------------------------
+    def publish_each(self, cas, actor: str) -> dict[str, PublishedCrl | Exception]:
+        """publish() for every regional CA on its own, by name: one CA missing from Key Vault or failing to publish
+        must not stop the others' CRLs (each region would be refused once its CRL passed nextUpdate)."""
+        outcomes: dict[str, PublishedCrl | Exception] = {}
+        for name in cas.names:
+            try:
+                outcomes[name] = self.publish(cas.by_name(name), actor=actor)
+            except Exception as exc:  # noqa: BLE001 - reported per CA to the caller
+                log.error("CRL of %s not refreshed: %s", name, exc)
+                outcomes[name] = exc
+        return outcomes
+
     def publish(self, authority, *, force_reason: str | None = None, actor: str = "system") -> PublishedCrl:
-        """Bring the CA's CRL in Key Vault up to date with SQL; no-op when it already is (and not forced)."""
+        """Bring the CA's CRL in Blob up to date with SQL; no-op when it already is (and not forced)."""
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             now = self._now()
-            current, last_number = self.current(authority)
-            wanted = self._wanted(authority, now)
-            reason = force_reason if attempt == 1 and force_reason else self.needs_refresh(current, wanted, now)
+            stored = self.stored(authority)
+            wanted = self._wanted(authority, now, stored.published)
+            reason = force_reason if attempt == 1 and force_reason else self.needs_refresh(stored.published, wanted,
+                                                                                          now)
             if reason is None:
-                return current  # type: ignore[return-value]
-            published = self._issue(authority, wanted, last_number, now, reason, actor)
-            after, _ = self.current(authority)  # read back: a concurrent writer may have stored an older view
-            if after is not None and {e.serial_number for e in self._wanted(authority, now)} <= after.serials:
+                self._publish_ca_certificate(authority)
+                return stored.published  # type: ignore[return-value]
+            try:
+                published, etag = self._issue(authority, wanted, stored, now, reason, actor)
+            except BlobChanged:
+                log.warning("CRL of %s changed while a new one was made (attempt %d); reading it again",
+                            authority.name, attempt)
+                force_reason = None
+                continue
+            if self._read_back_holds(authority, etag, {e.serial_number for e in wanted}):
+                self._publish_ca_certificate(authority)
                 return published
-            log.warning("CRL of %s in Key Vault lacks revocations after publishing (attempt %d); publishing again",
+            log.warning("CRL of %s in Blob lacks revocations after publishing (attempt %d); publishing again",
                         authority.name, attempt)
             force_reason = None
         raise OnboardingError("dependency_unavailable", f"CRL of {authority.name} could not be published consistently")
 
-    def _issue(self, authority, entries: list[CrlEntry], last_number: int | None, now: dt.datetime, reason: str,
-               actor: str) -> PublishedCrl:
-        # CRL numbers only grow; when the last one is unknown, continue from the clock so they never go back.
-        number = (last_number + 1) if last_number is not None else max(2, int(now.timestamp()))
+    def _read_back_holds(self, authority, etag: str, wanted: set[int]) -> bool:
+        """Whether the CRL in Blob now lists every wanted revocation: at once when nobody wrote after us (304),
+        else by reading what the other writer stored."""
+        after = self._read(crl_blob_name(authority.name), etag=etag)
+        if after is not None and after.not_modified:
+            return True
+        found = self._parse(authority, after).published
+        return found is not None and wanted <= found.serials
+
+    def _issue(self, authority, entries: list[CrlEntry], stored: StoredCrl, now: dt.datetime, reason: str,
+               actor: str) -> tuple[PublishedCrl, str]:
+        # CRL numbers only grow (RFC 5280 5.2.3), even past a blob lost or restored from an old backup: the clock's
+        # seconds are a floor that no earlier number can exceed (a CA publishes far less than once a second).
+        with self._guard:
+            number = max(2, int(now.timestamp()), (stored.number or 0) + 1,
+                         self._last_numbers.get(authority.name, 0) + 1)
+            self._last_numbers[authority.name] = number
         started = time.perf_counter()
         builder = crl_builder(authority.certificate, entries, number, now,
                               dt.timedelta(hours=self._settings.crl_validity_hours))
@@ -192,18 +264,15 @@ class CrlPublisher:
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"Key Vault sign: {type(exc).__name__}") from exc
         der = crl.public_bytes(Encoding.DER)
-        value = base64.b64encode(der).decode()
-        if len(value) > self._settings.crl_max_secret_chars:
-            telemetry.emit("crl_too_large", ca=authority.name, entries=len(entries), sizeBytes=len(der),
-                           reasonCode="crl_too_large")
-            raise OnboardingError("crl_too_large", f"{authority.name}: {len(entries)} entries, {len(value)} base64 "
-                                  f"characters (limit {self._settings.crl_max_secret_chars})")
+        metadata = CrlMetadata(authority.name, number, len(entries), crl.last_update_utc,
+                               crl.next_update_utc).to_metadata()
         try:
-            self._secrets.set_secret(self.secret_name(authority.name), value, content_type=CRL_CONTENT_TYPE,
-                                     tags={"ca": authority.name, "crlNumber": str(number), "entries": str(len(entries)),
-                                           "nextUpdate": iso_utc(crl.next_update_utc)})
+            etag = self._store.write(crl_blob_name(authority.name), der, CRL_CONTENT_TYPE, etag=stored.etag,
+                                     metadata=metadata, cache_control=CACHE_CONTROL)
+        except BlobChanged:
+            raise
         except Exception as exc:
-            raise OnboardingError("dependency_unavailable", f"Key Vault set_secret: {type(exc).__name__}") from exc
+            raise OnboardingError("dependency_unavailable", f"Blob write of the CRL: {type(exc).__name__}") from exc
         duration_ms = (time.perf_counter() - started) * 1000
         self._audit.certificate_event("crl_published", issuer=authority.subject, actor=actor,
                                       details={"ca": authority.name, "crlNumber": number, "entries": len(entries),
@@ -212,5 +281,29 @@ class CrlPublisher:
                        sizeBytes=len(der), nextUpdate=iso_utc(crl.next_update_utc), why=reason)
         log.info("CRL %d of %s published: %d entries, %d bytes, next update %s (%s)", number, authority.name,
                  len(entries), len(der), iso_utc(crl.next_update_utc), reason)
-        return PublishedCrl(authority.name, number, len(entries), crl.last_update_utc, crl.next_update_utc,
-                            frozenset(e.serial_number for e in entries), changed=True, size_bytes=len(der))
+        published = PublishedCrl(authority.name, number, len(entries), crl.last_update_utc, crl.next_update_utc,
+                                 frozenset(e.serial_number for e in entries), changed=True, size_bytes=len(der))
+        return published, etag
+
+    def _publish_ca_certificate(self, authority) -> None:
+        """Keep the certificate of the CA's current key where its certificates' Authority Information Access points.
+        Best effort: a missing CA certificate costs relying parties a chain they could have built, never a
+        revocation, so a failure is logged and tried again on the next publish."""
+        der = authority.certificate.public_bytes(Encoding.DER)
+        digest = hashlib.sha256(der).hexdigest()
+        name = ca_certificate_blob_name(authority.name, authority.key_id)
+        with self._guard:
+            if (name, digest) in self._ca_certificates_published:
+                return
+        try:
+            present = self._store.properties(name)
+            if present is None or present.metadata.get("sha256") != digest:
+                self._store.write(name, der, CA_CERTIFICATE_CONTENT_TYPE, etag=present.etag if present else None,
+                                  metadata={"ca": authority.name, "sha256": digest}, cache_control=CACHE_CONTROL)
+                log.info("certificate of %s published as %s", authority.name, name)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("certificate of %s not published as %s: %s", authority.name, name, type(exc).__name__)
+            return
+        with self._guard:
+            self._ca_certificates_published.add((name, digest))
+

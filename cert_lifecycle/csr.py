@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from cert_lifecycle.signer import authority_key_identifier
 from shared.errors import OnboardingError
@@ -109,14 +109,16 @@ def check_csr(text: str | bytes, max_bytes: int, expected_device_id: str | None 
 
 
 def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial_number: int, now: dt.datetime,
-                               validity: dt.timedelta, backdate: dt.timedelta) -> x509.CertificateBuilder:
-    """The leaf profile: CN only, clientAuth, digitalSignature, CA:false, SKI/AKI, validity within the CA's."""
+                               validity: dt.timedelta, backdate: dt.timedelta, crl_url: str | None = None,
+                               ca_issuers_url: str | None = None) -> x509.CertificateBuilder:
+    """The leaf profile: CN only, clientAuth, digitalSignature, CA:false, SKI/AKI, validity within the CA's; and
+    where a relying party finds the CA's CRL and the CA certificate (shared/crl.py), when given."""
     not_before = max(now - backdate, ca.not_valid_before_utc)
     not_after = min(now + validity, ca.not_valid_after_utc)
     if not_after <= now:
         raise OnboardingError("configuration_error", "the issuing CA certificate has expired")
     public_key = checked.csr.public_key()
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, checked.identity.device_id)]))
         .issuer_name(ca.subject)
@@ -132,6 +134,19 @@ def device_certificate_builder(checked: CheckedCsr, ca: x509.Certificate, serial
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
         .add_extension(authority_key_identifier(ca), critical=False)
     )
+    if crl_url:
+        # RFC 5280 4.2.1.13: SHOULD be non-critical; an HTTP URI names a single DER CRL. One full CRL per CA, so
+        # no reasons and no cRLIssuer: the CRL's issuer is the certificate's issuer.
+        point = x509.DistributionPoint(full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None,
+                                       reasons=None, crl_issuer=None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    if ca_issuers_url:
+        # RFC 5280 4.2.2.1: MUST be non-critical; id-ad-caIssuers over HTTP names the DER certificate of the issuer,
+        # so a relying party holding only the root can build the chain a device did not send.
+        access = x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                        x509.UniformResourceIdentifier(ca_issuers_url))
+        builder = builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+    return builder
 
 
 def random_serial_number() -> int:

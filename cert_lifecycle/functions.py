@@ -3,7 +3,7 @@
 | function | trigger | |
 |---|---|---|
 | sign_csr | POST /api/certificates/sign (function key) | PEM CSR (raw or {"csr": ...}) -> certificate + chain |
-| revoke_certificate | POST /api/certificates/revoke (admin key) | revocation row, new CRL, security alert |
+| revoke_certificate | POST /api/certificates/revoke (admin key) | one or many: rows, one CRL per CA, alerts |
 | refresh_crls | timer, every 6 hours | re-issues each CA's CRL before nextUpdate or when SQL has more |
 | scan_expiring_certificates | timer, daily 06:00 UTC | expiry scan -> renewal queue, digests, tags |
 | process_renewal | queue certificate-renewals | asks the device for a CSR (desired properties) |
@@ -89,8 +89,14 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
     except Exception:
         log.exception("revoke_certificate failed unexpectedly")
         return _refusal(OnboardingError("internal_error"), "certificate_revocation", started)
-    telemetry.emit("certificate_revocation", (time.perf_counter() - started) * 1000, outcome="revoked",
-                   changed=result.changed, certificates=len(result.revoked))
+    unpublished = result.unpublished_error()
+    telemetry.emit("certificate_revocation", (time.perf_counter() - started) * 1000,
+                   outcome="unpublished" if unpublished else "revoked", changed=result.changed,
+                   certificates=len(result.revoked), reasonCode=unpublished.code if unpublished else None)
+    if unpublished is not None:
+        # Recorded, announced, devices disabled, but not yet on every CRL: 503, never 500. The refresh timer
+        # publishes it (it compares each CRL with SQL); retrying this request publishes it sooner.
+        return json_response({**unpublished.to_body(), **result.to_body()}, unpublished.status)
     return json_response(result.to_body(), 200)
 
 
@@ -99,15 +105,13 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
 def refresh_crls(timer: func.TimerRequest) -> None:
     lc = lifecycle()
     failed = []
-    for authority in lc.cas.all():
-        try:
-            crl = lc.publisher.publish(authority, actor="refresh_crls")
-            telemetry.emit("crl_status", ca=authority.name, crlNumber=crl.number, entries=crl.entries,
+    for name, crl in lc.publisher.publish_each(lc.cas, actor="refresh_crls").items():
+        if isinstance(crl, Exception):
+            telemetry.emit("crl_status", ca=name, reasonCode=getattr(crl, "code", "internal_error"))
+            failed.append(name)
+        else:
+            telemetry.emit("crl_status", ca=name, crlNumber=crl.number, entries=crl.entries,
                            republished=crl.changed, nextUpdate=iso_utc(crl.next_update) if crl.next_update else None)
-        except Exception as exc:
-            log.exception("CRL of %s not refreshed", authority.name)
-            telemetry.emit("crl_status", ca=authority.name, reasonCode=getattr(exc, "code", "internal_error"))
-            failed.append(authority.name)
     if failed:
         raise RuntimeError(f"CRL refresh failed for {', '.join(failed)}")
 

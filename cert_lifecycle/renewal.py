@@ -279,8 +279,22 @@ class RenewalService:
         self._step("issued", twin.device_id, twin.hub, serialNumber=issued.serial_number,
                    oldSerialNumber=tag.get("serialNumber"), requestId=tag.get("requestId"))
 
+    def _skip_unknown_old(self, twin: Twin, old: str) -> None:
+        """The reported old serial is not an active certificate of this device: say why nothing is revoked."""
+        owners = {r.device_id for r in self._records.certificates_with_serial(old)}
+        if twin.device_id in owners:
+            return  # on record for this device and already revoked or superseded: nothing left to do
+        detail = "on record for another device" if owners else "not on record (not issued by this product)"
+        log.warning("renewal of %s: old serial %s not superseded: %s", twin.device_id, old, detail)
+        self._step("supersede_skipped", twin.device_id, twin.hub, serialNumber=old,
+                   reasonCode="superseded_not_on_record", detail=detail)
+
     def _supersede(self, items: list[tuple[Twin, dict]], report: CollectReport) -> None:
-        """Revoke every other active certificate of each device (one CRL per CA), then close the renewals."""
+        """Revoke every other active certificate of each device (one CRL per CA), then close the renewals.
+
+        Only certificates on record for that very device are superseded: the serial a device reports is its own
+        claim, and a device reporting another device's serial, or one this product never issued, must not get it
+        revoked. Such a serial is skipped and the skip audited (renewal_supersede_skipped)."""
         targets: list[Target] = []
         for twin, tag in items:
             keep = normalise_serial(tag.get("newSerialNumber"))
@@ -288,17 +302,14 @@ class RenewalService:
             targets += [Target(self._cas.resolve(r.issuer), r.serial_number, twin.device_id, True) for r in found]
             old = normalise_serial(tag.get("serialNumber"))
             if old and old != keep and old not in {r.serial_number for r in found}:
-                known = self._records.certificates_with_serial(old)
-                if not known:  # a factory certificate this product did not issue: its region's CA issued it
-                    facility = self._records.facility(parse_device_id(twin.device_id).facility)
-                    if facility is not None:
-                        targets.append(Target(self._cas.by_region(facility.region), old, twin.device_id, False))
+                self._skip_unknown_old(twin, old)
         try:
-            if targets:
-                self._revoker.revoke_targets(targets, "superseded", "renewal")
+            unpublished = self._revoker.revoke_targets(targets, "superseded", "renewal").unpublished if targets else {}
         except Exception as exc:  # noqa: BLE001 - nothing is closed; the next run tries again
             report.failures.append(f"superseded revocation failed: {type(exc).__name__}: {exc}")
             return
+        for ca, why in unpublished.items():  # recorded in SQL: the CRL refresh publishes it
+            report.failures.append(f"superseded revocations recorded, CRL of {ca} not published yet ({why})")
         now = self._now()
         for twin, _tag in items:
             try:

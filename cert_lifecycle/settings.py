@@ -19,8 +19,8 @@
 | CERT_SUPERSEDED_GRACE_HOURS | 24 | the old certificate is revoked this long after the device reports the new one |
 | CRL_VALIDITY_HOURS | 168 | nextUpdate - thisUpdate of every CRL issued |
 | CRL_REFRESH_BEFORE_HOURS | 96 | the refresh timer re-issues a CRL when less than this remains before nextUpdate |
-| CRL_MAX_SECRET_CHARS | 25000 | Key Vault's secret size limit; a larger CRL is refused loudly (crl_too_large) |
-| CRL_SECRET_PREFIX | crl- | (shared) the CRL of CA `name` is the secret `{prefix}{name}` |
+| CRL_CONTAINER | crl | (shared) the Blob container of the CRLs (`{ca}.crl`) and CA certificates (shared/crl.py) |
+| CRL_DISTRIBUTION_URL | container URL | (shared) public base URL of that container, written into every certificate |
 | SECURITY_ALERTS_QUEUE | security-alerts | (shared) revocations and superseded certificates are announced here |
 """
 
@@ -62,12 +62,19 @@ class LifecycleSettings:
     superseded_grace_hours: float = 24
     crl_validity_hours: float = 168
     crl_refresh_before_hours: float = 96
-    crl_max_secret_chars: int = 25_000
-    crl_secret_prefix: str = "crl-"  # noqa: S105 - a secret name prefix, not a secret
+    crl_container: str = "crl"
+    crl_distribution_url: str | None = None  # None (tests only): certificates name no CRL distribution point
 
     @property
     def email_configured(self) -> bool:
         return bool(self.alert_sender and (self.acs_endpoint or self.acs_connection_string))
+
+    @property
+    def crl_location(self):
+        """Where the CRLs are stored and served (shared.crl.CrlLocation), or None without a distribution URL."""
+        from shared.crl import CrlLocation  # cryptography: not imported while the host indexes the functions
+
+        return CrlLocation(self.crl_container, self.crl_distribution_url) if self.crl_distribution_url else None
 
 
 def _fraction(settings: Settings, name: str, default: float) -> float:
@@ -112,6 +119,6 @@ def lifecycle_settings(settings: Settings) -> LifecycleSettings:
         superseded_grace_hours=settings.number("CERT_SUPERSEDED_GRACE_HOURS", 24),
         crl_validity_hours=crl_validity,
         crl_refresh_before_hours=refresh_before,
-        crl_max_secret_chars=int(settings.number("CRL_MAX_SECRET_CHARS", 25_000, minimum=1024)),
-        crl_secret_prefix=settings.crl_secret_prefix,
+        crl_container=settings.crl_container,
+        crl_distribution_url=settings.crl_distribution_url,
     )

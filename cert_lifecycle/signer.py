@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from shared.crl import key_identifier
+
 
 class SigningError(Exception):
     """Key Vault produced no valid signature; nothing is returned or stored."""
@@ -89,12 +91,9 @@ def splice_signature(signed_der: bytes, tbs: bytes, signature: bytes) -> bytes:
 
 
 def authority_key_identifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    """The AKI that names `ca` in what it signs (certificates and CRLs): from its SKI, else its public key."""
-    try:
-        ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key())  # type: ignore[arg-type]
+    """The AKI that names `ca` in what it signs (certificates and CRLs): from its SKI, else its public key. The
+    webhook matches a device certificate to the CA version by it (shared.crl.key_identifier, one definition)."""
+    return x509.AuthorityKeyIdentifier(key_identifier(ca), None, None)
 
 
 class KeyVaultSigner:

@@ -19,6 +19,7 @@ from shared.audit import AuditWriter
 from shared.bootstrap import Services, services
 from shared.iothub import IotHub
 from shared.retry import RetryPolicy
+from shared.storage import BlobStore
 
 HUB_RETRY = RetryPolicy(attempts=5, base_s=0.5, budget_s=60)
 
@@ -57,7 +58,8 @@ class Lifecycle:
 
     @cached_property
     def publisher(self) -> CrlPublisher:
-        return CrlPublisher(self.svc.secrets, self.records, self.audit, self.settings)
+        store = BlobStore.for_container(lambda: self.svc.blob_service, self.settings.crl_container)
+        return CrlPublisher(store, self.records, self.audit, self.settings)
 
     @cached_property
     def queues(self) -> QueueSender:

@@ -1,7 +1,8 @@
 """`onboarding certs ...`: the certificate lifecycle by hand (status, revoke, refresh-crls, scan, collect).
 
 Each subcommand runs the product's own code (cert_lifecycle.wiring.lifecycle()), as the timers and the HTTP
-functions do; `status` only reads (the certificate register in SQL, and the twin's renewal tag).
+functions do; `status` only reads (the certificate register in SQL, and the twin's renewal tag), and so does
+`revoke` without `--yes`: it shows what the Revoker would revoke, and exits 2 (confirmation_required).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import datetime as dt
 import getpass
 import json
 import re
+import sys
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, TextIO
 
 from cli.output import Outcome, render_fields
@@ -21,6 +25,8 @@ from shared.times import iso_utc, parse_utc
 
 TWIN_DEADLINE_S = 5.0  # the renewal tag is a courtesy: hubs that do not answer by then are listed, not awaited
 _ACTOR_CHARACTERS = re.compile(r"[^A-Za-z0-9 ._@:/+-]")
+PLAN_LISTED = 20  # certificates listed in text output (--json has them all)
+PROGRESS_FROM = 100  # progress lines on stderr for calls revoking at least this many certificates
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     group = commands.add_parser("certs", parents=[common], help="certificate lifecycle: status, revoke, CRLs, scan",
@@ -32,17 +38,24 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     status.set_defaults(run=run_status)
 
     revoke = certs.add_parser(
-        "revoke", parents=[common], help="revoke certificates (as POST /api/certificates/revoke)",
-        description="Revoke a certificate by serial number (issuer: CA name or DN, optional when the serial is on "
-                    "record) or every active certificate of a device: revocation row, new CRL in Key Vault, the "
-                    "device disabled on its hub, a security alert. Revoking again changes nothing.")
-    revoke.add_argument("--serial-number", "--serial", dest="serial_number", metavar="HEX")
-    revoke.add_argument("--issuer", metavar="CA", help="CA name (intermediate-ca-west) or subject DN")
-    revoke.add_argument("--device-id", metavar="CN", help="revoke every active certificate of this device")
+        "revoke", parents=[common], help="revoke certificates (POST /api/certificates/revoke); dry run without --yes",
+        description="Revoke certificates by serial number (issuer: CA name or DN, optional when the serial is on "
+                    "record), every active certificate of devices, or of a facility: revocation rows, one new CRL per "
+                    "CA, the devices disabled on their hub, security alerts. Without --yes it only prints what it "
+                    "would revoke (how many certificates in which CAs) and exits 2. Revoking again changes nothing.")
+    revoke.add_argument("--serial-number", "--serial", dest="serial_numbers", metavar="HEX", action="append",
+                        default=[], help="a serial to revoke (repeatable)")
+    revoke.add_argument("--issuer", metavar="CA", help="CA name (intermediate-ca-west) or subject DN of the serials")
+    revoke.add_argument("--device-id", dest="device_ids", metavar="CN", action="append", default=[],
+                        help="revoke every active certificate of this device (repeatable)")
+    revoke.add_argument("--facility", metavar="CODE", help="revoke every active certificate of the facility's devices")
+    revoke.add_argument("--from-file", metavar="FILE", type=Path,
+                        help="serials or device IDs, one per line (blank lines and # comments skipped; - for stdin)")
     revoke.add_argument("--reason", default="unspecified",
                         help="unspecified (default), keyCompromise, affiliationChanged, superseded, "
                              "cessationOfOperation or privilegeWithdrawn")
     revoke.add_argument("--revoked-by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
+    revoke.add_argument("--yes", action="store_true", help="revoke (without it: print what would be revoked, exit 2)")
     revoke.set_defaults(run=run_revoke)
 
     refresh = certs.add_parser("refresh-crls", parents=[common], help="re-issue every CRL that is due")
@@ -135,30 +148,138 @@ def _actor(given: str | None) -> str:
     return f"cli:{_ACTOR_CHARACTERS.sub('_', user)}"[:100]
 
 
+def read_selection(lines: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(serials, device IDs) from --from-file lines: a line that starts with `sensor-` is a device ID."""
+    serials, device_ids = [], []
+    for line in lines:
+        value = line.split("#", 1)[0].strip()
+        if value:
+            (device_ids if value.startswith("sensor-") else serials).append(value)
+    return serials, device_ids
+
+
+def _selection(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    serials, device_ids = list(args.serial_numbers), list(args.device_ids)
+    if args.from_file is not None:
+        if str(args.from_file) == "-":
+            more = read_selection(sys.stdin)
+        else:
+            try:
+                more = read_selection(args.from_file.read_text(encoding="utf-8").splitlines())
+            except OSError as exc:
+                raise OnboardingError("invalid_request", f"--from-file: {exc.strerror or exc}") from None
+        serials, device_ids = serials + more[0], device_ids + more[1]
+    return serials, device_ids
+
+
+def revoke_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP request body for the options: a single form for one serial or one device (as before the bulk
+    forms existed), else the bulk form with every selector given."""
+    serials, device_ids = _selection(args)
+    body: dict[str, Any] = {"reason": args.reason, "revokedBy": _actor(args.revoked_by)}
+    if args.issuer:
+        body["issuer"] = args.issuer
+    if args.facility is None and args.from_file is None and len(serials) <= 1 and len(device_ids) <= 1:
+        return {**body, "serialNumber": serials[0] if serials else None,
+                "deviceId": device_ids[0] if device_ids else None}
+    return {**body, "serialNumbers": serials or None, "deviceIds": device_ids or None, "facility": args.facility}
+
+
+def plan_summary(plan, reason: str) -> dict[str, Any]:
+    """What a dry run shows: how many certificates in which CAs, and which (the first PLAN_LISTED)."""
+    return {"dryRun": True, "reason": reason, "certificates": len(plan.targets), "byCa": plan.by_ca(),
+            "devices": len({t.device_id for t in plan.targets if t.device_id}),
+            "notOnRecord": sum(1 for t in plan.targets if not t.on_record), "notFound": plan.not_found,
+            "targets": [{"issuer": t.authority.name, "serialNumber": t.serial_number, "deviceId": t.device_id}
+                        for t in plan.targets]}
+
+
+def render_plan(data: dict[str, Any], out: TextIO) -> None:
+    by_ca = ", ".join(f"{count} in {ca}" for ca, count in data["byCa"].items()) or "none"
+    print(f"would revoke {data['certificates']} certificate(s) of {data['devices']} device(s) as {data['reason']}: "
+          f"{by_ca}", file=out)
+    for target in data["targets"][:PLAN_LISTED]:
+        print(f"  {target['serialNumber']:<34} {target['issuer']:<26} {target['deviceId'] or '(not on record)'}",
+              file=out)
+    if len(data["targets"]) > PLAN_LISTED:
+        print(f"  ... and {len(data['targets']) - PLAN_LISTED} more (--json lists all)", file=out)
+    if data["notFound"]:
+        print(f"no active certificate on record: {', '.join(data['notFound'])}", file=out)
+
+
+def render_revocation(data: dict[str, Any], out: TextIO) -> None:
+    summary = data["summary"]
+    by_ca = ", ".join(f"{count} in {ca}" for ca, count in summary["byCa"].items()) or "none"
+    print(f"revoked {summary['newlyRevoked']} certificate(s), {summary['unchanged']} already revoked: {by_ca}",
+          file=out)
+    for ca, number in data["crlNumbers"].items():
+        why = data["unpublished"].get(ca)
+        print(f"  {ca}: " + (f"CRL NOT PUBLISHED ({why}); the CRL refresh publishes it" if why else f"CRL {number}"),
+              file=out)
+    for entry in data["revoked"][:PLAN_LISTED]:
+        print(f"  {entry['serialNumber']:<34} {entry['issuer']:<26} {entry['deviceId'] or '-'}"
+              f"{'' if entry['changed'] else '  (unchanged)'}", file=out)
+    if len(data["revoked"]) > PLAN_LISTED:
+        print(f"  ... and {len(data['revoked']) - PLAN_LISTED} more (--json lists all)", file=out)
+    for label, key in (("disabled on hubs", "disabledOn"), ("not disabled (revoke again)", "notDisabled"),
+                       ("no active certificate on record", "notFound"), ("warnings", "warnings")):
+        if data[key]:
+            print(f"{label}: {json.dumps(data[key]) if isinstance(data[key], dict) else ', '.join(data[key])}",
+                  file=out)
+
+
+def stderr_progress() -> Callable[[str, int, int], None]:
+    """Progress on stderr when a call revokes PROGRESS_FROM certificates or more: the rows recorded (per CA), the
+    CRLs published, the devices disabled (stdout keeps the result, so `--json > file` still shows progress)."""
+    shown = {"on": False}
+    labels = {"recorded": "certificates recorded", "published": "CRLs published", "disabled": "devices disabled"}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "recorded" and total >= PROGRESS_FROM:
+            shown["on"] = True
+        if shown["on"]:
+            print(f"revoking: {done}/{total} {labels.get(stage, stage)}", file=sys.stderr, flush=True)
+    return progress
+
+
 def run_revoke(args: argparse.Namespace) -> Outcome:
-    """The HTTP function's path: the same body, validated by the same parser, revoked by the same Revoker."""
+    """The HTTP function's path: the same body, validated by the same parser, revoked by the same Revoker; without
+    --yes only the Revoker's plan (nothing written) and exit 2 with confirmation_required."""
     from cert_lifecycle.revocation import parse_revocation_request
 
-    body = {"serialNumber": args.serial_number, "issuer": args.issuer, "deviceId": args.device_id,
-            "reason": args.reason, "revokedBy": _actor(args.revoked_by)}
-    request = parse_revocation_request(json.dumps({k: v for k, v in body.items() if v is not None}).encode())
-    result = _lifecycle().revoker.revoke(request)
-    return Outcome(result.to_body(), render_fields)
+    body = {k: v for k, v in revoke_body(args).items() if v is not None}
+    request = parse_revocation_request(json.dumps(body).encode())
+    revoker = _lifecycle().revoker
+    if not args.yes:
+        plan = revoker.plan(request)
+        refusal = (OnboardingError("confirmation_required", f"nothing revoked; run again with --yes to revoke these "
+                                                            f"{len(plan.targets)} certificate(s)") if plan.targets
+                   else OnboardingError("certificate_not_found", "nothing to revoke: no active certificate matches"))
+        return Outcome(plan_summary(plan, request.reason), render_plan, refusal)
+    result = revoker.revoke(request, progress=stderr_progress())
+    return Outcome(result.to_body(), render_revocation, result.unpublished_error())
 
 
 # -- CRLs, scan, collect ------------------------------------------------------------------------------------
 def run_refresh_crls(args: argparse.Namespace) -> Outcome:
     lc = _lifecycle()
-    crls = []
-    for authority in lc.cas.all():
-        crl = lc.publisher.publish(authority, actor="cli")
-        crls.append({"ca": authority.name, "crlNumber": crl.number, "entries": crl.entries,
-                     "nextUpdate": iso_utc(crl.next_update) if crl.next_update else None, "changed": crl.changed})
-    return Outcome(crls, render_crls)
+    crls, failed = [], []
+    for name, crl in lc.publisher.publish_each(lc.cas, actor="cli").items():
+        if isinstance(crl, Exception):
+            failed.append(f"{name} ({getattr(crl, 'code', type(crl).__name__)})")
+            crls.append({"ca": name, "error": str(crl)[:200]})
+        else:
+            crls.append({"ca": name, "crlNumber": crl.number, "entries": crl.entries,
+                         "nextUpdate": iso_utc(crl.next_update) if crl.next_update else None, "changed": crl.changed})
+    failure = OnboardingError("dependency_unavailable", f"not refreshed: {', '.join(failed)}") if failed else None
+    return Outcome(crls, render_crls, failure)
 
 
 def render_crls(crls: list[dict[str, Any]], out: TextIO) -> None:
     for crl in crls:
+        if "error" in crl:
+            print(f"{crl['ca']}: not refreshed: {crl['error']}", file=out)
+            continue
         print(f"{crl['ca']}: CRL {crl['crlNumber']}, {crl['entries']} entries, next update "
               f"{crl['nextUpdate'] or '?'}{' (new)' if crl['changed'] else ''}", file=out)
 

@@ -6,6 +6,7 @@ deadline, never unbounded.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from shared.bootstrap import Services
 from shared.retry import RetryPolicy
+from shared.storage import BlobStore
 
 REASON_LIMIT = 200
 PROBE_RETRY = RetryPolicy(attempts=1)  # a probe reports what it sees; it does not wait out a throttle
@@ -38,12 +40,27 @@ def dependency_checks(services: Services) -> dict[str, Callable[[], object]]:
             settings.security_alerts_queue
         ).get_queue_properties(),
     }
+    crls = BlobStore.for_container(lambda: services.blob_service, settings.crl_container)
     for ca in settings.regional_cas:
         checks[f"keyvault:{ca.name}"] = lambda name=ca.name: services.certificates.get_certificate(name)
+        checks[f"crl:{ca.name}"] = lambda name=ca.name: crl_published(crls, name)
     hubs = services.iothub(PROBE_RETRY)
     for host in settings.iot_hub_host_names:
         checks[f"iothub:{host}"] = lambda h=host: hubs.device_count(h)
     return checks
+
+
+def crl_published(store: BlobStore, ca_name: str, now: dt.datetime | None = None) -> None:
+    """The CA's CRL blob exists and, by the publisher's metadata, is still in date: without it the webhook refuses
+    every device of that CA (crl_unavailable). Reads the blob's properties only, not the CRL (megabytes at scale)."""
+    from shared.crl import crl_blob_name, crl_metadata
+
+    found = store.properties(crl_blob_name(ca_name))
+    if found is None:
+        raise LookupError(f"no CRL blob {crl_blob_name(ca_name)}")
+    next_update = crl_metadata(found.metadata).next_update
+    if next_update is not None and next_update < (now or dt.datetime.now(dt.UTC)):
+        raise ValueError(f"CRL past its nextUpdate {next_update.isoformat()}")
 
 
 def _reason(exc: BaseException) -> str:

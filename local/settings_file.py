@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from local.azurite import AzuritePorts, connection_string
+from local.azurite import DEV_ACCOUNT, AzuritePorts, connection_string
 from local.secrets import stack_secret
 from local.seed import data
 from local.tls import TlsFiles
@@ -17,11 +17,13 @@ from local.tls import TlsFiles
 HOST_PORT = 7071
 KEY_VAULT_PORT = 8450
 IDENTITY_PORT = 8449
+CRL_CONTAINER = "crl"
 
 
 def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | None = None,
                  azurite: AzuritePorts | None = None) -> dict[str, str]:
-    storage = connection_string(azurite or AzuritePorts())
+    ports = azurite or AzuritePorts()
+    storage = connection_string(ports)
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": storage,
@@ -30,6 +32,10 @@ def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | Non
         "KEY_VAULT_URL": f"https://localhost:{KEY_VAULT_PORT}/",
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "REGIONAL_CAS": ",".join(f"{region}={name}" for region, name in data.CA_NAMES.items()),
+        # Where certificates say their CA's CRL is: the Azurite container itself, which serves its blobs to anonymous
+        # GETs as a public container does (the default, written out so that it can be found and changed).
+        "CRL_CONTAINER": CRL_CONTAINER,
+        "CRL_DISTRIBUTION_URL": f"http://127.0.0.1:{ports.blob}/{DEV_ACCOUNT}/{CRL_CONTAINER}",
         "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in hubs or data.HUBS),
         # Event Grid names hubs by name; locally host names are not {name}.azure-devices.net.
         "IOT_HUB_NAMES": ",".join(f"{h.name}={h.host_name}" for h in hubs or data.HUBS),

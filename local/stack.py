@@ -20,11 +20,18 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local.azurite import AzuritePorts, port_open, start_azurite
+from local.azurite import DEV_ACCOUNT, AzuritePorts, port_open, start_azurite
 from local.iothub.config import LOCAL_POLICIES
 from local.secrets import stack_secret
 from local.seed import data
-from local.settings_file import HOST_PORT, IDENTITY_PORT, KEY_VAULT_PORT, stack_values, write_local_settings
+from local.settings_file import (
+    CRL_CONTAINER,
+    HOST_PORT,
+    IDENTITY_PORT,
+    KEY_VAULT_PORT,
+    stack_values,
+    write_local_settings,
+)
 from local.tls import ensure_tls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -197,6 +204,7 @@ def print_endpoints(hubs: list[data.LocalHub]) -> None:
         ("Functions host", f"http://127.0.0.1:{HOST_PORT}/api/health"),
         ("Event Grid webhook", f"http://127.0.0.1:{HOST_PORT}/runtime/webhooks/EventGrid?functionName={{name}}"),
         ("Azurite (Blob/Queue/Table)", "http://127.0.0.1:10000 / 10001 / 10002"),
+        ("CRLs (anonymous GET)", f"http://127.0.0.1:10000/{DEV_ACCOUNT}/{CRL_CONTAINER}/{{ca name}}.crl"),
         *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in hubs),
         ("Key Vault", f"https://localhost:{KEY_VAULT_PORT}/"),
         ("Managed identity endpoint", f"http://127.0.0.1:{IDENTITY_PORT}/msi/token"),

@@ -8,6 +8,7 @@ passed as parameters (shared/times.py). Parameterised, portable statements (Azur
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shared.sql import Database
@@ -15,6 +16,9 @@ from shared.times import parse_utc, sql_utc
 
 ACTIVE = "active"
 _COLUMNS = "issuer, serial_number, device_id, not_before, not_after, status"
+_JOINED = "c.issuer, c.serial_number, c.device_id, c.not_before, c.not_after, c.status, r.reason"
+# Values per IN (...) list: Azure SQL takes at most 2,100 parameters per statement, old SQLite builds 999.
+IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,38 @@ class CertificateRecord:
     not_before: dt.datetime
     not_after: dt.datetime
     status: str  # active | superseded | revoked
+
+
+@dataclass(frozen=True)
+class CertificateStanding:
+    """A certificate on record with its revocation reason, if the revocations table (what every CRL lists) has
+    one. Both are needed to judge a certificate: a revocation is recorded before the status is set."""
+
+    record: CertificateRecord
+    revocation_reason: str | None
+
+
+def _record(row: dict) -> CertificateRecord:
+    return CertificateRecord(row["issuer"], row["serial_number"], row["device_id"], parse_utc(row["not_before"]),
+                             parse_utc(row["not_after"]), row["status"])
+
+
+def in_chunks(values: Sequence[str], size: int | None = None) -> Iterable[list[str]]:
+    """The values without duplicates, in slices of at most size (IN_CHUNK): one statement per slice, not per value."""
+    size = size or IN_CHUNK
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), size):
+        yield unique[start:start + size]
+
+
+def markers(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def facility_of(device_id: str) -> str | None:
+    """The facility segment of a CN sensor-{type}-{facility}-{serial} (no segment holds a hyphen)."""
+    parts = device_id.split("-")
+    return parts[2] if len(parts) == 4 and parts[0] == "sensor" else None
 
 
 class CertificateRegister:
@@ -39,11 +75,22 @@ class CertificateRegister:
 
     def _certificates(self, where: str, params: list) -> list[CertificateRecord]:
         sql = f"SELECT {_COLUMNS} FROM certificates WHERE {where} ORDER BY not_after DESC"  # noqa: S608 - fixed clauses
-        return [CertificateRecord(r["issuer"], r["serial_number"], r["device_id"], parse_utc(r["not_before"]),
-                                  parse_utc(r["not_after"]), r["status"]) for r in self._db.fetch_all(sql, params)]
+        return [_record(r) for r in self._db.fetch_all(sql, params)]
+
+    def _certificates_in(self, column: str, values: Sequence[str], where: str = "1 = 1",
+                         params: Sequence = ()) -> list[CertificateRecord]:
+        """Certificates whose column is one of values: one statement per IN_CHUNK values, not one per value."""
+        found: list[CertificateRecord] = []
+        for chunk in in_chunks(values):
+            found += self._certificates(f"{column} IN ({markers(len(chunk))}) AND {where}", [*chunk, *params])
+        return found
 
     def certificates_with_serial(self, serial_number: str) -> list[CertificateRecord]:
         return self._certificates("serial_number = ?", [serial_number])
+
+    def certificates_with_serials(self, serial_numbers: Sequence[str]) -> list[CertificateRecord]:
+        """Every certificate on record with one of the serials (any issuer, any status)."""
+        return self._certificates_in("serial_number", serial_numbers)
 
     def active_certificates(self, device_id: str) -> list[CertificateRecord]:
         """The device's active certificates, newest notAfter first."""
@@ -53,6 +100,36 @@ class CertificateRegister:
         """Every certificate issued to the device, whatever its status, newest notAfter first."""
         return self._certificates("device_id = ?", [device_id])
 
+    def device_standing(self, device_id: str) -> list[CertificateStanding]:
+        """Every certificate issued to the device with its revocation reason: one statement (LEFT JOIN), so the
+        webhook's fallback sees the register and the revocations as of one moment, at one round trip."""
+        rows = self._db.fetch_all(
+            f"SELECT {_JOINED} FROM certificates c LEFT JOIN revocations r "  # noqa: S608 - fixed columns
+            "ON r.issuer = c.issuer AND r.serial_number = c.serial_number "
+            "WHERE c.device_id = ? ORDER BY c.not_after DESC", [device_id])
+        return [CertificateStanding(_record(r), r["reason"]) for r in rows]
+
+    def active_certificates_of_devices(self, device_ids: Sequence[str]) -> list[CertificateRecord]:
+        """The active certificates of every listed device."""
+        return self._certificates_in("device_id", device_ids, "status = ?", [ACTIVE])
+
+    def active_certificates_of_facility(self, facility: str) -> list[CertificateRecord]:
+        """The active certificates of every device of the facility (CN sensor-{type}-{facility}-{serial}).
+
+        LIKE narrows in SQL; the exact segment comparison here makes the match exact (LIKE is case-insensitive
+        under most collations and its `_` matches any character). Facility codes are letters and digits only,
+        so nothing in the pattern can be a wildcard the caller did not mean."""
+        if not (facility.isascii() and facility.isalnum()):
+            raise ValueError(f"not a facility code: {facility[:20]!r}")
+        found = self._certificates("device_id LIKE ? AND status = ?", [f"sensor-%-{facility}-%", ACTIVE])
+        return [r for r in found if facility_of(r.device_id) == facility]
+
     def set_status(self, issuer: str, serial_number: str, status: str) -> int:
         return self._db.execute("UPDATE certificates SET status = ? WHERE issuer = ? AND serial_number = ?",
                                 [status, issuer, serial_number])
+
+    def set_statuses(self, issuer: str, serial_numbers: Sequence[str], status: str) -> int:
+        """set_status for many serials of one issuer, one statement per IN_CHUNK serials."""
+        return sum(self._db.execute(
+            f"UPDATE certificates SET status = ? WHERE issuer = ? AND serial_number IN ({markers(len(chunk))})",  # noqa: S608
+            [status, issuer, *chunk]) for chunk in in_chunks(serial_numbers))

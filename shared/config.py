@@ -124,6 +124,35 @@ class Settings:
         return self._storage_uri("STORAGE_QUEUE_URI")
 
     @cached_property
+    def blob_endpoint(self) -> str:
+        """The account's Blob service URL: the connection string's BlobEndpoint (or the one its AccountName and
+        EndpointSuffix make), else STORAGE_BLOB_URI."""
+        if self.storage_connection_string is None:
+            return self.storage_blob_uri.rstrip("/")
+        parts = dict(p.split("=", 1) for p in self.storage_connection_string.split(";") if "=" in p)
+        if parts.get("BlobEndpoint"):
+            return parts["BlobEndpoint"].rstrip("/")
+        if not parts.get("AccountName"):
+            raise SettingError("app setting STORAGE_CONNECTION_STRING has neither BlobEndpoint nor AccountName")
+        protocol = parts.get("DefaultEndpointsProtocol", "https")
+        return f"{protocol}://{parts['AccountName']}.blob.{parts.get('EndpointSuffix', 'core.windows.net')}"
+
+    @cached_property
+    def crl_container(self) -> str:
+        """The Blob container of the CRLs and CA certificates (shared/crl.py says what lies in it)."""
+        return self._get("CRL_CONTAINER", "crl")
+
+    @cached_property
+    def crl_distribution_url(self) -> str:
+        """The public base URL of the CRL container, written into every certificate issued (CRL Distribution Points,
+        Authority Information Access); default: the container's own URL. A static website or a CDN in front of the
+        container goes here: certificates keep the URL for their whole life, so set it before issuing."""
+        url = self._get("CRL_DISTRIBUTION_URL") or f"{self.blob_endpoint}/{self.crl_container}"
+        if not url.startswith(("http://", "https://")) or any(c in url for c in " ?#"):
+            raise SettingError(f"app setting CRL_DISTRIBUTION_URL must be an http(s) URL without query, got {url!r}")
+        return url.rstrip("/")
+
+    @cached_property
     def templates_container(self) -> str:
         return self._get("TEMPLATES_CONTAINER", "sensor-configurations")
 
@@ -189,11 +218,6 @@ class Settings:
     def iot_hub_timeout_s(self) -> float:
         """Connect/read timeout of one IoT Hub call, for every feature."""
         return self._number("IOT_HUB_TIMEOUT_SECONDS", 10, minimum=0.1)
-
-    @cached_property
-    def crl_secret_prefix(self) -> str:
-        """The CRL of CA `name` is the Key Vault secret `{prefix}{name}` (base64 DER)."""
-        return self._get("CRL_SECRET_PREFIX", "crl-")
 
     # -- shared by allocation and the certificate lifecycle ---------------------------------------
     @cached_property

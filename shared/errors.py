@@ -1,6 +1,7 @@
 """The error catalogue: stable codes, each with an HTTP status and a message.
 
-Refusals are 4xx (the device or its data is the problem), faults 5xx. Every rejection carries a code; logs,
+Refusals are 4xx (the device or its data is the problem), faults 5xx; a refusal that may succeed later
+(crl_unavailable) is a 503, the status DPS retries (docs/contracts.md 1.3). Every rejection carries a code; logs,
 audit rows and telemetry use the same code, so the dashboard and alert rules in infra/ can group by it. Codes
 are part of the product's contract: add, never rename.
 """
@@ -26,10 +27,18 @@ _CATALOGUE = [
     ErrorCode("attestation_not_supported", 400, "Only X.509 attestation is accepted."),
     ErrorCode("certificate_missing", 400, "No certificate details and none issued on record."),
     ErrorCode("certificate_invalid", 400, "The device certificate could not be read."),
+    ErrorCode("certificate_ambiguous", 409,
+              "No certificate details, and more than one active certificate on record: which one is presented?"),
     # trust
     ErrorCode("unknown_issuer", 403, "The certificate was not issued by a configured regional CA."),
     ErrorCode("certificate_revoked", 403, "The device certificate is revoked."),
-    ErrorCode("crl_unavailable", 403, "No valid CRL for the issuing CA; refusing (fail closed)."),
+    ErrorCode("revoked_certificate_outstanding", 403,
+              "No certificate details, and the device has a certificate revoked for cause that has not expired."),
+    ErrorCode("superseded_certificate_outstanding", 403,
+              "No certificate details, and the device has a superseded certificate that has not expired."),
+    # 503, not 403: the CA's CRL or certificate may be readable again in a minute, and DPS retries only >= 429
+    # (docs/contracts.md 1.3); still fail closed, the device is not allocated meanwhile.
+    ErrorCode("crl_unavailable", 503, "No valid CRL for the issuing CA; refusing (fail closed), retry later."),
     # data
     ErrorCode("unknown_facility", 404, "The facility code is not known."),
     ErrorCode("facility_inactive", 403, "The facility is not active."),
@@ -56,7 +65,15 @@ _CATALOGUE = [
     ErrorCode("invalid_revocation_reason", 400, "The revocation reason is not one the CA accepts."),
     ErrorCode("unknown_ca", 404, "The issuer is not a configured regional CA."),
     ErrorCode("certificate_not_found", 404, "No active certificate on record matches."),
+    ErrorCode("superseded_not_on_record", 409,
+              "Only a certificate this product issued to the device can be revoked as superseded."),
+    ErrorCode("too_many_certificates", 413, "One revocation call names or matches too many certificates; split it."),
+    ErrorCode("revocation_not_published", 503,
+              "The revocation is recorded but its CRL could not be published; the CRL refresh will publish it."),
+    ErrorCode("confirmation_required", 428, "Nothing was revoked (a dry run); confirm with --yes."),
     ErrorCode("signing_failed", 502, "Key Vault did not produce a valid signature; nothing was issued."),
+    # No longer raised: CRLs live in Blob Storage, with no size cap (docs/architecture.md 5). Kept: codes are never
+    # removed, and audit rows and dashboards may still carry it.
     ErrorCode("crl_too_large", 500, "The CRL exceeds what its Key Vault secret can hold."),
 ]
 

@@ -1,6 +1,10 @@
-"""Blob and Queue clients: a connection string (Azurite locally) or account URIs with the app's identity."""
+"""Blob and Queue clients: a connection string (Azurite locally) or account URIs with the app's identity; BlobStore,
+conditional reads and writes of one container's blobs by ETag."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from shared.config import Settings
 
@@ -47,3 +51,89 @@ def message_queue(service, name: str):
 
     return service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
                                     message_decode_policy=TextBase64DecodePolicy())
+
+
+class BlobChanged(Exception):
+    """A conditional write lost: the blob changed since it was read (412), or appeared when it was to be created
+    (409). The writer reads again and decides again; it never overwrites what it has not seen."""
+
+
+@dataclass(frozen=True)
+class BlobRead:
+    data: bytes | None  # None: unchanged since the ETag the reader holds (304 Not Modified)
+    etag: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.data is None
+
+
+class BlobStore:
+    """The blobs of one container, read and written with HTTP conditions on their ETags.
+
+    Blob Storage follows HTTP/1.1 conditional semantics ("Specifying conditional headers for Blob service
+    operations", docs/contracts.md 5): a read with If-None-Match answers 304 while the blob is unchanged, a write
+    with If-Match fails with 412 once someone else has written, and a create with If-None-Match: * fails with 409
+    when the blob exists. The container client is made on first use, so building a store imports no SDK.
+    """
+
+    def __init__(self, container_factory: Callable[[], object]):
+        self._factory = container_factory
+        self._container = None
+
+    @classmethod
+    def for_container(cls, blob_service_factory: Callable[[], object], container: str) -> BlobStore:
+        return cls(lambda: blob_service_factory().get_container_client(container))
+
+    def _blob(self, name: str):
+        if self._container is None:
+            self._container = self._factory()
+        return self._container.get_blob_client(name)  # type: ignore[attr-defined]
+
+    def read(self, name: str, etag: str | None = None) -> BlobRead | None:
+        """The blob, or None when it does not exist; with etag, BlobRead(data=None) while it is unchanged."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        conditions = {"etag": etag, "match_condition": MatchConditions.IfModified} if etag else {}
+        try:
+            downloader = self._blob(name).download_blob(**conditions)
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            # azure-storage-blob raises the 304 to If-None-Match as ResourceModifiedError (ConditionNotMet)
+            if exc.status_code == 304 and etag:
+                return BlobRead(None, etag)
+            raise
+        properties = downloader.properties
+        return BlobRead(data, properties.etag, dict(properties.metadata or {}))
+
+    def properties(self, name: str) -> BlobRead | None:
+        """ETag and metadata without the content, or None when the blob does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            properties = self._blob(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return BlobRead(None, properties.etag, dict(properties.metadata or {}))
+
+    def write(self, name: str, data: bytes, content_type: str, *, etag: str | None,
+              metadata: dict[str, str] | None = None, cache_control: str | None = None) -> str:
+        """Store data if the blob is still at etag (If-Match), or does not exist yet when etag is None
+        (If-None-Match: *); return the new ETag. Raises BlobChanged when the condition fails."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.storage.blob import ContentSettings
+
+        conditions = ({"overwrite": True, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+                      if etag else {"overwrite": False})
+        try:
+            answer = self._blob(name).upload_blob(
+                data, content_settings=ContentSettings(content_type=content_type, cache_control=cache_control),
+                metadata=metadata or {}, **conditions)
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise BlobChanged(f"{name}: {type(exc).__name__}") from exc
+        return answer["etag"]

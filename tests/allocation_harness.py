@@ -1,8 +1,8 @@
-"""An allocation webhook wired to real SQL (SQLite ODBC), real CRL verification and fake Azure clients."""
+"""An allocation webhook wired to real SQL (SQLite ODBC), real CRL verification and fake Azure clients (Key Vault
+certificates with versions, the CRL container in memory)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -23,33 +23,36 @@ from shared.config import Settings
 from shared.facilities import FacilityDirectory
 from shared.sql import Database
 from tests.pki_helpers import NOW, TestCa, make_ca
+from tests.unit.test_crl_store import MemoryBlobStore
 
 HUBS = {"hub-west.azure-devices.net": "west", "hub-west2.azure-devices.net": "west",
         "hub-central.azure-devices.net": "central", "hub-east.azure-devices.net": "east"}
 
 
 class FakeCertificates:
+    """Key Vault's certificates: each CA name has versions (the last one is the newest), enabled unless disabled."""
+
     def __init__(self, cas: dict[str, TestCa]):
-        self.cas = cas
+        self.versions: dict[str, list[tuple[TestCa, bool]]] = {name: [(ca, True)] for name, ca in cas.items()}
+        self.calls = 0
 
-    def get_certificate(self, name):
+    def add_version(self, name: str, ca: TestCa, enabled: bool = True) -> None:
+        self.versions.setdefault(name, []).append((ca, enabled))
+
+    def list_properties_of_certificate_versions(self, name):
         from azure.core.exceptions import ResourceNotFoundError
 
-        if name not in self.cas:
+        self.calls += 1
+        if name not in self.versions:
             raise ResourceNotFoundError(f"certificate {name} not found")
-        return SimpleNamespace(cer=self.cas[name].certificate.public_bytes(serialization.Encoding.DER))
+        return [SimpleNamespace(version=str(i), enabled=enabled, not_before=ca.certificate.not_valid_before_utc,
+                                expires_on=ca.certificate.not_valid_after_utc,
+                                created_on=NOW - dt.timedelta(days=100 - i))
+                for i, (ca, enabled) in enumerate(self.versions[name])]
 
-
-class FakeSecrets:
-    def __init__(self):
-        self.values: dict[str, str] = {}
-
-    def get_secret(self, name):
-        from azure.core.exceptions import ResourceNotFoundError
-
-        if name not in self.values:
-            raise ResourceNotFoundError(f"secret {name} not found")
-        return SimpleNamespace(value=self.values[name])
+    def get_certificate_version(self, name, version):
+        ca, _ = self.versions[name][int(version)]
+        return SimpleNamespace(cer=ca.certificate.public_bytes(serialization.Encoding.DER))
 
 
 class FakeQueue:
@@ -64,20 +67,24 @@ class FakeQueue:
 class Webhook:
     db: Database
     ca: TestCa
-    secrets: FakeSecrets
+    crls: MemoryBlobStore
     device_counts: dict[str, int]
     alerts: FakeQueue
     context: AllocationContext
     calls: list = field(default_factory=list)
+    last_headers: dict = field(default_factory=dict)
 
-    def publish_crl(self, revoked=(), **kwargs) -> None:
-        self.secrets.values[f"crl-{self.ca.name}"] = base64.b64encode(self.ca.crl(list(revoked), **kwargs)).decode()
-        self.context.trust._crls.invalidate()
+    def publish_crl(self, revoked=(), ca: TestCa | None = None, **kwargs) -> None:
+        """Store a CRL of `ca` (default: the webhook's CA) as its blob and make the webhook read it again."""
+        ca = ca or self.ca
+        self.crls.put(f"{ca.name}.crl", ca.crl(list(revoked), **kwargs))
+        self.context.trust.invalidate()
 
     def post(self, body) -> tuple[int, dict]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = func.HttpRequest("POST", "http://localhost/api/allocate", body=raw, headers={})
         resp = handler.allocate(req)
+        self.last_headers = dict(resp.headers)
         return resp.status_code, json.loads(resp.get_body() or b"null")
 
     def audit_rows(self) -> list[dict]:
@@ -98,10 +105,10 @@ def build_webhook(tmp_path: Path, monkeypatch, max_devices: int = 100) -> Webhoo
                    "VALUES (?, ?, ?, ?, ?, ?)", [code, f"Plant {code}", region, hub, "m@example.com", active])
     ca = make_ca("intermediate-ca-west", "west")
     settings = Settings({"REGIONAL_CAS": f"west={ca.name}", "CRL_CACHE_TTL_SECONDS": "300"})
-    secrets = FakeSecrets()
+    crls = MemoryBlobStore()
     counts = dict.fromkeys(HUBS, 0)
     context = AllocationContext(
-        trust=TrustStore(settings, FakeCertificates({ca.name: ca}), secrets, now=lambda: NOW),
+        trust=TrustStore(settings, FakeCertificates({ca.name: ca}), crls, now=lambda: NOW),
         facilities=FacilityDirectory(db, 60),
         capacity=CapacityMonitor(db, lambda host: counts[host], list(HUBS), ttl_s=0, quiet_s=0),
         issued_certificate=lambda device_id: issued_certificate(db, device_id),
@@ -110,7 +117,7 @@ def build_webhook(tmp_path: Path, monkeypatch, max_devices: int = 100) -> Webhoo
     alerts = FakeQueue()
     monkeypatch.setattr(handler, "allocation_context", lambda: context)
     monkeypatch.setattr(handler, "audit_trail", lambda: AuditTrail(db, lambda: alerts))
-    hook = Webhook(db, ca, secrets, counts, alerts, context)
+    hook = Webhook(db, ca, crls, counts, alerts, context)
     hook.publish_crl()
     return hook
 

@@ -120,9 +120,22 @@ class VaultCa:
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
         return self.signer.sign_crl(builder).public_bytes(serialization.Encoding.DER)
 
-    def publish_crl(self, services, revoked: list[int], number: int) -> None:
-        services.secrets.set_secret(f"crl-{self.name}", base64.b64encode(self.crl_der(revoked, number)).decode(),
-                                    content_type="application/pkix-crl")
+    def publish_crl(self, services, revoked: list[int], number: int = 0) -> int:
+        """Store a CRL of this CA as its blob, as the publisher would, numbered above the CRL there (the webhook
+        refuses a lower number than it holds, RFC 5280 5.2.3) and at least `number`. Returns the number."""
+        from azure.storage.blob import ContentSettings
+
+        from shared.crl import crl_number
+
+        blob = services.blob_service.get_blob_client(services.settings.crl_container, f"{self.name}.crl")
+        try:
+            current = crl_number(blob.download_blob().readall()) or 0
+        except Exception:  # none there (or unreadable): any number goes
+            current = 0
+        number = max(number, current + 1, int(dt.datetime.now(dt.UTC).timestamp()))
+        blob.upload_blob(self.crl_der(revoked, number), overwrite=True,
+                         content_settings=ContentSettings(content_type="application/pkix-crl"))
+        return number
 
 
 def dps_request(cert: x509.Certificate, linked_hubs: list[str], current_hub: str | None = None) -> dict:

@@ -1,14 +1,15 @@
 """The local PKI: an offline root CA (files under .local/pki) and one intermediate CA per region in Key Vault.
 
 The intermediate's key exists in this process only between its creation and its import into Key Vault as a
-non-exportable key (a key ceremony in miniature); from then on every signature comes from Key Vault. Each
-intermediate starts with an empty signed CRL stored as a Key Vault secret, so the webhook has a CRL to
-verify from the first boot.
+non-exportable key (a key ceremony in miniature); from then on every signature comes from Key Vault. Each CA's
+CRL is published by the product's own publisher (cert_lifecycle/crl.py: SQL's revocations, signed through Key
+Vault) to the Azurite container `crl`, which allows anonymous blob reads as a public CRL distribution point does,
+so the webhook has a CRL to verify from the first boot and a certificate's CDP URL answers a plain GET. A local
+state made by an earlier release (CRLs in Key Vault secrets) gets its CRLs in Blob on the next start.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared import crl as shared_crl
-
 ROOT_VALIDITY = dt.timedelta(days=20 * 365)
 INTERMEDIATE_VALIDITY = dt.timedelta(days=5 * 365)
 # The local PKI is made as if it had been set up years ago, as the reference deployment's was: the root three
@@ -27,12 +26,6 @@ INTERMEDIATE_VALIDITY = dt.timedelta(days=5 * 365)
 # so only then can the demo and tests install sensors whose 2-year certificates are about to expire.
 ROOT_AGE = dt.timedelta(days=3 * 365)
 INTERMEDIATE_AGE = dt.timedelta(days=2 * 365)
-CRL_VALIDITY = dt.timedelta(days=7)
-CRL_CONTENT_TYPE = "application/pkix-crl"
-
-
-def crl_secret_name(ca_name: str) -> str:
-    return shared_crl.crl_secret_name(shared_crl.DEFAULT_SECRET_PREFIX, ca_name)
 
 
 @dataclass(frozen=True)
@@ -94,21 +87,6 @@ def make_intermediate(root: RootCa, ca_name: str, region: str
     return cert, key
 
 
-def empty_crl(issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, crl_number: int = 1) -> bytes:
-    """A signed CRL with no entries, DER-encoded."""
-    now = dt.datetime.now(dt.UTC)
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
-        .last_update(now - dt.timedelta(minutes=1))
-        .next_update(now + CRL_VALIDITY)
-        .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA384())
-    )
-    return crl.public_bytes(serialization.Encoding.DER)
-
-
 def import_pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]) -> bytes:
     """PEM bundle (key + certificate + chain) in the form Key Vault's certificate import accepts."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -119,9 +97,10 @@ def import_pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, chain: l
 
 
 def ensure_intermediate_cas(services, root: RootCa, ca_names: dict[str, str]) -> list[str]:
-    """Create each regional CA in Key Vault (certificate + non-exportable key + empty CRL) if absent.
+    """Create each regional CA in Key Vault (certificate + non-exportable key) if absent, then publish every CA's
+    CRL and certificate to the CRL container. Returns the names created.
 
-    Returns the names created. Uses the product's Key Vault clients, so the seed exercises the same SDKs.
+    Uses the product's Key Vault clients and CRL publisher, so the seed exercises the same SDKs and code paths.
     """
     from azure.core.exceptions import ResourceNotFoundError
     from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyCurveName, KeyType
@@ -130,7 +109,6 @@ def ensure_intermediate_cas(services, root: RootCa, ca_names: dict[str, str]) ->
     for region, ca_name in ca_names.items():
         try:
             services.certificates.get_certificate(ca_name)
-            services.secrets.get_secret(crl_secret_name(ca_name))
             continue
         except ResourceNotFoundError:
             pass
@@ -143,10 +121,29 @@ def ensure_intermediate_cas(services, root: RootCa, ca_names: dict[str, str]) ->
             ca_name, import_pem(cert, key, [root.certificate]), policy=policy,
             tags={"region": region, "role": "intermediate-ca"},
         )
-        services.secrets.set_secret(
-            crl_secret_name(ca_name), base64.b64encode(empty_crl(cert, key)).decode(),
-            content_type=CRL_CONTENT_TYPE, tags={"ca": ca_name, "crlNumber": "1"},
-        )
         del key
         created.append(ca_name)
+    ensure_crl_container(services)
+    publish_crls(services)
     return created
+
+
+def ensure_crl_container(services) -> None:
+    """The CRL container, with anonymous read access to its blobs (not to its listing): relying parties fetch a
+    CRL Distribution Points URL without credentials. In Azure, infra creates it (see README, "CRLs")."""
+    from azure.core.exceptions import ResourceExistsError
+
+    container = services.blob_service.get_container_client(services.settings.crl_container)
+    try:
+        container.create_container(public_access="blob")
+    except ResourceExistsError:
+        if container.get_container_access_policy().get("public_access") != "blob":
+            container.set_container_access_policy(signed_identifiers={}, public_access="blob")
+
+
+def publish_crls(services) -> list:
+    """Bring every CA's CRL in Blob up to date with SQL, as the refresh timer does (a no-op when it is)."""
+    from cert_lifecycle.wiring import Lifecycle
+
+    lifecycle = Lifecycle(services)
+    return [lifecycle.publisher.publish(authority, actor="seed") for authority in lifecycle.cas.all()]

@@ -33,7 +33,7 @@ def chained(outer: Exception, cause: Exception) -> Exception:
 
 @pytest.mark.parametrize(("exc", "code", "status"), [
     (OnboardingError("unknown_facility"), "unknown_facility", 2),
-    (OnboardingError("crl_unavailable", "CRL past nextUpdate"), "crl_unavailable", 2),
+    (OnboardingError("crl_unavailable", "CRL past nextUpdate"), "crl_unavailable", 1),  # 503: may succeed later
     (OnboardingError("dependency_unavailable"), "dependency_unavailable", 1),
     (OnboardingError("configuration_error", "REGIONAL_CAS has no CA for region west"), "configuration_error", 1),
     (SettingError("app setting KEY_VAULT_URL is not set"), "configuration_error", 1),

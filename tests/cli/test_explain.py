@@ -14,6 +14,7 @@ from allocation.decision import AllocationContext, decide
 from allocation.explain import explain, render
 from allocation.policy import HubLoad
 from allocation.request import AllocationRequest
+from shared.certificates import CertificateRecord, CertificateStanding
 from shared.errors import OnboardingError
 from shared.facilities import Facility
 from shared.identity import parse_device_id
@@ -68,9 +69,15 @@ class Facilities:
         return Facility(code, "Reno Machining", "west", WEST, "m@example.com", True)
 
 
-def context(trust=None, capacity=None, facilities=None, on_record=None) -> AllocationContext:
+def context(trust=None, capacity=None, facilities=None, on_record=()) -> AllocationContext:
     return AllocationContext(trust or Trust(), facilities or Facilities(), capacity or Capacity(),
-                             lambda device_id: on_record, 0.9)
+                             lambda device_id: list(on_record), 0.9, now=lambda: NOW)
+
+
+def standing(status: str = "active", reason: str | None = None) -> CertificateStanding:
+    cert = certificate()
+    return CertificateStanding(CertificateRecord(cert.issuer, cert.serial_hex, CN, cert.not_before, cert.not_after,
+                                                 status), reason)
 
 
 def certificate(cn: str = CN) -> CertificateDetails:
@@ -114,8 +121,13 @@ def test_explain_and_the_webhook_choose_alike_where_the_webhook_would_count_the_
 
 
 def test_without_a_certificate_the_one_on_record_is_used():
-    report = explain(CN, None, [WEST], ctx=context(on_record=certificate())).report
-    assert report["certificate"]["source"] == "register"
+    report = explain(CN, None, [WEST], ctx=context(on_record=[standing()])).report
+    assert report["certificate"]["source"] == "register" and report["certificate"]["serialNumber"] == "1F"
+
+
+def test_without_a_certificate_an_outstanding_revocation_is_explained_as_the_refusal():
+    result = explain(CN, None, [WEST], ctx=context(on_record=[standing("revoked", "keyCompromise")]))
+    assert result.refusal.code == "revoked_certificate_outstanding"
 
 
 @pytest.mark.parametrize(("ctx", "code"), [

@@ -44,8 +44,8 @@ def test_global_options_work_before_and_after_the_subcommand(argv):
 def test_certs_subcommands_and_their_options():
     assert parse("certs", "status", "sensor-temp-FAC03-SN1").cn == "sensor-temp-FAC03-SN1"
     revoke = parse("certs", "revoke", "--serial", "1F", "--issuer", "intermediate-ca-west", "--reason", "keyCompromise")
-    assert (revoke.serial_number, revoke.issuer, revoke.reason, revoke.device_id) == (
-        "1F", "intermediate-ca-west", "keyCompromise", None)
+    assert (revoke.serial_numbers, revoke.issuer, revoke.reason, revoke.device_ids, revoke.yes) == (
+        ["1F"], "intermediate-ca-west", "keyCompromise", [], False)
     assert parse("certs", "revoke", "--device-id", "sensor-temp-FAC03-SN1").reason == "unspecified"
     assert parse("certs", "scan", "--at", "2027-06-01").at == "2027-06-01"
     assert parse("certs", "collect").run.__name__ == "run_collect"

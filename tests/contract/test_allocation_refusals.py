@@ -38,18 +38,21 @@ def test_revoked_certificate_is_refused_audited_and_alerted(webhook):
 
 
 @pytest.mark.parametrize("break_crl", [
-    lambda hook: hook.secrets.values.clear(),
-    lambda hook: hook.secrets.values.update({"crl-intermediate-ca-west": "not base64!"}),
-    lambda hook: hook.secrets.values.update({"crl-intermediate-ca-west": "AAAA"}),
-    lambda hook: hook.publish_crl(key=make_ca().key),
-    lambda hook: hook.publish_crl(this_update=NOW - dt.timedelta(days=9), next_update=NOW - dt.timedelta(days=2)),
+    lambda hook: hook.crls.delete("intermediate-ca-west.crl"),
+    lambda hook: hook.crls.put("intermediate-ca-west.crl", b"not a CRL"),
+    lambda hook: hook.crls.put("intermediate-ca-west.crl", b"\x30\x00"),
+    lambda hook: hook.publish_crl(key=make_ca().key, number=5),
+    lambda hook: hook.publish_crl(this_update=NOW - dt.timedelta(days=9), next_update=NOW - dt.timedelta(days=2),
+                                  number=5),
+    lambda hook: setattr(hook.crls, "down", True),
 ])
-def test_no_valid_crl_fails_closed(webhook, break_crl):
+def test_no_valid_crl_fails_closed_with_a_status_dps_retries(webhook, break_crl):
     break_crl(webhook)
-    webhook.context.trust._crls.invalidate()
+    webhook.context.trust.invalidate()
     for _ in range(3):
         status, body = webhook.post(request_for(webhook.ca.issue(RID)))
-        assert status == 403 and body["error"]["code"] == "crl_unavailable"
+        assert status == 503 and body["error"]["code"] == "crl_unavailable"
+    assert webhook.last_headers["Retry-After"] == "5"  # DPS retries >= 429 (docs/contracts.md 1.3)
 
 
 def test_certificate_from_an_unknown_ca_is_refused(webhook):

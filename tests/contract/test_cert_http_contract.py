@@ -18,14 +18,15 @@ from cert_lifecycle import wiring as lifecycle_wiring
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
 from cert_lifecycle.crl import CrlPublisher
 from cert_lifecycle.records import CertificateRecords
-from cert_lifecycle.revocation import Revoker
+from cert_lifecycle.revocation import MAX_BODY_BYTES, Revoker
 from cert_lifecycle.settings import LifecycleSettings
 from local.seed.seed import SCHEMA, schema_statements
 from shared.audit import AuditWriter
 from shared.config import RegionalCa
 from shared.sql import Database
 from tests.pki_helpers import make_ca
-from tests.unit.test_cert_crl import FakeSecrets, local_vault_sign
+from tests.unit.test_cert_crl import local_vault_sign
+from tests.unit.test_crl_store import MemoryBlobStore
 
 
 class FakeCertificates:
@@ -58,7 +59,7 @@ def lifecycle(tmp_path, monkeypatch):
     lc = SimpleNamespace(settings=settings, audit=audit, records=records, cas=directory, db=db, alerts=alerts,
                          vault=vault)
     lc.issuer = CertificateIssuer(directory, records, audit, settings)
-    lc.publisher = CrlPublisher(FakeSecrets(), records, audit, settings)
+    lc.publisher = CrlPublisher(MemoryBlobStore(), records, audit, settings)
     lc.revoker = Revoker(directory, records, lc.publisher, audit, alerts.append, None, [])
     monkeypatch.setattr(lifecycle_wiring, "lifecycle", lambda: lc)
     yield lc
@@ -154,28 +155,43 @@ def test_revoke_then_revoke_again_is_a_no_op(lifecycle):
     ({"deviceId": "sensor-temp-FAC03-NOBODY", "reason": "keyCompromise"}, 404, "certificate_not_found"),
     ({"serialNumber": "AB", "issuer": "intermediate-ca-west", "revokedBy": "x" * 200}, 400, "invalid_request"),
     (b"[1, 2]", 400, "invalid_request"),
-    (b"x" * 5000, 413, "request_too_large"),
+    (b"x" * (MAX_BODY_BYTES + 1), 413, "request_too_large"),
 ])
 def test_revoke_refusals_carry_catalogue_codes(lifecycle, body, status, code):
     answer_status, answer = revoke(body)
     assert (answer_status, answer["error"]["code"]) == (status, code)
 
 
-def test_a_revocation_whose_crl_failed_to_publish_is_completed_by_the_retry(lifecycle):
+def test_a_revocation_whose_crl_cannot_be_published_is_kept_answered_503_and_published_by_the_refresh(lifecycle):
     issued = sign(csr())[1]
-    secrets = lifecycle.publisher._secrets
-    original = secrets.set_secret
+    store = lifecycle.publisher._store
+    original = store.write
 
-    def vault_down(*args, **kwargs):
-        raise ConnectionError("Key Vault unreachable")
+    def storage_down(*args, **kwargs):
+        raise ConnectionError("Blob Storage unreachable")
 
-    secrets.set_secret = vault_down
+    store.write = storage_down
     request = {"serialNumber": issued["serialNumber"], "reason": "keyCompromise"}
     status, body = revoke(request)
-    assert (status, body["error"]["code"]) == (503, "dependency_unavailable")
-    assert lifecycle.alerts == []  # nothing announced for a revocation the webhook cannot see yet
-    secrets.set_secret = original
+    assert (status, body["error"]["code"]) == (503, "revocation_not_published")
+    assert body["unpublished"] == {"intermediate-ca-west": "dependency_unavailable"}
+    assert body["revoked"][0]["serialNumber"] == issued["serialNumber"] and body["changed"] is True
+    kept = lifecycle.db.fetch_one("SELECT reason FROM revocations WHERE serial_number = ?", [issued["serialNumber"]])
+    assert kept == {"reason": "keyCompromise"}
+    assert [(a["serialNumber"], a["crlPublished"]) for a in lifecycle.alerts] == [(issued["serialNumber"], False)]
+
+    store.write = original
+    functions.refresh_crls.build().get_user_function()(None)  # the timer: SQL has a revocation the CRL lacks
+    crl = lifecycle.publisher.current(lifecycle.cas.by_name("intermediate-ca-west"))[0]
+    assert int(issued["serialNumber"], 16) in crl.serials
     status, retried = revoke(request)
-    assert status == 200 and retried["changed"] is True
-    assert [a["serialNumber"] for a in lifecycle.alerts] == [issued["serialNumber"]]
-    assert revoke(request)[1]["changed"] is False
+    assert status == 200 and retried["changed"] is False and retried["unpublished"] == {}
+    assert len(lifecycle.alerts) == 1  # announced once, when it was recorded
+
+
+def test_a_crl_that_cannot_be_signed_is_a_503_too_never_a_500(lifecycle):
+    issued = sign(csr())[1]
+    lifecycle.vault["https://vault/keys/intermediate-ca-west/1"] = lambda algorithm, digest: b"\0" * 64
+    status, body = revoke({"serialNumber": issued["serialNumber"], "reason": "privilegeWithdrawn"})
+    assert (status, body["error"]["code"]) == (503, "revocation_not_published")
+    assert body["unpublished"] == {"intermediate-ca-west": "signing_failed"}

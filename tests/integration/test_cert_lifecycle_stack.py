@@ -215,9 +215,9 @@ def test_revoked_certificate_is_refused_by_the_webhook_and_revoking_again_change
     status, second = http("POST", "/api/certificates/revoke", request, key=keys["master"])
     assert status == 200 and second["changed"] is False
     assert second["crlNumbers"] == first["crlNumbers"]
-    secret = services.secrets.get_secret("crl-intermediate-ca-west")
-    assert secret.properties.content_type == CRL_CONTENT_TYPE
-    crl = x509.load_der_x509_crl(base64.b64decode(secret.value))
+    blob = services.blob_service.get_blob_client(services.settings.crl_container, "intermediate-ca-west.crl")
+    assert blob.get_blob_properties().content_settings.content_type == CRL_CONTENT_TYPE
+    crl = x509.load_der_x509_crl(blob.download_blob().readall())
     entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
     assert services.registry_manager(WEST.host_name).get_device(cn).status == "disabled"

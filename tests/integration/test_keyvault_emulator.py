@@ -570,3 +570,36 @@ def test_cli_serves_vault_and_identity_from_stack_secrets(state_dir, tls, tmp_pa
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_ca_rotated_to_a_new_key_lists_both_versions_with_what_the_webhook_reads(certificates, credential):
+    """allocation/trust.py trusts every current version of a CA: list_properties_of_certificate_versions (enabled,
+    validity, created) and get_certificate_version (its certificate and key) as azure-keyvault-certificates calls
+    them; disabling a version withdraws it."""
+    name = "rotated-ca"
+    policy = CertificatePolicy(issuer_name="Unknown", exportable=False, key_type=KeyType.ec,
+                               content_type=CertificateContentType.pem)
+    old_key, new_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    old_cert, new_cert = make_ca("Rotated CA", old_key), make_ca("Rotated CA", new_key)
+    first = certificates.import_certificate(name, pkcs8(old_key) + old_cert.public_bytes(serialization.Encoding.PEM),
+                                            policy=policy)
+    second = certificates.import_certificate(name, pkcs8(new_key) + new_cert.public_bytes(serialization.Encoding.PEM),
+                                             policy=policy)
+    listed = {p.version: p for p in certificates.list_properties_of_certificate_versions(name)}
+    assert set(listed) == {first.properties.version, second.properties.version}
+    for version, cert in ((first.properties.version, old_cert), (second.properties.version, new_cert)):
+        properties = listed[version]
+        assert properties.enabled is True and properties.created_on is not None
+        assert properties.not_before == cert.not_valid_before_utc.replace(microsecond=0)
+        assert properties.expires_on == cert.not_valid_after_utc.replace(microsecond=0)
+        found = certificates.get_certificate_version(name, version)
+        assert x509.load_der_x509_certificate(bytes(found.cer)) == cert
+        assert found.key_id.endswith(f"/keys/{name}/{version}")
+    digest = hashlib.sha384(b"crl").digest()  # the old key still signs: devices and CRLs of it stay verifiable
+    signature = crypto_client(first.key_id, credential).sign(SignatureAlgorithm.es384, digest).signature
+    old_cert.public_key().verify(raw_to_der(signature), digest, ec.ECDSA(utils.Prehashed(hashes.SHA384())))
+    assert x509.load_der_x509_certificate(bytes(certificates.get_certificate(name).cer)) == new_cert  # latest
+
+    certificates.update_certificate_properties(name, first.properties.version, enabled=False)
+    enabled = {p.version: p.enabled for p in certificates.list_properties_of_certificate_versions(name)}
+    assert enabled == {first.properties.version: False, second.properties.version: True}

@@ -1,6 +1,8 @@
 import datetime as dt
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from shared.crl import CrlInvalid, verify_and_index
 from tests.pki_helpers import NOW, make_ca
@@ -38,3 +40,21 @@ def test_expired_crl_is_refused_unless_within_grace():
 def test_unreadable_crl_is_refused(garbage):
     with pytest.raises(CrlInvalid, match="unreadable"):
         verify_and_index(garbage, make_ca().certificate, NOW)
+
+
+def test_a_crl_is_verified_against_any_current_version_of_its_ca():
+    old, new, withdrawn = make_ca(), make_ca(), make_ca()  # one CA name and subject, three keys
+    der = new.crl(revoked=[7], number=3)
+    index = verify_and_index(der, [old.certificate, new.certificate], NOW)
+    assert index.is_revoked(7) and index.crl_number == 3
+    with pytest.raises(CrlInvalid, match="any current key"):
+        verify_and_index(withdrawn.crl(), [old.certificate, new.certificate], NOW)
+
+
+def test_a_crl_without_a_crl_number_is_refused():
+    ca = make_ca()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
+               .last_update(NOW - dt.timedelta(hours=1)).next_update(NOW + dt.timedelta(days=7)))
+    der = builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(CrlInvalid, match="CRL number"):
+        verify_and_index(der, ca.certificate, NOW)

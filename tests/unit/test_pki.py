@@ -2,7 +2,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from local.seed.pki import empty_crl, ensure_root_ca, import_pem, make_intermediate
+from local.seed.pki import ensure_root_ca, import_pem, make_intermediate
 
 
 def test_root_is_created_once_and_reloaded(tmp_path):
@@ -12,17 +12,15 @@ def test_root_is_created_once_and_reloaded(tmp_path):
     assert (tmp_path / "root-ca-key.pem").stat().st_mode & 0o077 == 0
 
 
-def test_intermediate_chains_to_root_and_its_empty_crl_verifies(tmp_path):
+def test_intermediate_chains_to_root_and_names_its_key(tmp_path):
+    """The CRLs are the product publisher's (tests/integration/test_crl_distribution.py checks the seeded ones)."""
     root = ensure_root_ca(tmp_path)
     cert, key = make_intermediate(root, "intermediate-ca-west", "west")
     cert.verify_directly_issued_by(root.certificate)
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
-    crl = x509.load_der_x509_crl(empty_crl(cert, key))
-    assert crl.is_signature_valid(cert.public_key())
-    assert not crl.is_signature_valid(root.certificate.public_key())
-    assert len(crl) == 0
-    assert crl.next_update_utc > crl.last_update_utc
-    assert crl.issuer == cert.subject
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign is True
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
 
 def test_import_bundle_holds_key_then_certificate_then_chain(tmp_path):
