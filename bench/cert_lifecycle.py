@@ -8,10 +8,13 @@
 3. the webhook's CRL refresh (allocation.trust.TrustStore) for the 100,000-entry CRL over Blob: the first read
    (download, verify, index), a revalidation of the unchanged CRL (If-None-Match: 304), and the read of a changed
    one;
-4. the expiry scan over 100,000 devices on the IoT Hub emulator (HTTPS, azure-iot-hub), 1% needing action:
+4. revocations per second through the product's Revoker (SQL rows, audit, one CRL publication per call and CA):
+   one call per certificate, then one bulk call, then the same bulk call again (all already revoked);
+5. the expiry scan over 100,000 devices on the IoT Hub emulator (HTTPS, azure-iot-hub), 1% needing action:
    wall time, hub queries used, tag writes; queues in memory.
 
-`--quick` keeps every run small (CRLs of 1,000 and 10,000 entries, 100 certificates, 10,000 devices).
+`--quick` keeps every run small (CRLs of 1,000 and 10,000 entries, 100 certificates, 50 + 300 revocations,
+10,000 devices).
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from cryptography.x509.oid import NameOID
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from cert_lifecycle.authority import CaDirectory  # noqa: E402
 from cert_lifecycle.csr import check_csr, device_certificate_builder, random_serial_number  # noqa: E402
 from cert_lifecycle.records import CertificateRecords  # noqa: E402
 from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest  # noqa: E402
 from local.serve import free_port, serve_in_thread  # noqa: E402
 from local.tls import ensure_tls  # noqa: E402
+from shared.config import RegionalCa  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)
 SIGNING_KEY = b"bench-identity-signing-key-32byt"
@@ -72,7 +77,12 @@ def vault(state: Path, tls):
     imported = certificates.import_certificate("intermediate-ca-west", import_pem(cert, key, [root.certificate]),
                                                policy=policy)
     crypto = CryptographyClient(imported.key_id, credential, verify_challenge_resource=False)
-    return KeyVaultSigner(cert, key_vault_sign_digest(crypto)), [kv, identity]
+
+    def sign_digest_for(key_id: str):
+        return key_vault_sign_digest(CryptographyClient(key_id, credential, verify_challenge_resource=False))
+
+    cas = CaDirectory([RegionalCa("west", "intermediate-ca-west")], certificates, sign_digest_for)
+    return KeyVaultSigner(cert, key_vault_sign_digest(crypto)), cas, [kv, identity]
 
 
 def blob_container(state: Path):
@@ -131,8 +141,9 @@ def revocation_db(path: Path, issuer: str, count: int):
     revoked_at = NOW.replace(tzinfo=None, microsecond=0)
     rows = [(issuer, format(x509.random_serial_number(), "X"), "keyCompromise", revoked_at, "bench")
             for _ in range(count)]
-    cursor.executemany("INSERT INTO revocations (issuer, serial_number, reason, revoked_at, revoked_by) "
-                       "VALUES (?, ?, ?, ?, ?)", rows)
+    if rows:
+        cursor.executemany("INSERT INTO revocations (issuer, serial_number, reason, revoked_at, revoked_by) "
+                           "VALUES (?, ?, ?, ?, ?)", rows)
     conn.commit()
     conn.close()
     return db
@@ -175,6 +186,43 @@ def bench_crl(signer: KeyVaultSigner, sizes: list[int], state: Path, container) 
 
 
 LAST_PUBLISHED: dict[int, tuple[str, object]] = {}
+
+
+def bench_revocation(cas: CaDirectory, container, state: Path, single: int, bulk: int) -> None:
+    """Revocations per second as POST /api/certificates/revoke makes them, without the HTTP hop and without
+    disabling devices on hubs (that costs IoT Hub registry calls, 2 per device and hub, against their throttle)."""
+    from cert_lifecycle.crl import CrlPublisher
+    from cert_lifecycle.records import CertificateRecord
+    from cert_lifecycle.revocation import RevocationRequest, Revoker
+    from cert_lifecycle.settings import LifecycleSettings
+    from shared.audit import AuditWriter
+    from shared.storage import BlobStore
+
+    db = revocation_db(state / "revoke.db", "", 0)
+    db.execute("INSERT INTO facilities (facility_code, name, region, preferred_hub, manager_email, active) "
+               "VALUES ('FAC03', 'Reno', 'west', 'hub', 'm@example.com', 1)")
+    records, audit = CertificateRecords(db), AuditWriter(db)
+    authority = cas.by_name("intermediate-ca-west")
+    serials = [format(x509.random_serial_number(), "X") for _ in range(single + bulk)]
+    for i, serial in enumerate(serials):
+        records.add_certificate(CertificateRecord(authority.subject, serial, f"sensor-temp-FAC03-R{i:06d}",
+                                                  NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=729), "active"))
+    publisher = CrlPublisher(BlobStore(lambda: container), records, audit, LifecycleSettings())
+    revoker = Revoker(cas, records, publisher, audit, lambda alert: None, None, [])
+    publisher.publish(authority, actor="bench")  # warm-up: token, connections, the CA's first CRL
+    print("\n4. Revocations through the Revoker (SQLite ODBC, Key Vault emulator signing, CRLs to Azurite)")
+    started = time.perf_counter()
+    for serial in serials[:single]:
+        revoker.revoke(RevocationRequest("keyCompromise", "bench", serial_number=serial))
+    elapsed = time.perf_counter() - started
+    print(f"   single, one call each ({single}, CRL growing to {single}): {single / elapsed:7.1f} revocations/s "
+          f"({elapsed / single * 1000:.0f} ms per call)")
+    for label in ("bulk, one call", "bulk again (all already revoked)"):
+        started = time.perf_counter()
+        revoker.revoke(RevocationRequest("keyCompromise", "bench", serial_numbers=tuple(serials[single:])))
+        elapsed = time.perf_counter() - started
+        print(f"   {label}, {bulk} serials: {bulk / elapsed:9.1f} revocations/s ({elapsed:.2f} s)")
+    db.close()
 
 
 def bench_webhook_refresh(count: int, container) -> None:
@@ -256,7 +304,7 @@ def bench_scan(devices: int, state: Path, tls) -> None:
                 "serialNumber": format(i + 1, "X"), "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "notBefore": (not_after - dt.timedelta(days=730)).strftime("%Y-%m-%dT%H:%M:%SZ")}
             service.store.devices._items[device_id] = record
-        print(f"\n4. Expiry scan: {devices:,} devices on one emulated hub, {needing:,} needing action "
+        print(f"\n5. Expiry scan: {devices:,} devices on one emulated hub, {needing:,} needing action "
               f"(setup {time.perf_counter() - started:.1f} s)")
     finally:
         hub_store.Collection.put = original_put
@@ -306,13 +354,14 @@ def main() -> None:
         tls = ensure_tls(state)
         os.environ["REQUESTS_CA_BUNDLE"] = str(tls.ca_bundle)
         os.environ["SSL_CERT_FILE"] = str(tls.ca_bundle)
-        signer, servers = vault(state, tls)
+        signer, cas, servers = vault(state, tls)
         azurite, container = blob_container(state)
         sizes = [1_000, 10_000] if args.quick else [10_000, 100_000]
         try:
             bench_signing(signer, 100 if args.quick else 400)
             bench_crl(signer, sizes, state, container)
             bench_webhook_refresh(sizes[-1], container)
+            bench_revocation(cas, container, state, 50 if args.quick else 100, 300 if args.quick else 999)
         finally:
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
             for server in servers:
