@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 
@@ -54,9 +55,11 @@ class CrlLocation:
         return f"{self.public_url}/{ca_certificate_blob_name(ca_name, key_id)}"
 
 
+@lru_cache(maxsize=256)
 def key_identifier(ca: x509.Certificate) -> bytes:
     """The CA key's identifier: its subjectKeyIdentifier, else the RFC 5280 4.2.1.2 method (1) hash of its public
-    key. Certificates and CRLs the CA signs carry it as their authorityKeyIdentifier (5.2.1, 4.2.1.1)."""
+    key. Certificates and CRLs the CA signs carry it as their authorityKeyIdentifier (5.2.1, 4.2.1.1). Cached: a
+    fleet has a handful of CA versions and every allocation asks."""
     try:
         return ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
