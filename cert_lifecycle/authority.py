@@ -192,7 +192,7 @@ class CertificateIssuer:
         record = CertificateRecord(authority.subject, issued.serial_number, identity.device_id,
                                    certificate.not_valid_before_utc, certificate.not_valid_after_utc, "active")
         try:  # on record before anyone sees it: a certificate that is not on record is never handed out
-            self._records.add_certificate(record)
+            self._records.add_certificate(record, issued.pem)  # the PEM: a revocation for cause pins it at DPS
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
                 from exc

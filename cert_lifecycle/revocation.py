@@ -25,6 +25,16 @@ For any reason but `superseded`, the device identity is also disabled on every h
 that IoT Hub already knows authenticates with its certificate directly, and IoT Hub does not read CRLs, so the
 CRL alone shuts a compromised sensor out of DPS but not out of its hub. Disabling is bounded in time
 (disable_budget_s): devices not reached are listed (notDisabled), and revoking again continues with them.
+
+For the same reasons (shared.dps.should_disallow: every reason but `superseded`) the device is also disallowed at
+DPS when the app manages DPS enrollments (DPS_SERVICE_HOSTNAME or DPS_CONNECTION_STRING): a disabled individual
+enrollment pinning each revoked certificate (the register keeps every certificate it issued, migration 0002), which
+DPS matches before the enrollment groups, so the device is refused without the webhook being asked (docs/contracts.md
+7.2; the webhook's CRL check stays, for whatever DPS sends). Bounded too (dps_deadline_s); the devices disallowed (now
+or already) are listed (disallowedAtDps), failures, devices left out by the deadline and certificates not on record
+become warnings, and revoking the same serial numbers again continues (disallowing is idempotent; a device selector
+matches active certificates only). A re-issued device is allowed back by deleting that enrollment (`onboarding certs
+allow CN`).
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from cert_lifecycle.crl import REASONS, CrlPublisher
 from cert_lifecycle.records import CertificateRecord, CertificateRecords, RevocationRecord
 from shared import telemetry
 from shared.audit import AuditWriter
+from shared.config import SettingError
+from shared.dps import DpsEnrollments, should_disallow
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
 from shared.iothub import IotHub
@@ -55,11 +67,13 @@ MAX_LIST = 1000  # entries per list in one call
 MAX_TARGETS = 1000  # certificates one call may revoke (a selector can match more than it names)
 DISABLE_BUDGET_S = 90.0  # HTTP triggers are cut off after 230 s; the CRLs are out before disabling starts
 DISABLE_PROGRESS_EVERY = 50  # devices
+DPS_DEADLINE_S = 60.0  # disallowing at DPS, after the hubs: 90 s + 60 s stay well inside the HTTP trigger's 230 s
 _ACTOR = re.compile(r"[A-Za-z0-9 ._@:/+-]{1,100}")
 _FACILITY = re.compile(r"[A-Z][A-Z0-9]{1,15}")  # the facility segment of a CN (shared/identity.py)
 SINGLE_KEYS = ("serialNumber", "deviceId")
 BULK_KEYS = ("serialNumbers", "deviceIds", "facility")
-Progress = Callable[[str, int, int], None]  # (stage: recorded | published | disabled, done, total)
+Progress = Callable[[str, int, int], None]  # (stage: recorded | published | disabled | disallowed, done, total)
+DpsSource = Callable[[], DpsEnrollments | None]  # the adapter, built on first use; None: DPS is not managed
 
 
 @dataclass(frozen=True)
@@ -216,6 +230,7 @@ class RevocationResult:
     unpublished: dict[str, str] = field(default_factory=dict)  # CA name -> why its CRL was not published
     not_found: list[str] = field(default_factory=list)
     not_disabled: list[str] = field(default_factory=list)
+    disallowed_at_dps: list[str] = field(default_factory=list)  # device IDs with a disabled individual enrollment
     newly_revoked: int = 0
 
     @property
@@ -230,7 +245,7 @@ class RevocationResult:
     def to_body(self) -> dict:
         return {"changed": self.changed, "summary": self.summary(), "revoked": self.revoked, "crlNumbers": self.crls,
                 "unpublished": self.unpublished, "disabledOn": self.disabled_on, "notDisabled": self.not_disabled,
-                "notFound": self.not_found, "warnings": self.warnings}
+                "disallowedAtDps": self.disallowed_at_dps, "notFound": self.not_found, "warnings": self.warnings}
 
     def unpublished_error(self) -> OnboardingError | None:
         """revocation_not_published when any CA's CRL could not be published (the rows are kept)."""
@@ -244,7 +259,8 @@ class Revoker:
     def __init__(self, cas: CaDirectory, records: CertificateRecords, publisher: CrlPublisher,
                  audit: AuditWriter, security_alert: Callable[[dict], None], hubs: IotHub | None,
                  hosts: list[str], now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 disable_budget_s: float = DISABLE_BUDGET_S, monotonic: Callable[[], float] = time.monotonic):
+                 disable_budget_s: float = DISABLE_BUDGET_S, monotonic: Callable[[], float] = time.monotonic,
+                 dps: DpsSource | None = None, dps_deadline_s: float = DPS_DEADLINE_S):
         self._cas = cas
         self._records = records
         self._publisher = publisher
@@ -255,6 +271,8 @@ class Revoker:
         self._now = now
         self._disable_budget_s = disable_budget_s
         self._monotonic = monotonic
+        self._dps = dps
+        self._dps_deadline_s = dps_deadline_s
 
     # -- what a request means -------------------------------------------------------------------------------
     def plan(self, request: RevocationRequest) -> RevocationPlan:
@@ -352,6 +370,8 @@ class Revoker:
             self._announce(target, reason, revoked_by, result, now)
         if reason != "superseded":
             self._disable_devices({t.device_id for t in targets if t.device_id}, reason, result, progress)
+        if should_disallow(reason):
+            self._disallow_at_dps(targets, reason, revoked_by, result, progress)
         return result
 
     def _record(self, targets: list[Target], reason: str, revoked_by: str, now: dt.datetime,
@@ -466,6 +486,77 @@ class Revoker:
             except Exception as exc:  # noqa: BLE001 - reported; the CRL already refuses the certificate
                 log.error("device %s not disabled on %s: %s", device_id, host, type(exc).__name__)
                 result.warnings.append(f"{device_id} not disabled on {host} ({type(exc).__name__})")
+
+    # -- DPS ------------------------------------------------------------------------------------------------
+    def _dps_adapter(self, result: RevocationResult) -> DpsEnrollments | None:
+        if self._dps is None:
+            return None
+        try:
+            return self._dps()
+        except SettingError as exc:  # a malformed DPS setting must not undo a revocation: said, not raised
+            log.error("DPS enrollments not managed: %s", exc)
+            result.warnings.append(f"not disallowed at DPS: {exc}")
+            return None
+
+    def _disallow_at_dps(self, targets: list[Target], reason: str, revoked_by: str, result: RevocationResult,
+                         progress: Progress | None = None) -> None:
+        """A disabled individual enrollment per device, pinning its revoked certificate(s) as issued (the register's
+        PEM); within dps_deadline_s. Nothing when the app does not manage DPS enrollments."""
+        devices = [t for t in targets if t.device_id]
+        if not devices:
+            return
+        adapter = self._dps_adapter(result)
+        if adapter is None:
+            return
+        try:
+            self._disallow_with(adapter, devices, reason, revoked_by, result, progress)
+        except Exception as exc:  # the revocation stands (rows, CRL, hubs): DPS is reported, never a 500
+            log.exception("disallowing at DPS failed")
+            result.warnings.append(f"not disallowed at DPS ({type(exc).__name__}): revoke the same serial numbers "
+                                   "again to retry")
+
+    def _disallow_with(self, adapter: DpsEnrollments, devices: list[Target], reason: str, revoked_by: str,
+                       result: RevocationResult, progress: Progress | None) -> None:
+        pems: dict[tuple[str, str], str] = {}
+        for group in _by_ca(devices).values():
+            subject = group[0].authority.subject
+            found = self._records.certificate_pems(subject, [t.serial_number for t in group])
+            pems.update({(subject, serial): pem for serial, pem in found.items()})
+        pinned: list[tuple[str, str]] = []
+        serials: dict[str, list[str]] = {}
+        missing: list[str] = []
+        for target in devices:
+            pem = pems.get((target.authority.subject, target.serial_number))
+            if pem is None:
+                missing.append(target.serial_number)
+                continue
+            pinned.append((target.device_id, pem))
+            serials.setdefault(target.device_id, []).append(target.serial_number)
+        if missing:
+            result.warnings.append(f"not disallowed at DPS, no certificate on record (issued before the register "
+                                   f"kept certificates, or not by this product): {_few(missing)}")
+        if not pinned:
+            return
+        report = adapter.disallow_many(pinned, deadline_s=self._dps_deadline_s)
+        failed = dict(report.failed)
+        done = [d for d in dict.fromkeys([*report.disallowed, *report.unchanged]) if d not in failed]
+        result.disallowed_at_dps = done
+        for device_id in done:
+            self._audit.certificate_event("dps_disallowed", device_id=device_id, reason_code=reason, actor=revoked_by,
+                                          details={"serialNumbers": serials.get(device_id, []),
+                                                   "changed": device_id in report.disallowed})
+        for device_id, why in failed.items():
+            log.error("device %s not disallowed at DPS: %s", device_id, why)
+            result.warnings.append(f"{device_id} not disallowed at DPS ({why[:160]}): revoke its serial number "
+                                   "again to retry")
+        left = list(dict.fromkeys(report.not_attempted))
+        if left:
+            result.warnings.append(f"{len(left)} device(s) not disallowed at DPS within {self._dps_deadline_s:g} s: "
+                                   f"revoke their serial numbers again to continue ({_few(left)})")
+        telemetry.emit("dps_disallow", reasonCode=reason, devices=len(serials), disallowed=len(report.disallowed),
+                       unchanged=len(report.unchanged), failed=len(failed), notAttempted=len(left))
+        if progress is not None:
+            progress("disallowed", len(done), len(serials))
 
 
 def _check_supersede(serial: str, known: list[CertificateRecord], device_id: str | None) -> None:

@@ -17,6 +17,7 @@ from cert_lifecycle.signer import key_vault_sign_digest
 from shared import keyvault
 from shared.audit import AuditWriter
 from shared.bootstrap import Services, services
+from shared.dps import DpsEnrollments, dps_configured, dps_enrollments
 from shared.iothub import IotHub
 from shared.retry import RetryPolicy
 from shared.storage import BlobStore
@@ -75,10 +76,20 @@ class Lifecycle:
         return self.svc.iothub(HUB_RETRY)
 
     @cached_property
+    def dps(self) -> DpsEnrollments | None:
+        """The DPS service API adapter (individual enrollments) when the app manages them (DPS_SERVICE_HOSTNAME with
+        the app's identity, or DPS_CONNECTION_STRING), else None; built once (one connection pool). A malformed
+        setting raises SettingError at first use, naming it."""
+        if not dps_configured(self.svc.settings):
+            return None
+        return dps_enrollments(self.svc.settings, self.svc.credential)
+
+    @cached_property
     def revoker(self) -> Revoker:
         security = self.settings.security_alerts_queue
         return Revoker(self.cas, self.records, self.publisher, self.audit,
-                       lambda alert: self.queues.send(security, alert), self.hubs, self.hosts)
+                       lambda alert: self.queues.send(security, alert), self.hubs, self.hosts,
+                       dps=lambda: self.dps)
 
     @cached_property
     def alerts(self) -> AlertSender:

@@ -1,8 +1,9 @@
-"""`onboarding certs ...`: the certificate lifecycle by hand (status, revoke, refresh-crls, scan, collect).
+"""`onboarding certs ...`: the certificate lifecycle by hand (status, revoke, allow, refresh-crls, scan, collect).
 
 Each subcommand runs the product's own code (cert_lifecycle.wiring.lifecycle()), as the timers and the HTTP
 functions do; `status` only reads (the certificate register in SQL, and the twin's renewal tag), and so does
-`revoke` without `--yes`: it shows what the Revoker would revoke, and exits 2 (confirmation_required).
+`revoke` without `--yes`: it shows what the Revoker would revoke, and exits 2 (confirmation_required). `allow`
+lets a device disallowed at DPS by a revocation for cause through its enrollment group again (shared/dps.py).
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("--revoked-by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
     revoke.add_argument("--yes", action="store_true", help="revoke (without it: print what would be revoked, exit 2)")
     revoke.set_defaults(run=run_revoke)
+
+    allow = certs.add_parser(
+        "allow", parents=[common], help="let a re-issued device through DPS again (delete its disabled enrollment)",
+        description="A revocation for cause disables the device at DPS too: a disabled individual enrollment that "
+                    "pins its revoked certificate, which DPS matches before the enrollment groups. Once the device has "
+                    "a new certificate, this deletes that enrollment (as `az iot dps enrollment delete` would), so the "
+                    "device registers through its group again; the CRL still refuses the revoked certificate. Needs "
+                    "DPS_SERVICE_HOSTNAME (and Device Provisioning Service Data Contributor for your login) or "
+                    "DPS_CONNECTION_STRING in the settings.")
+    allow.add_argument("cn", help="device ID / CN (the enrollment's registration ID)")
+    allow.add_argument("--allowed-by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
+    allow.set_defaults(run=run_allow)
 
     refresh = certs.add_parser("refresh-crls", parents=[common], help="re-issue every CRL that is due")
     refresh.set_defaults(run=run_refresh_crls)
@@ -222,7 +235,8 @@ def render_revocation(data: dict[str, Any], out: TextIO) -> None:
     if len(data["revoked"]) > PLAN_LISTED:
         print(f"  ... and {len(data['revoked']) - PLAN_LISTED} more (--json lists all)", file=out)
     for label, key in (("disabled on hubs", "disabledOn"), ("not disabled (revoke again)", "notDisabled"),
-                       ("no active certificate on record", "notFound"), ("warnings", "warnings")):
+                       ("disallowed at DPS", "disallowedAtDps"), ("no active certificate on record", "notFound"),
+                       ("warnings", "warnings")):
         if data[key]:
             print(f"{label}: {json.dumps(data[key]) if isinstance(data[key], dict) else ', '.join(data[key])}",
                   file=out)
@@ -232,7 +246,8 @@ def stderr_progress() -> Callable[[str, int, int], None]:
     """Progress on stderr when a call revokes PROGRESS_FROM certificates or more: the rows recorded (per CA), the
     CRLs published, the devices disabled (stdout keeps the result, so `--json > file` still shows progress)."""
     shown = {"on": False}
-    labels = {"recorded": "certificates recorded", "published": "CRLs published", "disabled": "devices disabled"}
+    labels = {"recorded": "certificates recorded", "published": "CRLs published", "disabled": "devices disabled",
+              "disallowed": "devices disallowed at DPS"}
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage == "recorded" and total >= PROGRESS_FROM:
@@ -258,6 +273,40 @@ def run_revoke(args: argparse.Namespace) -> Outcome:
         return Outcome(plan_summary(plan, request.reason), render_plan, refusal)
     result = revoker.revoke(request, progress=stderr_progress())
     return Outcome(result.to_body(), render_revocation, result.unpublished_error())
+
+
+# -- allow ----------------------------------------------------------------------------------------------------
+def run_allow(args: argparse.Namespace) -> Outcome:
+    """Delete the device's disabled individual enrollment at DPS (DpsEnrollments.allow), audited as dps_allowed."""
+    from shared.dps import DpsAccessDenied, DpsRefused, PreconditionFailed
+
+    device_id = parse_device_id(args.cn).device_id
+    lc = _lifecycle()
+    if lc.dps is None:
+        raise OnboardingError("configuration_error", "DPS_SERVICE_HOSTNAME (or DPS_CONNECTION_STRING) is not set: "
+                                                     "the settings name no DPS whose enrollments to change")
+    try:
+        deleted = lc.dps.allow(device_id)
+    except (DpsAccessDenied, DpsRefused, PreconditionFailed) as exc:
+        raise OnboardingError("dependency_unavailable", f"DPS {lc.dps.host_name}: {exc}") from exc
+    actor = _actor(args.allowed_by)
+    if deleted:
+        lc.audit.certificate_event("dps_allowed", device_id=device_id, actor=actor,
+                                   details={"dps": lc.dps.host_name})
+    active = [r.serial_number for r in lc.records.active_certificates(device_id)]
+    return Outcome({"deviceId": device_id, "dps": lc.dps.host_name, "allowed": deleted,
+                    "activeCertificates": active}, render_allow)
+
+
+def render_allow(data: dict[str, Any], out: TextIO) -> None:
+    if data["allowed"]:
+        print(f"{data['deviceId']}: disabled individual enrollment deleted at {data['dps']}; the device registers "
+              "through its enrollment group again", file=out)
+    else:
+        print(f"{data['deviceId']}: no disabled individual enrollment at {data['dps']} (nothing to allow)", file=out)
+    if not data["activeCertificates"]:
+        print("  no active certificate on record for it: issue one (POST /api/certificates/sign) before it comes back",
+              file=out)
 
 
 # -- CRLs, scan, collect ------------------------------------------------------------------------------------

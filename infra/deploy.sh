@@ -193,8 +193,9 @@ preflight() {
 # --- names and outputs ----------------------------------------------------------------------------------------
 
 readonly OUTPUT_NAMES=(AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME SERVICE_ONBOARDING_BASE_URL FUNCTION_PRINCIPAL_ID
-  AZURE_STORAGE_ACCOUNT_NAME TEMPLATES_CONTAINER AZURE_KEY_VAULT_NAME AZURE_SQL_SERVER_NAME AZURE_SQL_SERVER_FQDN
-  AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED AZURE_VNET_NAME)
+  AZURE_STORAGE_ACCOUNT_NAME TEMPLATES_CONTAINER CRL_CONTAINER AZURE_KEY_VAULT_NAME AZURE_SQL_SERVER_NAME
+  AZURE_SQL_SERVER_FQDN AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED
+  AZURE_VNET_NAME)
 
 for _name in "${OUTPUT_NAMES[@]}"; do printf -v "${_name}" '%s' ""; done
 unset _name
@@ -869,23 +870,30 @@ setup_enrollment_groups() {
 
 # --- CRLs and smoke check -------------------------------------------------------------------------------------
 
+# Each ready CA's CRL is the blob {ca}.crl of the CRL container (crl), which the app publishes (shared/crl.py). A CA
+# without one (a first deployment, or an upgrade from the releases that kept CRLs in Key Vault secrets: the new
+# release reads blobs only) gets it from one run of refresh_crls, started here through the admin endpoint; the smoke
+# check that follows waits for each CA's crl component to be ok.
 publish_first_crls() {
   log "CRLs (allocation fails closed without them)"
-  local region missing=0
+  local region missing=0 exists container="${CRL_CONTAINER:-crl}"
   for region in "${READY_CAS[@]}"; do
-    if ! az keyvault secret show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "crl-intermediate-ca-${region}" --query id -o tsv >/dev/null 2>&1; then
+    exists="$(az storage blob exists --account-name "${AZURE_STORAGE_ACCOUNT_NAME:-<storage>}" --container-name "${container}" \
+      --name "intermediate-ca-${region}.crl" --auth-mode login --query exists -o tsv 2>/dev/null || echo false)"
+    if [[ "${exists,,}" != "true" ]]; then
       missing=$((missing + 1))
     fi
   done
   if [[ ${#READY_CAS[@]} -eq 0 ]]; then
     note "no regional CA is ready yet"
   elif [[ ${missing} -eq 0 ]]; then
-    note "every ready CA has a CRL"
+    note "every ready CA has its CRL in ${container}"
   elif [[ "${WHAT_IF}" == true ]]; then
-    note "[what-if] would run refresh_crls once for ${missing} CA(s) without a CRL"
+    note "[what-if] would run refresh_crls once for ${missing} CA(s) without a CRL in ${container}"
   elif has_function refresh_crls; then
     local master
     master="$(az functionapp keys list --resource-group "${AZURE_RESOURCE_GROUP}" --name "${AZURE_FUNCTION_APP_NAME}" --query masterKey -o tsv)"
+    note "${missing} CA(s) without a CRL in ${container}: running refresh_crls once (it publishes them)"
     mutate az rest --method post --url "${SERVICE_ONBOARDING_BASE_URL}/admin/functions/refresh_crls" \
       --headers "x-functions-key=${master}" "Content-Type=application/json" --body '{"input": ""}' \
       --skip-authorization-header >/dev/null

@@ -100,6 +100,9 @@ param alertEmail string = ''
 @description('Address that also receives critical and expired certificate digests (CERT_ESCALATION_EMAIL); empty for none.')
 param escalationEmail string = ''
 
+@description('Base URL of the CRLs and CA certificates written into every certificate issued (CRL_DISTRIBUTION_URL): {url}/{ca}.crl. Empty = the crl container of the storage account, which only the app identity can read; relying parties other than the webhook need a public endpoint (docs/deployment.md). Certificates keep it for life: decide before issuing at scale.')
+param crlDistributionUrl string = ''
+
 @description('Lifetime of every CRL in hours (CRL_VALIDITY_HOURS).')
 param crlValidityHours int = 168
 
@@ -136,6 +139,7 @@ var hubsPublic = (!vnetEnabled) || devicePublicNetworkAccess
 var templatesContainer = 'sensor-configurations'
 var configurationsContainer = 'device-configurations'
 var deadLetterContainer = 'eventgrid-deadletter'
+var crlContainer = 'crl'
 var deploymentContainer = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 var queueNames = [
   'certificate-renewals'
@@ -173,6 +177,7 @@ module storage 'modules/storage.bicep' = {
       configurationsContainer
       deadLetterContainer
       deploymentContainer
+      crlContainer
     ]
     queueNames: queueNames
     privateOnly: vnetEnabled
@@ -315,6 +320,9 @@ module functionApp 'app/functions.bicep' = {
     emailEndpoint: enableEmail ? email.outputs.endpoint : ''
     emailSender: enableEmail ? email.outputs.senderAddress : ''
     escalationEmail: escalationEmail
+    crlContainer: crlContainer
+    crlDistributionUrl: crlDistributionUrl
+    dpsServiceHostName: dps.outputs.serviceHostName
     crlValidityHours: crlValidityHours
     crlRefreshBeforeHours: crlRefreshBeforeHours
     appSettingOverrides: appSettingOverrides
@@ -340,6 +348,8 @@ module rbac 'modules/rbac.bicep' = {
     hubNames: hubs.outputs.names
     systemTopicPrincipalIds: hubs.outputs.systemTopicPrincipalIds
     deadLetterContainerName: deadLetterContainer
+    crlContainerName: crlContainer
+    dpsName: dps.outputs.name
     enableEdgeDeployments: enableEdgeDeployments
     communicationServiceName: enableEmail ? email.outputs.name : ''
   }
@@ -403,6 +413,7 @@ output SERVICE_ONBOARDING_BASE_URL string = functionApp.outputs.baseUrl
 output FUNCTION_PRINCIPAL_ID string = functionApp.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output TEMPLATES_CONTAINER string = templatesContainer
+output CRL_CONTAINER string = crlContainer
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URL string = keyVault.outputs.vaultUri
 output AZURE_SQL_SERVER_NAME string = sql.outputs.serverName

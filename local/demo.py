@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             state_dir = STATE_DIR / "demo"
             settings_path = state_dir / "local.settings.json"
             shutil.rmtree(state_dir, ignore_errors=True)
-            print("starting a fresh local stack in .local/demo/ (Azurite, IoT Hub x3, Key Vault, Functions host)...",
+            print("starting a fresh local stack in .local/demo/ (Azurite, IoT Hub x3, Key Vault, DPS service API, "
+                  "Functions host)...",
                   flush=True)
             stack = Stack(state_dir=state_dir, settings_path=settings_path, iothub_args=DEMO_THROTTLE,
                           extra_settings={"CRL_CACHE_TTL_SECONDS": "2", "CERT_SUPERSEDED_GRACE_HOURS": "0",

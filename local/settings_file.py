@@ -17,6 +17,7 @@ from local.tls import TlsFiles
 HOST_PORT = 7071
 KEY_VAULT_PORT = 8450
 IDENTITY_PORT = 8449
+DPS_SERVICE_PORT = 8451  # the DPS service API emulator (local/dps/service.py DEFAULT_PORT)
 CRL_CONTAINER = "crl"
 
 
@@ -36,6 +37,9 @@ def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | Non
         # GETs as a public container does (the default, written out so that it can be found and changed).
         "CRL_CONTAINER": CRL_CONTAINER,
         "CRL_DISTRIBUTION_URL": f"http://127.0.0.1:{ports.blob}/{DEV_ACCOUNT}/{CRL_CONTAINER}",
+        # The DPS service API emulator (`python -m local.dps serve`): the app disallows a device revoked for cause
+        # there with its managed identity's token, as in Azure (shared/dps.py); the DPS simulator reads its store.
+        "DPS_SERVICE_HOSTNAME": f"localhost:{DPS_SERVICE_PORT}",
         "IOT_HUB_HOSTNAMES": ",".join(h.host_name for h in hubs or data.HUBS),
         # Event Grid names hubs by name; locally host names are not {name}.azure-devices.net.
         "IOT_HUB_NAMES": ",".join(f"{h.name}={h.host_name}" for h in hubs or data.HUBS),

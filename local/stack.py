@@ -1,4 +1,4 @@
-"""The local stack: Azurite, the IoT Hub and Key Vault emulators, the seed, and the Functions dev host.
+"""The local stack: Azurite, the IoT Hub, Key Vault and DPS service API emulators, the seed, the Functions dev host.
 
 `python -m local.stack run` starts everything, waits until /api/health answers 200, prints the endpoints
 and keeps running until Ctrl-C or SIGTERM, then stops every child. State lives under .local/ and survives
@@ -26,6 +26,7 @@ from local.secrets import stack_secret
 from local.seed import data
 from local.settings_file import (
     CRL_CONTAINER,
+    DPS_SERVICE_PORT,
     HOST_PORT,
     IDENTITY_PORT,
     KEY_VAULT_PORT,
@@ -48,7 +49,8 @@ class StackError(RuntimeError):
 def stack_ports(hubs: list[data.LocalHub]) -> dict[str, int]:
     ports = AzuritePorts()
     named = {"azurite-blob": ports.blob, "azurite-queue": ports.queue, "azurite-table": ports.table,
-             "identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT, "functions-host": HOST_PORT}
+             "identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT, "dps": DPS_SERVICE_PORT,
+             "functions-host": HOST_PORT}
     named.update({h.name: h.port for h in hubs})
     return named
 
@@ -137,7 +139,11 @@ class Stack:
                                    *self.iothub_args], env)
         self._spawn("keyvault", ["-m", "local.keyvault", "--state-dir", str(self.state_dir),
                                  "--port", str(KEY_VAULT_PORT), "--identity-port", str(IDENTITY_PORT)], env)
-        self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT,
+        # The DPS service API emulator: individual enrollments under STATE_DIR/dps, which the DPS simulator reads;
+        # it accepts the tokens of the identity endpoint above (the same stack signing key).
+        self._spawn("dps", ["-m", "local.dps", "serve", "--state-dir", str(self.state_dir),
+                            "--port", str(DPS_SERVICE_PORT)], env)
+        self._wait_ports({"identity": IDENTITY_PORT, "keyvault": KEY_VAULT_PORT, "dps": DPS_SERVICE_PORT,
                           **{h.name: h.port for h in self.hubs}}, timeout=30)
 
         self._seed(values, tls.ca_bundle)
@@ -207,6 +213,8 @@ def print_endpoints(hubs: list[data.LocalHub]) -> None:
         ("CRLs (anonymous GET)", f"http://127.0.0.1:10000/{DEV_ACCOUNT}/{CRL_CONTAINER}/{{ca name}}.crl"),
         *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in hubs),
         ("Key Vault", f"https://localhost:{KEY_VAULT_PORT}/"),
+        ("DPS service API (enrollments)", f"https://localhost:{DPS_SERVICE_PORT}/  "
+                                          "(list: python -m local.dps enrollments)"),
         ("Managed identity endpoint", f"http://127.0.0.1:{IDENTITY_PORT}/msi/token"),
         ("State", str(STATE_DIR)),
     ]

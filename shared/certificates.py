@@ -15,6 +15,8 @@ from shared.sql import Database
 from shared.times import parse_utc, sql_utc
 
 ACTIVE = "active"
+# certificates.certificate_pem (migration 0002) is NVARCHAR(4000): a longer PEM is not kept (NULL), never cut.
+MAX_PEM_CHARS = 4000
 _COLUMNS = "issuer, serial_number, device_id, not_before, not_after, status"
 _JOINED = "c.issuer, c.serial_number, c.device_id, c.not_before, c.not_after, c.status, r.reason"
 # Values per IN (...) list: Azure SQL takes at most 2,100 parameters per statement, old SQLite builds 999.
@@ -67,11 +69,25 @@ class CertificateRegister:
     def __init__(self, database: Database):
         self._db = database
 
-    def add_certificate(self, record: CertificateRecord) -> None:
+    def add_certificate(self, record: CertificateRecord, certificate_pem: str | None = None) -> None:
+        """The row, with the certificate itself (PEM) when given: what a revocation for cause pins at DPS."""
+        pem = certificate_pem if certificate_pem and len(certificate_pem) <= MAX_PEM_CHARS else None
         self._db.execute(
-            f"INSERT INTO certificates ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608 - fixed columns
+            f"INSERT INTO certificates ({_COLUMNS}, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             [record.issuer, record.serial_number, record.device_id, sql_utc(record.not_before),
-             sql_utc(record.not_after), record.status])
+             sql_utc(record.not_after), record.status, pem])
+
+    def certificate_pems(self, issuer: str, serial_numbers: Sequence[str]) -> dict[str, str]:
+        """The issued certificates (PEM) of these serials of one issuer, by serial; serials without one (issued
+        before migration 0002, or not by this product) are absent. One statement per IN_CHUNK serials."""
+        found: dict[str, str] = {}
+        for chunk in in_chunks(serial_numbers):
+            rows = self._db.fetch_all(
+                "SELECT serial_number, certificate_pem FROM certificates "  # noqa: S608 - markers only
+                f"WHERE issuer = ? AND serial_number IN ({markers(len(chunk))}) AND certificate_pem IS NOT NULL",
+                [issuer, *chunk])
+            found.update({r["serial_number"]: r["certificate_pem"] for r in rows})
+        return found
 
     def _certificates(self, where: str, params: list) -> list[CertificateRecord]:
         sql = f"SELECT {_COLUMNS} FROM certificates WHERE {where} ORDER BY not_after DESC"  # noqa: S608 - fixed clauses

@@ -1,4 +1,5 @@
-"""Key Vault clients (secrets: CRLs; certificates: the regional CAs; keys: signing)."""
+"""Key Vault clients (certificates: the regional CAs; keys: signing; secrets: none the product uses since the CRLs moved
+to Blob Storage)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 // The function app (azd service `onboarding`): Linux, Python 3.11, Flex Consumption with always-ready HTTP
 // instances so the DPS webhook (allocate) never waits for a cold start; system-assigned identity for every
-// dependency (identity-based AzureWebJobsStorage, Key Vault, SQL, IoT Hub, Application Insights); app settings
+// dependency (identity-based AzureWebJobsStorage, Key Vault, SQL, IoT Hub, DPS, Application Insights); app settings
 // hold names and URLs only, never a secret. Flex Consumption refuses FUNCTIONS_WORKER_RUNTIME,
 // FUNCTIONS_EXTENSION_VERSION and WEBSITE_RUN_FROM_PACKAGE: the runtime lives in functionAppConfig.
 
@@ -70,6 +70,15 @@ param emailSender string = ''
 
 @description('Address that also receives critical and expired certificate digests; empty for none.')
 param escalationEmail string = ''
+
+@description('Blob container of the CRLs and the CA certificates (the publisher writes {ca}.crl there; the webhook reads it).')
+param crlContainer string = 'crl'
+
+@description('Base URL written into every certificate issued (CRL Distribution Points {url}/{ca}.crl, Authority Information Access); empty = the container in the storage account, {blob endpoint}crl, which answers only authenticated requests (the app identity). Relying parties other than the webhook need a public endpoint here (docs/deployment.md, CRL distribution point): set it before certificates are issued at scale, certificates keep it for life.')
+param crlDistributionUrl string = ''
+
+@description('DPS service operations host name ({dps}.azure-devices-provisioning.net): the app disallows a device revoked for cause there (disabled individual enrollment), with its identity.')
+param dpsServiceHostName string
 
 @description('Lifetime of every CRL (nextUpdate - thisUpdate), hours.')
 param crlValidityHours int = 168
@@ -196,7 +205,9 @@ var productSettings = {
   KEY_VAULT_URL: keyVaultUrl
   KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
   REGIONAL_CAS: join(map(regionNames, region => '${region}=intermediate-ca-${region}'), ',')
-  CRL_SECRET_PREFIX: 'crl-'
+  CRL_CONTAINER: crlContainer
+  CRL_DISTRIBUTION_URL: empty(crlDistributionUrl) ? '${storage.properties.primaryEndpoints.blob}${crlContainer}' : crlDistributionUrl
+  DPS_SERVICE_HOSTNAME: dpsServiceHostName
   IOT_HUB_HOSTNAMES: join(hubHostNames, ',')
   IOT_HUB_NAMES: join(map(range(0, length(hubNames)), i => '${hubNames[i]}=${hubHostNames[i]}'), ',')
   CRL_CACHE_TTL_SECONDS: '300'
@@ -205,6 +216,7 @@ var productSettings = {
   CAPACITY_CACHE_TTL_SECONDS: '60'
   HUB_UTILISATION_THRESHOLD: '0.9'
   ALLOW_SYMMETRIC_KEY_ATTESTATION: 'false'
+  ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL: 'allow'
   HEALTH_CHECK_TIMEOUT_SECONDS: '5'
   TWIN_TEMPLATE_CACHE_SECONDS: '60'
   TWIN_OVERRIDES_CACHE_SECONDS: '60'
@@ -234,7 +246,6 @@ var productSettings = {
   ACS_ENDPOINT: emailEndpoint
   CRL_VALIDITY_HOURS: string(crlValidityHours)
   CRL_REFRESH_BEFORE_HOURS: string(crlRefreshBeforeHours)
-  CRL_MAX_SECRET_CHARS: '25000'
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -80,3 +80,5 @@ output id string = dps.id
 output name string = dps.name
 output idScope string = dps.properties.idScope
 output deviceEndpoint string = dps.properties.deviceProvisioningHostName
+// The service API's host ({name}.azure-devices-provisioning.net): the app manages individual enrollments there.
+output serviceHostName string = dps.properties.serviceOperationsHostName

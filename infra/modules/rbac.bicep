@@ -17,7 +17,7 @@ param deployerPrincipalType string = 'User'
 @description('Storage account of host storage, templates, queues and dead letters.')
 param storageAccountName string
 
-@description('Key Vault of the CAs and CRLs.')
+@description('Key Vault of the CAs (keys and certificates; the CRLs live in Blob Storage).')
 param keyVaultName string
 
 @description('Application Insights component (Entra-only ingestion).')
@@ -35,6 +35,12 @@ param deadLetterContainerName string
 @description('Blob container of the sensor configuration templates (the deployer uploads the samples).')
 param templatesContainerName string = 'sensor-configurations'
 
+@description('Blob container of the CRLs (the app publishes them with its account-wide Blob Data Owner; the deployer checks that each CA has one).')
+param crlContainerName string = 'crl'
+
+@description('Device Provisioning Service: the app disallows a device revoked for cause there (individual enrollments).')
+param dpsName string
+
 @description('Grant IoT Hub Data Contributor (edge deployments to gateways need configurations/applyToEdgeDevice/action, which only that built-in role includes) instead of Data Reader + Twin Contributor.')
 param enableEdgeDeployments bool = true
 
@@ -49,12 +55,15 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   // Queue triggers (certificate-renewals) and sends (certificate-alerts, security-alerts).
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  // Key Vault (RBAC mode): sign with the CA keys, read the CA certificates, read and write the CRL secrets.
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  // Key Vault (RBAC mode): sign with the CA keys, read the CA certificates. No secret role: the CRLs are blobs.
   keyVaultCryptoUser: '12338af0-0e69-4776-bea7-57ae8d297424'
   keyVaultCertificateUser: 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba'
-  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
+  // DPS service API with Entra ID (individual enrollments: enrollments/read, write, delete), "Control access to Azure
+  // IoT Hub Device Provisioning Service (DPS) by using Microsoft Entra ID": data actions Microsoft.Devices/
+  // provisioningServices/*. The narrower Data Reader (10745317-c249-44a1-a5ce-3a4353c0bbd8) cannot write.
+  dpsDataContributor: 'dfce44e4-17b7-4bd1-a6d1-04996ec95633'
   // Application Insights with local auth disabled.
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   // IoT Hub data plane.
@@ -70,20 +79,18 @@ var storageRoleIds = [
   roles.storageBlobDataOwner
   roles.storageQueueDataContributor
 ]
-// Key Vault, vault scope: read the CA certificates and read/write the CRL secrets (crl-{ca}). Signing (Key Vault
-// Crypto User) is NOT granted here: deploy.sh assigns it at the scope of each CA key (.../vaults/{vault}/keys/
-// intermediate-ca-{region}) once the key exists, so the app can sign with those keys and no other. Key Vault RBAC
-// takes role assignments on an individual key, secret or certificate ("Provide access to Key Vault keys,
-// certificates, and secrets with Azure RBAC", Secret scope role assignment), but the object must exist first, and
-// ARM creates none of them: the keys come from `az keyvault certificate create`, the CRL secrets from the app's
-// first refresh_crls (which needs the secret role to write them), so those two roles stay at the vault.
+// Key Vault, vault scope: read the CA certificates. Signing (Key Vault Crypto User) is NOT granted here: deploy.sh
+// assigns it at the scope of each CA key (.../vaults/{vault}/keys/intermediate-ca-{region}) once the key exists, so
+// the app can sign with those keys and no other. Key Vault RBAC takes role assignments on an individual key, secret
+// or certificate ("Provide access to Key Vault keys, certificates, and secrets with Azure RBAC"), but the object must
+// exist first, and ARM creates none of them (the keys come from `az keyvault certificate create`), so Certificate User
+// stays at the vault. No secret role: the product reads and writes no secret since the CRLs moved to Blob Storage
+// (an environment of an earlier release keeps its Secrets Officer assignment: docs/deployment.md says how to delete it).
 var keyVaultRoleIds = [
   roles.keyVaultCertificateUser
-  roles.keyVaultSecretsOfficer
 ]
 var deployerKeyVaultRoleIds = [
   roles.keyVaultCertificatesOfficer
-  roles.keyVaultSecretsUser
 ]
 var withDeployer = !empty(deployerPrincipalId)
 
@@ -104,6 +111,15 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource templatesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: templatesContainerName
+}
+
+resource crlContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: crlContainerName
+}
+
+resource dps 'Microsoft.Devices/provisioningServices@2022-12-12' existing = {
+  name: dpsName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -198,6 +214,18 @@ resource functionHubRegistry 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }]
 
+// DPS: revocation for cause creates a disabled individual enrollment for the device (shared/dps.py), and nothing
+// else; Data Contributor is the one built-in role that may write enrollments, at the scope of this DPS alone.
+resource functionDps 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dps.id, functionPrincipalId, roles.dpsDataContributor)
+  scope: dps
+  properties: {
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dpsDataContributor)
+  }
+}
+
 resource functionEmail 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(communicationServiceName)) {
   name: guid(communication.id, functionPrincipalId, roles.communicationAndEmailServiceOwner)
   scope: communication
@@ -229,6 +257,17 @@ resource deployerTemplates 'Microsoft.Authorization/roleAssignments@2022-04-01' 
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
+// `az storage blob exists` on crl/{ca}.crl (publish_first_crls): read, on that one container.
+resource deployerCrls 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (withDeployer) {
+  name: guid(crlContainer.id, deployerPrincipalId, roles.storageBlobDataReader)
+  scope: crlContainer
+  properties: {
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
   }
 }
 

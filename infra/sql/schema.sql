@@ -76,6 +76,9 @@ CREATE TABLE certificates (
     not_before      DATETIME2     NOT NULL,
     not_after       DATETIME2     NOT NULL,
     status          NVARCHAR(16)  NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked', 'superseded')),
+    -- 0002: the certificate as issued (PEM), to pin in a disabled DPS individual enrollment on a revocation for
+    -- cause; NULL for certificates issued before it. Where SQLite puts an added column: after the last one.
+    certificate_pem NVARCHAR(4000) NULL,
     PRIMARY KEY (issuer, serial_number)
 );
 

@@ -6,7 +6,7 @@ import datetime as dt
 import html
 from pathlib import Path
 
-from local.fleet.scenario import ScenarioResult, summary_rows, to_json
+from local.fleet.scenario import ScenarioResult, refusal_label, summary_rows, to_json
 
 
 def _ms(value: float | None) -> str:
@@ -20,7 +20,7 @@ def print_summary(result: ScenarioResult) -> None:
     for hub, count in rows["byHub"].items():
         print(f"{'  on ' + hub:<40}{count}")
     for reason, count in rows["refusals"].items():
-        print(f"{'refused/failed: ' + reason:<40}{count}")
+        print(f"{refusal_label(reason):<40}{count}")
     print(f"{'power-on to configured p50 / p95':<40}{_ms(rows['p50'])} / {_ms(rows['p95'])} (max {_ms(rows['max'])})")
     print(f"{'configuration errors':<40}{rows['configurationErrors']}")
     storm = result.storm
@@ -101,7 +101,9 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
     sections = [
         _timeline(result),
         _bars("Sensors per hub", list(rows["byHub"].items())),
-        _bars("Refused or failed, by reason", list(rows["refusals"].items())),
+        _bars("Refused or failed, by reason",
+              [(refusal_label(r).removeprefix("refused/failed: ").replace("refused by DPS", "DPS"), c)
+               for r, c in rows["refusals"].items()]),
         _bars("Power-on to configured (seconds)", _histogram(latencies, 10, lambda a, b: f"{a:.2f}-{b:.2f} s")),
         _bars("Certificates by days to expiry, as the daily scan saw them", list(by_days.items())),
     ]

@@ -1,7 +1,8 @@
 """The reference rollout with its incidents, run through the real functions on the local stack.
 
 1. plan the fleet (facilities x sensors, mixed types, gateways) and manufacture every sensor through sign_csr;
-2. incidents prepared: one sensor's certificate revoked before it is installed; one sensor from a plant that
+2. incidents prepared: one sensor's certificate revoked for cause before it is installed (through the revoke
+   function, which also disallows it at DPS: a disabled individual enrollment); one sensor from a plant that
    is not registered (certificate from the regional CA, facility unknown to SQL); one hub given less capacity
    than its region needs, so the rest spills over;
 3. power everything on at once; each sensor registers through DPS and waits until it runs its configuration;
@@ -9,7 +10,8 @@
    shuffled; no twin may be written again. Side by side, time travel: sensors whose certificates are due go
    through a renewal round;
 5. verification: every configured twin equals template (+) overrides (checked independently), the revoked
-   and unknown sensors got no hub, the short hub held no more than its limit and its region's other sensors
+   sensor was refused by DPS itself (enrollment disabled, the webhook never asked) and the unknown one by the
+   webhook, neither got a hub, the short hub held no more than its limit and its region's other sensors
    went elsewhere, the renewals completed, and no sensor was lost.
 """
 
@@ -29,6 +31,7 @@ from cryptography import x509
 
 from local.dps.enrollments import Enrollment
 from local.dps.simulator import DpsSimulator
+from local.dps.store import EnrollmentStore
 from local.fleet.device import SimulatedSensor
 from local.fleet.device_link import DeviceLink
 from local.fleet.plan import PlannedDevice, plan_fleet
@@ -39,6 +42,7 @@ from local.secrets import stack_secret
 from local.seed import data
 from shared.bootstrap import Services
 from shared.identity import parse_device_id
+from shared.times import sql_utc
 
 BASE_URL = "http://127.0.0.1:7071"
 
@@ -65,6 +69,7 @@ class ScenarioResult:
     aged: list[DeviceOutcome] = field(default_factory=list)  # the time-travel cohort
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, in order
     failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
+    revocation: dict = field(default_factory=dict)  # the revoke function's answer for the revoked incident
 
     @property
     def manufacture_s(self) -> float:
@@ -94,6 +99,7 @@ class Scenario:
                                        ca_bundle) for host in self.hubs}
         self.factory = Factory(BASE_URL, self.function_key)
         self._spill_limit = self._spill_held = 0
+        self._revoked_at = dt.datetime.now(dt.UTC)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def dps(self, gateways: list[SimulatedSensor]) -> DpsSimulator:
@@ -108,16 +114,22 @@ class Scenario:
             enrollments.append(Enrollment(gateway.device_id, None, self.hubs, webhook,
                                           individual_certificate=gateway.certificate, iot_edge=True))
         links = {host: stack_connection_string(self.state_dir, self.hub_names[host], host) for host in self.hubs}
+        # The individual enrollments the app writes through the DPS service API emulator (the stack's `dps`
+        # process) count too, and before the groups, as in DPS: a revoked device's disabled enrollment refuses it.
         return DpsSimulator(enrollments, self.hubs, [root], links,
                             function_key=self.function_key,
-                            state_file=self.state_dir / "dps" / "registrations.jsonl")
+                            state_file=self.state_dir / "dps" / "registrations.jsonl",
+                            enrollment_store=EnrollmentStore(self.state_dir))
 
-    def revoke(self, sensor: SimulatedSensor) -> None:
-        response = requests.post(f"{BASE_URL}/api/certificates/revoke", timeout=30,
+    def revoke(self, sensor: SimulatedSensor) -> dict:
+        """Revoke the sensor's certificate for cause as an operator would: the revoke function (admin key). The
+        product records it, re-publishes the CRL, and disallows the device at DPS (its answer's disallowedAtDps)."""
+        response = requests.post(f"{BASE_URL}/api/certificates/revoke", timeout=120,
                                  headers={"x-functions-key": self.master_key},
                                  json={"serialNumber": format(sensor.certificate.serial_number, "X"),
                                        "reason": "keyCompromise", "revokedBy": "make demo"})
         response.raise_for_status()
+        return response.json()
 
     def limit_hub(self, host: str, planned_in_region: int) -> tuple[int, int]:
         """Give host room for all but spill_devices of its region's sensors; returns (new, previous) limits."""
@@ -257,10 +269,10 @@ class Scenario:
         # incidents
         incidents = {}
         revoked = next(d for d in plan if not d.is_gateway)
-        self.revoke(sensors[revoked.device_id])
-        # The webhook may hold the previous CRL for its cache TTL: the revoked sensor powers on last and not
-        # before that has passed, so the wait overlaps the rollout instead of delaying it.
-        crl_current_at = time.monotonic() + float(self.services.settings.get("CRL_CACHE_TTL_SECONDS", "0") or 0) + 0.5
+        # Revoked for cause before installation: the revoke function disables it at DPS before it answers, so DPS
+        # refuses the sensor whatever CRL the webhook holds (no wait for the webhook's CRL cache).
+        self._revoked_at = dt.datetime.now(dt.UTC)
+        revocation = self.revoke(sensors[revoked.device_id])
         incidents["revoked"] = revoked.device_id
         stranger = PlannedDevice(f"sensor-temp-FAC{opts.facilities + 90:02d}-SN00000001",
                                  f"FAC{opts.facilities + 90:02d}", "temp")
@@ -276,8 +288,6 @@ class Scenario:
             self._spill_limit = limit
 
         def power_on(device: PlannedDevice) -> DeviceOutcome:
-            if device is revoked:
-                time.sleep(max(0.0, crl_current_at - time.monotonic()))
             return onboard(device, sensors[device.device_id], dps, self.links, opts.configure_timeout_s)
 
         dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
@@ -306,8 +316,8 @@ class Scenario:
             storm, (aged, lifecycle) = storm_run.result(), lifecycle_run.result()
         configured_aged = [o for o in aged if o.status == "configured"]
         lap("redelivery storm and certificate renewal (side by side)")
-        result = ScenarioResult(outcomes, time.monotonic() - started,
-                                incidents=incidents, storm=storm, lifecycle=lifecycle, aged=aged, phases=phases)
+        result = ScenarioResult(outcomes, time.monotonic() - started, incidents=incidents, storm=storm,
+                                lifecycle=lifecycle, aged=aged, phases=phases, revocation=revocation)
         if len(configured_aged) != len(aged):
             result.failures.append(f"{len(aged) - len(configured_aged)} aged-stock sensors were not configured")
         self.verify(result)
@@ -351,8 +361,7 @@ class Scenario:
         if result.configuration_errors:
             result.failures.append(f"{len(result.configuration_errors)} twins differ from template (+) overrides")
         revoked = by_id[result.incidents["revoked"]]
-        if revoked.status != "refused" or revoked.reason != "certificate_revoked":
-            result.failures.append(f"revoked sensor was {revoked.status} ({revoked.reason}), expected refused")
+        self._verify_revoked(result, revoked)
         stranger = by_id[result.incidents["unknownFacility"]]
         if stranger.status != "refused" or stranger.reason != "unknown_facility":
             result.failures.append(f"unknown-facility sensor was {stranger.status} ({stranger.reason})")
@@ -372,6 +381,27 @@ class Scenario:
             result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
 
 
+    def _verify_revoked(self, result: ScenarioResult, revoked: DeviceOutcome) -> None:
+        """Revoked for cause: the revoke function disallowed it at DPS, and DPS itself refused it (disabled individual
+        enrollment), so the webhook was never asked about it (no decision in the audit trail)."""
+        device_id = revoked.device.device_id
+        if device_id not in result.revocation.get("disallowedAtDps", []):
+            result.failures.append(f"the revocation did not disallow {device_id} at DPS: "
+                                   f"{result.revocation.get('warnings')}")
+        registration = revoked.sensor.registration
+        asked = self.services.database.fetch_one(  # since the revocation: a running stack keeps earlier runs' rows
+            "SELECT COUNT(*) AS n FROM provisioning_events WHERE registration_id = ? AND at >= ?",
+            [device_id, sql_utc(self._revoked_at)])["n"]
+        if revoked.status != "refused" or revoked.reason != "enrollment_disabled":
+            result.failures.append(f"revoked sensor was {revoked.status} ({revoked.reason}), expected refused by DPS "
+                                   "(enrollment_disabled)")
+        elif registration is None or registration.webhook_status is not None or asked:
+            result.failures.append(f"revoked sensor {device_id}: DPS asked the webhook ({asked} decisions audited)")
+        else:
+            enrollment = (registration.enrollment or "").split(":", 1)[0]
+            result.incidents["revoked"] += (f": revoked (keyCompromise) before installation, refused by DPS "
+                                            f"({enrollment} enrollment disabled), webhook not asked")
+
     def _verify_spill(self, result: ScenarioResult) -> None:
         """The hub given too little room holds no more than its limit, and its region's other sensors went
         elsewhere (counted across every webhook worker process, not per process)."""
@@ -385,6 +415,14 @@ class Scenario:
             result.failures.append(f"{host} holds {held} devices, over its limit of {self._spill_limit}")
         if spilled == 0:
             result.failures.append(f"no sensor spilled over from {host} although it was short of room")
+
+
+REFUSAL_LABELS = {"enrollment_disabled": "refused by DPS: enrollment disabled"}
+
+
+def refusal_label(reason: str) -> str:
+    """How the summary and the report name a refusal: DPS's own, or the webhook's code (and failures)."""
+    return REFUSAL_LABELS.get(reason, f"refused/failed: {reason}")
 
 
 def summary_rows(result: ScenarioResult) -> dict:
@@ -411,4 +449,6 @@ def summary_rows(result: ScenarioResult) -> dict:
 def to_json(result: ScenarioResult) -> str:
     return json.dumps({"summary": summary_rows(result), "incidents": result.incidents, "storm": result.storm,
                        "lifecycle": result.lifecycle,
+                       "revocation": {k: result.revocation.get(k) for k in ("disallowedAtDps", "disabledOn",
+                                                                             "crlNumbers", "warnings")},
                        "failures": result.failures, "wallSeconds": result.wall_s, "phases": result.phases}, indent=2)

@@ -195,3 +195,51 @@ def test_a_crl_that_cannot_be_signed_is_a_503_too_never_a_500(lifecycle):
     status, body = revoke({"serialNumber": issued["serialNumber"], "reason": "privilegeWithdrawn"})
     assert (status, body["error"]["code"]) == (503, "revocation_not_published")
     assert body["unpublished"] == {"intermediate-ca-west": "signing_failed"}
+
+
+def test_a_revocation_for_cause_pins_the_issued_certificate_in_a_disabled_dps_enrollment(lifecycle, tls, tmp_path):
+    """sign_csr keeps the certificate in the register (migration 0002); revoke_certificate for cause hands exactly
+    that certificate to the DPS service API (here the local emulator over TLS, with the stack identity's tokens), as
+    a disabled individual enrollment; superseded leaves DPS alone."""
+    import base64
+    import secrets
+
+    from local.dps.service import OWNER_POLICY, create_app
+    from local.dps.store import EnrollmentStore
+    from local.serve import free_port, serve_in_thread
+    from shared.dps import DpsEnrollments
+    from shared.retry import RetryPolicy
+    from tests.unit.test_dps_adapter import LocalIdentity
+
+    key = secrets.token_bytes(32)
+    port = free_port()
+    app = create_app(tmp_path, key, f"localhost:{port}", {OWNER_POLICY: base64.b64encode(b"k" * 32).decode()})
+    server = serve_in_thread(app, port, tls)
+    adapter = DpsEnrollments(f"localhost:{port}", LocalIdentity(key),
+                             policy=RetryPolicy(attempts=2, base_s=0.01, budget_s=5))
+    try:
+        lifecycle.revoker = Revoker(lifecycle.cas, lifecycle.records, lifecycle.publisher, lifecycle.audit,
+                                    lifecycle.alerts.append, None, [], dps=lambda: adapter)
+        issued = sign(csr("sensor-temp-FAC03-SN000777"))[1]
+        west = lifecycle.cas.by_name("intermediate-ca-west").subject
+        assert lifecycle.records.certificate_pems(west, [issued["serialNumber"]]) == {
+            issued["serialNumber"]: issued["certificate"]}
+
+        status, body = revoke({"deviceId": "sensor-temp-FAC03-SN000777", "reason": "keyCompromise"})
+        assert status == 200 and body["disallowedAtDps"] == ["sensor-temp-FAC03-SN000777"], body
+        entry = EnrollmentStore(tmp_path).get("sensor-temp-FAC03-SN000777")
+        assert entry["record"]["provisioningStatus"] == "disabled"
+        assert entry["certificates"]["primary"].strip() == issued["certificate"].strip()
+        audit = lifecycle.db.fetch_all("SELECT action, device_id, reason_code FROM certificate_events "
+                                       "WHERE action = 'dps_disallowed'")
+        assert [(r["device_id"], r["reason_code"]) for r in audit] == [("sensor-temp-FAC03-SN000777", "keyCompromise")]
+
+        renewed = sign(csr("sensor-temp-FAC03-SN000778"))[1]
+        status, body = revoke({"serialNumber": renewed["serialNumber"], "deviceId": "sensor-temp-FAC03-SN000778",
+                               "reason": "superseded"})
+        assert status == 200 and body["disallowedAtDps"] == [] and body["warnings"] == []
+        assert EnrollmentStore(tmp_path).get("sensor-temp-FAC03-SN000778") is None
+    finally:
+        adapter.close()
+        server.server.config.timeout_graceful_shutdown = 1
+        server.stop()

@@ -208,7 +208,6 @@ COMMANDS: dict[str, tuple[str, list[tuple]]] = {
         *KV_PENDING, value("--file", "-f", required=True), three_state("--disabled"), values("--tags", nargs="*")]),
     "keyvault certificate download": (AZ_CLI.format("keyvault"), [
         *KV_ITEM, value("--file", "-f", required=True), enum("--encoding", "-e", choices=("PEM", "DER"))]),
-    "keyvault secret show": (AZ_CLI.format("keyvault"), KV_ITEM),
     # The DPS CA certificate commands are azure-cli's own (command_modules/iot), not the extension's.
     "iot dps certificate show": (AZ_CLI.format("iot"), DPS_CERT),
     "iot dps certificate create": (AZ_CLI.format("iot"), [
@@ -311,6 +310,7 @@ def outputs_for(params: dict[str, str]) -> dict[str, str]:
         "FUNCTION_PRINCIPAL_ID": FUNCTION_PRINCIPAL,
         "AZURE_STORAGE_ACCOUNT_NAME": f"st{TOKEN}",
         "TEMPLATES_CONTAINER": "sensor-configurations",
+        "CRL_CONTAINER": "crl",
         "AZURE_KEY_VAULT_NAME": f"kv-{TOKEN}",
         "AZURE_SQL_SERVER_NAME": f"sql-{TOKEN}",
         "AZURE_SQL_SERVER_FQDN": f"sql-{TOKEN}.database.windows.net",
@@ -380,9 +380,11 @@ def rest(state: dict, args: dict) -> str:
     if url.endswith("/admin/functions/refresh_crls") and method == "post":
         if "x-functions-key=master-key" not in args.get("headers", []):
             raise Fail("fake az: admin call without the master key", 99)
+        # The app's refresh_crls publishes the CRL of every CA in Key Vault to the blob {ca}.crl of the crl container.
+        crls = state.setdefault("blobs", {}).setdefault("crl", [])
         for name, status in state.get("kv_certs", {}).items():
-            if status == "complete":
-                state.setdefault("kv_secrets", []).append(f"crl-{name}")
+            if status == "complete" and f"{name}.crl" not in crls:
+                crls.append(f"{name}.crl")
         return ""
     raise Fail(f"fake az rest: unmodelled {method} {url}", 99)
 
@@ -483,6 +485,8 @@ def handle_az(state: dict, command: str, args: dict) -> str:
             rules.remove(name)
         return ""
     if command == "storage blob exists":
+        if args.get("auth_mode") != "login" or query != "exists":
+            raise Fail("fake az: blob exists must use --auth-mode login (no account keys) and --query exists", 99)
         blobs = state.get("blobs", {}).get(args.get("container_name"), [])
         return "true" if args.get("name") in blobs else "false"
     if command == "storage blob upload":
@@ -523,10 +527,6 @@ def handle_az(state: dict, command: str, args: dict) -> str:
             raise Fail("fake az: DPS takes the CA certificate as PEM (--encoding PEM)", 99)
         Path(args["file"]).write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
         return ""
-    if command == "keyvault secret show":
-        if args.get("name") in state.get("kv_secrets", []):
-            return "https://vault/secrets/x"
-        raise Fail("SecretNotFound", 3)
     if command == "iot dps certificate show":
         cert = state.get("dps_certs", {}).get(args["certificate_name"])
         if cert is None:
@@ -590,6 +590,8 @@ def create_table(tables: list[str], statement: str) -> None:
 
 
 GUARDED_TABLE = re.compile(r"^IF OBJECT_ID\(N'(\w+)', N'U'\) IS NULL\n    EXEC\(N'CREATE TABLE (\w+) \(", re.M)
+GUARDED_COLUMN = re.compile(r"^IF COL_LENGTH\(N'(\w+)', N'(\w+)'\) IS NULL\n"
+                            r"    EXEC\(N'ALTER TABLE (\w+) ADD (\w+) ", re.M)
 
 
 def run_migration(state: dict, tables: list[str], name: str, text: str) -> None:
@@ -614,6 +616,17 @@ def run_migration(state: dict, tables: list[str], name: str, text: str) -> None:
         if table not in tables:
             tables.append(table)
             state.setdefault("sql_created", []).append(table)
+    # ALTER TABLE t ADD c: SQL Server refuses a column that exists, so each must be under its COL_LENGTH guard.
+    added = re.findall(r"^(?:IF .*\n)?    EXEC\(N'ALTER TABLE (\w+) ADD (?!CONSTRAINT\b)(\w+) ", text, re.M)
+    guarded_columns = {(t, c) for t, c, t2, c2 in GUARDED_COLUMN.findall(text) if (t, c) == (t2, c2)}
+    columns = state.setdefault("sql_columns", [])
+    for table, column in added:
+        if (table, column) not in guarded_columns:
+            raise Fail(f"fake sqlcmd: ALTER TABLE {table} ADD {column} without its COL_LENGTH guard", 99)
+        if table not in tables:
+            raise Fail(f"Cannot find the object \"{table}\" because it does not exist or you do not have permissions.")
+        if f"{table}.{column}" not in columns:
+            columns.append(f"{table}.{column}")
     state.setdefault("sql_migrations", []).append(version)
 
 

@@ -85,11 +85,17 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
         assert group["webhookUrl"] == "https://func-tok42.azurewebsites.net/api/allocate?code=function-key-allocate"
         assert group["iotHubs"] == list(LINKED_HUBS)
     assert all(state["dps_certs"].values()) and set(state["kv_certs"].values()) == {"complete"}
-    assert sorted(state["kv_secrets"]) == [f"crl-intermediate-ca-{r}" for r in sorted(REGIONS)]
+    # Each CA's CRL is a blob of the crl container, published by the one refresh_crls run the script started.
+    assert sorted(state["blobs"]["crl"]) == [f"intermediate-ca-{r}.crl" for r in sorted(REGIONS)]
+    checks = run.parsed("storage blob exists")
+    assert {(c["container_name"], c["name"]) for c in checks if c["container_name"] == "crl"} == {
+        ("crl", f"intermediate-ca-{r}.crl") for r in REGIONS}
+    assert len([m for m in mutations(run) if m == "az rest admin"]) == 1
     scripts = [s["script"] for s in state["sql_scripts"]]
     assert scripts[0] == "schema_migrations.sql" and scripts[1].startswith("migration-0001.")
-    assert scripts[2] == "grant-function.sql"
-    assert state["sql_migrations"] == ["0001"] and len(state["sql_tables"]) == 9
+    assert scripts[2].startswith("migration-0002.") and scripts[3] == "grant-function.sql"
+    assert state["sql_migrations"] == ["0001", "0002"] and len(state["sql_tables"]) == 9
+    assert state["sql_columns"] == ["certificates.certificate_pem"]
     # The app signs with each CA key, by a role assignment on that key alone (made once the key exists).
     assert sorted(a.rsplit("/", 1)[1] for a in state["role_assignments"]) == [f"intermediate-ca-{r}" for r in
                                                                               sorted(REGIONS)]
@@ -160,10 +166,27 @@ def test_second_run_changes_nothing(signed):
                if not m.startswith("sqlcmd -i ") or m.startswith(("sqlcmd -i migration-", "sqlcmd -i schema_mig"))]
     assert changes == ["az deployment sub create", "az functionapp deployment source config-zip"]
     after = fake.state
-    for key in ("enrollment_groups", "dps_certs", "kv_certs", "kv_secrets", "blobs", "role_assignments",
+    for key in ("enrollment_groups", "dps_certs", "kv_certs", "blobs", "role_assignments",
                 "sql_migrations", "sql_tables"):
         assert after[key] == before[key], key
     assert "schema current" in run.output
+
+
+def test_an_upgrade_from_crls_in_key_vault_secrets_runs_the_crl_refresh_once(signed):
+    # An environment of an earlier release: CAs, DPS and enrollment groups in place, CRLs only in Key Vault secrets
+    # (which this release no longer reads), so no blob crl/{ca}.crl. The script starts refresh_crls once, then the
+    # smoke check; the next run finds every CRL and starts nothing.
+    fake, sign = signed
+    blobs = {k: v for k, v in fake.state["blobs"].items() if k != "crl"}
+    fake.update(blobs=blobs, kv_secrets=[f"crl-intermediate-ca-{r}" for r in REGIONS])
+    run = fake.run(*sign)
+    assert run.returncode == 0, run.output
+    assert [m for m in mutations(run) if m == "az rest admin"] == ["az rest admin"]
+    assert first(run, "az rest", "/admin/functions/refresh_crls") < first(run, "az rest", "/api/health")
+    assert "3 CA(s) without a CRL in crl: running refresh_crls once" in run.output
+    assert sorted(fake.state["blobs"]["crl"]) == [f"intermediate-ca-{r}.crl" for r in sorted(REGIONS)]
+    again = fake.run(*sign)
+    assert "az rest admin" not in mutations(again) and "every ready CA has its CRL in crl" in again.output
 
 
 def test_a_database_from_before_migrations_is_adopted(fake_azure):
@@ -173,7 +196,7 @@ def test_a_database_from_before_migrations_is_adopted(fake_azure):
     run = fake_azure.run()
     assert run.returncode == 0, run.output
     state = fake_azure.state
-    assert state["sql_migrations"] == ["0001"]
+    assert state["sql_migrations"] == ["0001", "0002"]
     assert state["sql_created"] == ["hub_allocations", "certificates", "certificate_events"]
 
 
@@ -307,7 +330,7 @@ def test_sql_firewall_is_opened_for_this_run_only(fake_azure):
     assert mutations(run).count("az sql server firewall-rule create") == 1
     assert mutations(run).count("az sql server firewall-rule delete") == 1
     assert fake_azure.state["firewall_rules"] == []
-    assert fake_azure.state["sql_migrations"] == ["0001"]
+    assert fake_azure.state["sql_migrations"] == ["0001", "0002"]
 
 
 def test_facilities_are_loaded_from_a_validated_csv(fake_azure, tmp_path):

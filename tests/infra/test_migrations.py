@@ -87,7 +87,7 @@ def test_a_database_from_before_migrations_is_adopted(connect):
         db.execute(statement)
     db.execute("INSERT INTO facilities (facility_code, name, region, preferred_hub, manager_email) "
                "VALUES ('FAC01', 'Plant', 'west', 'hub', 'm@example.com')")
-    assert migrations.apply_migrations(db) == ["0001"]
+    assert migrations.apply_migrations(db) == [m.version for m in migrations.migrations()]
     assert db.fetch_one("SELECT COUNT(*) AS n FROM facilities")["n"] == 1
     assert db.fetch_one("SELECT COUNT(*) AS n FROM certificate_events")["n"] == 0
 
@@ -102,8 +102,11 @@ def test_later_migrations_apply_in_order_once_and_only_what_they_introduce(conne
     (folder / "0002_hub_notes.sql").write_text(
         "CREATE TABLE hub_notes (\n    host_name NVARCHAR(255) NOT NULL PRIMARY KEY,\n"
         "    note NVARCHAR(4000) NOT NULL\n);\n")
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(migrations.MIGRATIONS / "0001_initial.sql", first)
     db = connect()
-    assert migrations.apply_migrations(db, migrations.MIGRATIONS) == ["0001"]
+    assert migrations.apply_migrations(db, first) == ["0001"]
     assert migrations.apply_migrations(db, folder) == ["0002", "0003"]
     assert "site_contact" in [c[0] for c in columns(db, "facilities")]
     assert migrations.apply_migrations(db, folder) == []
@@ -132,3 +135,21 @@ def test_the_seed_restores_a_table_dropped_by_hand(connect):
     seed_sql(db)
     assert db.fetch_one("SELECT COUNT(*) AS n FROM certificate_events")["n"] == 0
     assert db.fetch_one("SELECT COUNT(*) AS n FROM schema_migrations")["n"] == len(migrations.migrations())
+
+
+def test_0002_keeps_each_issued_certificate_beside_its_row(connect):
+    # The column a disabled DPS individual enrollment needs (the revoked certificate itself), added to a register that
+    # already holds rows: they keep their values and get NULL (issued before: not pinnable, the revocation warns).
+    folder = migrations.MIGRATIONS
+    db = connect()
+    for statement in migrations.migrations(folder)[0].statements:
+        db.execute(statement)
+    db.execute("INSERT INTO certificates (issuer, serial_number, device_id, not_before, not_after) "
+               "VALUES ('CN=West', 'AB', 'sensor-temp-FAC01-SN1', '2026-01-01 00:00:00', '2028-01-01 00:00:00')")
+    assert "0002" in migrations.apply_migrations(db)
+    assert ("certificate_pem", "NVARCHAR(4000)", 0, None, 0) in columns(db, "certificates")
+    select = "SELECT certificate_pem FROM certificates WHERE serial_number = 'AB'"
+    assert db.fetch_one(select)["certificate_pem"] is None
+    pem = "-----BEGIN CERTIFICATE-----\n" + "A" * 3900 + "\n-----END CERTIFICATE-----\n"
+    db.execute("UPDATE certificates SET certificate_pem = ? WHERE serial_number = 'AB'", [pem])
+    assert db.fetch_one(select)["certificate_pem"] == pem

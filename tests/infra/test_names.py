@@ -107,9 +107,22 @@ def test_regions_and_ca_names_follow_the_seed_convention():
     assert ca_names == "intermediate-ca-${region.name}"
     assert all(name == f"intermediate-ca-{region}" for region, name in seed.CA_NAMES.items())
     assert 'ca="intermediate-ca-$1"' in DEPLOY
+    assert '--name "intermediate-ca-${region}.crl"' in DEPLOY  # the CRL blob shared/crl.py names: {ca}.crl
+
+
+def test_the_crl_container_the_code_defaults_to_is_created_and_named_in_the_app_settings():
+    from local.settings_file import CRL_CONTAINER
+    from shared.config import Settings
+
+    main_params = body(MAIN.modules["functionApp"])["params"]
+    container = MAIN.resolve(main_params["crlContainer"])
+    assert container == Settings({}).crl_container == CRL_CONTAINER == "crl"
+    assert container in bicep_containers()
     app = load("app/functions.bicep")
-    assert app.resolve("productSettings")["CRL_SECRET_PREFIX"] == "crl-"
-    assert '--name "crl-intermediate-ca-${region}"' in DEPLOY
+    settings = app.resolve("productSettings")
+    assert settings["CRL_CONTAINER"] == "crlContainer" and "CRL_DISTRIBUTION_URL" in settings
+    assert "CRL_SECRET_PREFIX" not in settings and "CRL_MAX_SECRET_CHARS" not in settings
+    assert 'CRL_CONTAINER:-crl' in DEPLOY
 
 
 def test_deploy_script_uses_the_functions_it_names():

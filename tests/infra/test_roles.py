@@ -23,6 +23,8 @@ RBAC = load("modules/rbac.bicep")
 ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": ("Storage Blob Data Owner", [
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*"]),
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": ("Storage Blob Data Reader", [
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"]),
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": ("Storage Blob Data Contributor", [
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
@@ -47,6 +49,9 @@ ROLES = {
     "b447c946-2db7-41ec-983d-d8bf3b1c77e3": ("IoT Hub Data Reader", ["Microsoft.Devices/IotHubs/*/read"]),
     "494bdba2-168f-4f31-a0a1-191d2f7c028c": ("IoT Hub Twin Contributor", ["Microsoft.Devices/IotHubs/twins/*"]),
     "4ea46cd5-c1b2-4a8e-910b-273211f9ce47": ("IoT Hub Registry Contributor", ["Microsoft.Devices/IotHubs/devices/*"]),
+    # "Azure built-in roles for Internet of Things": dataActions Microsoft.Devices/provisioningServices/*.
+    "dfce44e4-17b7-4bd1-a6d1-04996ec95633": ("Device Provisioning Service Data Contributor", [
+        "Microsoft.Devices/provisioningServices/*"]),
     "09976791-48a7-449e-bb21-39d1a415f350": ("Communication and Email Service Owner", [
         "Microsoft.Communication/CommunicationServices/*", "Microsoft.Communication/EmailServices/*"]),
 }
@@ -55,6 +60,7 @@ _BLOB = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
 _QUEUE = "Microsoft.Storage/storageAccounts/queueServices/queues/messages"
 _VAULT = "Microsoft.KeyVault/vaults"
 _HUB = "Microsoft.Devices/IotHubs"
+_DPS = "Microsoft.Devices/provisioningServices"
 # SDK method -> (scope resource type, data action).
 OPERATIONS = {
     "download_blob": ("Microsoft.Storage/storageAccounts", f"{_BLOB}/read"),
@@ -78,6 +84,9 @@ OPERATIONS = {
     "update_twin": ("Microsoft.Devices/IotHubs", f"{_HUB}/twins/write"),
     "replace_twin": ("Microsoft.Devices/IotHubs", f"{_HUB}/twins/write"),
     "apply_on_edge_device": ("Microsoft.Devices/IotHubs", f"{_HUB}/configurations/applyToEdgeDevice/action"),
+    # shared/dps.py (the DPS service API, "Control access to DPS by using Microsoft Entra ID", data actions):
+    # disallow_many reads, creates or updates individual enrollments; allow (the CLI) deletes one.
+    "disallow_many": (_DPS, f"{_DPS}/enrollments/write"),
     "begin_send": ("Microsoft.Communication/communicationServices",
                    "Microsoft.Communication/CommunicationServices/Write"),
 }
@@ -127,7 +136,7 @@ def assignments(principal: str, overrides: dict | None = None) -> list[tuple[str
     defaults = {name: p["default"] for name, p in RBAC.parameters.items() if p.get("default") is not None}
     # Deployment values the defaults cannot give: two hubs, and e-mail enabled (the code can send e-mail).
     defaults.update({"hubNames": ["hub-a", "hub-b"], "systemTopicPrincipalIds": ["topic-a", "topic-b"],
-                     "communicationServiceName": "acs-x"})
+                     "communicationServiceName": "acs-x", "dpsName": "provs-x"})
     defaults.update(overrides or {})
     found = []
     for resource in RBAC.resources_of_type("Microsoft.Authorization/roleAssignments").values():
@@ -236,6 +245,25 @@ def test_event_grid_dead_letters_with_its_own_identity_on_one_container():
 
 
 def test_deployer_gets_what_deploy_sh_needs_when_a_principal_is_given():
-    granted = {ROLES[role][0] for _, role in assignments("deployerPrincipalId", {"deployerPrincipalId": "x"})}
-    assert granted == {"Storage Blob Data Contributor", "Key Vault Certificates Officer", "Key Vault Secrets User"}
+    granted = assignments("deployerPrincipalId", {"deployerPrincipalId": "x"})
+    assert {ROLES[role][0] for _, role in granted} == {
+        "Storage Blob Data Contributor", "Storage Blob Data Reader", "Key Vault Certificates Officer"}
+    # Reading the CRLs (publish_first_crls: crl/{ca}.crl exists?) on the crl container alone.
+    container = "Microsoft.Storage/storageAccounts/blobServices/containers"
+    assert (container, "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1") in granted
     assert assignments("deployerPrincipalId") == []
+
+
+def test_no_secret_role_anywhere_the_crls_are_blobs():
+    # The product reads and writes no Key Vault secret (the CRLs moved to Blob Storage), so neither the app nor the
+    # deployer holds a secrets role at the vault; Certificate User's getSecret is the certificate's own.
+    secret_roles = {"Key Vault Secrets Officer", "Key Vault Secrets User"}
+    for principal, overrides in (("functionPrincipalId", {}), ("deployerPrincipalId", {"deployerPrincipalId": "x"})):
+        assert not {ROLES[role][0] for _, role in assignments(principal, overrides)} & secret_roles
+    assert not {"get_secret", "set_secret"} & method_calls().names
+
+
+def test_the_app_may_write_dps_enrollments_on_its_dps_only():
+    granted = assignments("functionPrincipalId")
+    assert ("Microsoft.Devices/provisioningServices", "dfce44e4-17b7-4bd1-a6d1-04996ec95633") in granted
+    assert covered(_DPS, f"{_DPS}/enrollments/delete", granted) == ["Device Provisioning Service Data Contributor"]

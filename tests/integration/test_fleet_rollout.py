@@ -27,7 +27,11 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp
     assert result.ok, result.failures
     rows = summary_rows(result)
     assert rows["configured"] == 19  # 20 planned, one revoked; plus the unknown-facility sensor refused
-    assert rows["refusals"] == {"certificate_revoked": 1, "unknown_facility": 1}
+    # The revoked sensor is refused by DPS itself: the revoke function left a disabled individual enrollment
+    assert rows["refusals"] == {"enrollment_disabled": 1, "unknown_facility": 1}
+    revoked = result.incidents["revoked"]
+    assert "refused by DPS (individual enrollment disabled), webhook not asked" in revoked
+    assert result.revocation["disallowedAtDps"] == [revoked.split(":")[0]]
     assert rows["configurationErrors"] == 0
     # FAC01 and FAC02 are west plants; the west hub had room for all but 4, so some went across regions
     assert rows["byHub"]["localhost:8441"] < 19

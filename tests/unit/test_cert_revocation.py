@@ -240,3 +240,144 @@ def test_progress_is_reported_per_ca_recorded_crl_published_and_devices_disabled
     assert seen == [("recorded", 3, 4), ("recorded", 4, 4), ("published", 1, 2), ("published", 2, 2),
                     ("disabled", 2, 4), ("disabled", 4, 4)]
     assert revocation.MAX_TARGETS >= MAX_LIST  # a full list of serials always fits
+
+
+# -- revocation enforced at DPS (issue 13 item 4) --------------------------------------------------------------
+class Dps:
+    """DpsEnrollments.disallow_many over a fake DPS: per registration ID, disallowed now, already, or failing."""
+
+    def __init__(self, already=(), failing=None, left_out=()):
+        self.calls: list[tuple[list[tuple[str, str]], float]] = []
+        self.already, self.failing, self.left_out = set(already), dict(failing or {}), set(left_out)
+
+    def disallow_many(self, devices, deadline_s=60.0):
+        from shared.dps import DisallowReport
+
+        devices = list(devices)
+        self.calls.append((devices, deadline_s))
+        report = DisallowReport()
+        for device_id, _pem in devices:
+            if device_id in self.left_out:
+                report.not_attempted.append(device_id)
+            elif device_id in self.failing:
+                report.failed[device_id] = self.failing[device_id]
+            else:
+                (report.unchanged if device_id in self.already else report.disallowed).append(device_id)
+        return report
+
+
+class RecordsWithPems(Records):
+    def __init__(self, pems):
+        super().__init__()
+        self.pems = pems  # (issuer subject, serial) -> PEM
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def certificate_pems(self, issuer, serials):
+        self.asked.append((issuer, list(serials)))
+        return {s: self.pems[issuer, s] for s in serials if (issuer, s) in self.pems}
+
+
+def dps_revoker(dps, pems, deadline=60.0, factory=None):
+    records, audit, alerts = RecordsWithPems(pems), Audit(), []
+    subject = Revoker(None, records, Publisher(), audit, alerts.append, None, [], now=lambda: NOW,
+                      dps=factory or (lambda: dps), dps_deadline_s=deadline)
+    return SimpleNamespace(revoker=subject, records=records, audit=audit, dps=dps)
+
+
+def pem(serial: str) -> str:
+    return f"-----BEGIN CERTIFICATE-----\n{serial}\n-----END CERTIFICATE-----\n"
+
+
+def test_a_revocation_for_cause_disallows_each_device_at_dps_with_its_revoked_certificate():
+    dps = Dps()
+    t = dps_revoker(dps, {(WEST.subject, "A"): pem("A"), (EAST.subject, "E"): pem("E")})
+    targets = [Target(WEST, "A", "sensor-temp-FAC03-A", True), Target(EAST, "E", "sensor-temp-FAC09-E", True)]
+    result = t.revoker.revoke_targets(targets, "keyCompromise", "soc")
+    ((pinned, deadline),) = dps.calls
+    assert sorted(pinned) == [("sensor-temp-FAC03-A", pem("A")), ("sensor-temp-FAC09-E", pem("E"))]
+    assert deadline == 60.0
+    assert sorted(result.disallowed_at_dps) == ["sensor-temp-FAC03-A", "sensor-temp-FAC09-E"]
+    assert result.to_body()["disallowedAtDps"] == result.disallowed_at_dps and result.warnings == []
+    rows = [fields for action, fields in t.audit.rows if action == "dps_disallowed"]
+    assert sorted(r["device_id"] for r in rows) == ["sensor-temp-FAC03-A", "sensor-temp-FAC09-E"]
+    assert all(r["reason_code"] == "keyCompromise" and r["actor"] == "soc" and r["details"]["changed"] for r in rows)
+    assert {r["device_id"]: r["details"]["serialNumbers"] for r in rows}["sensor-temp-FAC03-A"] == ["A"]
+
+
+@pytest.mark.parametrize("reason", ["unspecified", "keyCompromise", "cessationOfOperation", "affiliationChanged",
+                                    "privilegeWithdrawn"])
+def test_every_reason_but_superseded_disallows(reason):
+    dps = Dps()
+    t = dps_revoker(dps, {(WEST.subject, "A"): pem("A")})
+    assert t.revoker.revoke_targets([Target(WEST, "A", "sensor-temp-FAC03-A", True)], reason, "soc") \
+        .disallowed_at_dps == ["sensor-temp-FAC03-A"]
+
+
+def test_superseded_leaves_dps_alone_and_so_does_an_app_without_dps():
+    dps = Dps()
+    t = dps_revoker(dps, {(WEST.subject, "A"): pem("A")})
+    result = t.revoker.revoke_targets([Target(WEST, "A", "sensor-temp-FAC03-A", True)], "superseded", "renewal")
+    assert dps.calls == [] and result.disallowed_at_dps == [] and t.records.asked == []
+    # DPS not configured: the wiring hands the Revoker None (or no source at all); nothing is asked, nothing warned.
+    for source in (lambda: None, None):
+        records, audit = RecordsWithPems({(WEST.subject, "B"): pem("B")}), Audit()
+        subject = Revoker(None, records, Publisher(), audit, lambda alert: None, None, [], now=lambda: NOW, dps=source)
+        result = subject.revoke_targets([Target(WEST, "B", "sensor-temp-FAC03-B", True)], "keyCompromise", "soc")
+        assert result.disallowed_at_dps == [] and result.warnings == [] and records.asked == []
+        assert "dps_disallowed" not in [a for a, _ in audit.rows]
+
+
+def test_certificates_not_on_record_failures_and_the_deadline_become_warnings():
+    dps = Dps(already={"sensor-temp-FAC03-B"}, failing={"sensor-temp-FAC03-C": "DpsUnavailable: HTTP 503"},
+              left_out={"sensor-temp-FAC03-D"})
+    pems = {(WEST.subject, s): pem(s) for s in ("B", "C", "D")}  # "A" was issued before the register kept PEMs
+    t = dps_revoker(dps, pems, deadline=5.0)
+    targets = [Target(WEST, s, f"sensor-temp-FAC03-{s}", True) for s in ("A", "B", "C", "D")]
+    targets.append(Target(WEST, "F", None, False))  # a serial not on record: no device to disallow
+    result = t.revoker.revoke_targets(targets, "keyCompromise", "soc")
+    ((pinned, deadline),) = dps.calls
+    assert [device for device, _ in pinned] == ["sensor-temp-FAC03-B", "sensor-temp-FAC03-C", "sensor-temp-FAC03-D"]
+    assert deadline == 5.0
+    assert result.disallowed_at_dps == ["sensor-temp-FAC03-B"]  # already disallowed counts: the device is out
+    rows = [fields for action, fields in t.audit.rows if action == "dps_disallowed"]
+    assert [(r["device_id"], r["details"]["changed"]) for r in rows] == [("sensor-temp-FAC03-B", False)]
+    text = " | ".join(result.warnings)
+    assert "no certificate on record" in text and ": A" in text
+    assert "sensor-temp-FAC03-C not disallowed at DPS (DpsUnavailable: HTTP 503)" in text
+    assert "1 device(s) not disallowed at DPS within 5 s" in text and "sensor-temp-FAC03-D" in text
+    assert result.newly_revoked == 5  # the revocations themselves are all done
+
+
+def test_two_revoked_certificates_of_one_device_are_both_pinned():
+    dps = Dps()
+    t = dps_revoker(dps, {(WEST.subject, "A"): pem("A"), (WEST.subject, "B"): pem("B")})
+    targets = [Target(WEST, "A", "sensor-temp-FAC03-X", True), Target(WEST, "B", "sensor-temp-FAC03-X", True)]
+    result = t.revoker.revoke_targets(targets, "keyCompromise", "soc")
+    ((pinned, _),) = dps.calls
+    assert pinned == [("sensor-temp-FAC03-X", pem("A")), ("sensor-temp-FAC03-X", pem("B"))]
+    assert result.disallowed_at_dps == ["sensor-temp-FAC03-X"]
+    (row,) = [fields for action, fields in t.audit.rows if action == "dps_disallowed"]
+    assert row["details"]["serialNumbers"] == ["A", "B"]
+
+
+def test_a_malformed_dps_setting_is_a_warning_never_an_undone_revocation():
+    from shared.config import SettingError
+
+    def broken():
+        raise SettingError("app setting DPS_SERVICE_HOSTNAME must be a host name (no scheme or path)")
+
+    t = dps_revoker(None, {(WEST.subject, "A"): pem("A")}, factory=broken)
+    result = t.revoker.revoke_targets([Target(WEST, "A", "sensor-temp-FAC03-A", True)], "keyCompromise", "soc")
+    assert result.newly_revoked == 1 and result.disallowed_at_dps == []
+    assert any("DPS_SERVICE_HOSTNAME" in w for w in result.warnings)
+
+
+def test_an_unexpected_dps_failure_is_a_warning_never_a_500():
+    class Broken(Dps):
+        def disallow_many(self, devices, deadline_s=60.0):
+            raise RuntimeError("transport exploded")
+
+    t = dps_revoker(Broken(), {(WEST.subject, "A"): pem("A")})
+    result = t.revoker.revoke_targets([Target(WEST, "A", "sensor-temp-FAC03-A", True)], "keyCompromise", "soc")
+    assert result.newly_revoked == 1 and result.disallowed_at_dps == [] and result.crls
+    assert result.warnings == ["not disallowed at DPS (RuntimeError): revoke the same serial numbers again to retry"]
