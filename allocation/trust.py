@@ -15,7 +15,7 @@ read, refuses the devices of that CA only while the other regions keep allocatin
 Refusals: a certificate of no configured CA, or not signed by a current key of it, is unknown_issuer (403); a CA
 that cannot be loaded or has no valid CRL is crl_unavailable (503: DPS retries, docs/contracts.md 1.3); a revoked
 serial is certificate_revoked (403). A request never waits behind another one re-reading a CRL it already holds
-in date (DESIGN.md 7): only the first read of a CA's CRL is waited for.
+in date (docs/architecture.md 5): only the first read of a CA's CRL is waited for.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ class TrustStore:
 
     def _current(self, held: _Held, load: Callable[[], object]):
         """held.value while it is younger than the TTL; else load() it again. One request loads while the others
-        answer with the value held (never waiting behind a slow dependency, DESIGN.md 7); only a first load is
-        waited for. A failed load is raised to every caller for a few seconds, then tried again."""
+        answer with the value held (never waiting behind a slow dependency, docs/architecture.md 5); only a first
+        load is waited for. A failed load is raised to every caller for a few seconds, then tried again."""
         while True:
             value = held.value
             if value is not None and self._clock() - held.checked < self._ttl_s:

@@ -10,7 +10,7 @@ The same rules as infra/deploy.sh's runner on Azure SQL, so one set of files ser
   the tables of an older schema.sql) therefore gains what it lacks and gets 0001 recorded; a run that stopped
   half-way completes. Any other statement runs as it is and must be idempotent by itself (an UPDATE with a WHERE
   that excludes rows already done);
-- the SQL is the subset of T-SQL that also runs on SQLite through the SQLite3 ODBC driver (DESIGN.md section 4).
+- the SQL is the subset of T-SQL that also runs on SQLite through the SQLite3 ODBC driver (docs/contracts.md 9).
 
 The catalog queries here are SQLite's (sqlite_master, pragma_table_info); deploy.sh asks sys.tables, sys.indexes and
 COL_LENGTH on Azure SQL and wraps each guarded statement in `IF ... EXEC(N'...')`.
