@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cert_lifecycle.csr import CheckedCsr, check_csr, device_certificate_builder, random_serial_number
+from cert_lifecycle.partners import Partner, PartnerDirectory, check_scope, seconds_to_next_day
 from cert_lifecycle.records import CertificateRecord, CertificateRecords
 from cert_lifecycle.settings import LifecycleSettings
 from cert_lifecycle.signer import KeyVaultSigner, SigningError
@@ -156,22 +157,61 @@ class CertificateIssuer:
     """sign_csr's logic, shared with the renewal collector: check, pick the CA, sign via Key Vault, record."""
 
     def __init__(self, cas: CaDirectory, records: CertificateRecords, audit: AuditWriter,
-                 settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+                 settings: LifecycleSettings, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 partners: PartnerDirectory | None = None):
         self._cas = cas
         self._records = records
         self._audit = audit
         self._settings = settings
         self._now = now
+        self._partners = partners
 
     def check(self, csr_text: str | bytes, expected_device_id: str | None = None) -> CheckedCsr:
         return check_csr(csr_text, self._settings.max_csr_bytes, expected_device_id)
 
-    def issue(self, csr_text: str | bytes, *, actor: str, expected_device_id: str | None = None) -> IssuedCertificate:
+    def issue(self, csr_text: str | bytes, *, actor: str, expected_device_id: str | None = None,
+              partner: Partner | None = None) -> IssuedCertificate:
+        """Check, sign, record. With a partner (sign_csr), also its scope, one active certificate per device
+        (certificate_exists: only an operator re-issue replaces it) and a unit of its daily quota; without one (the
+        renewal collector) none of these: a renewal is meant to overlap the certificate it replaces."""
         checked = self.check(csr_text, expected_device_id)
         identity = checked.identity
+        if partner is not None:
+            check_scope(partner, identity)
         facility = self._records.active_facility(identity.facility)
         authority = self._cas.by_region(facility.region)
         now = self._now()
+        if partner is not None:
+            self._partner_may_issue(partner, identity.device_id, now)
+        try:
+            return self._issue(checked, authority, now, actor, partner)
+        except Exception:
+            if partner is not None and self._partners is not None:
+                self._partners.return_quota(partner.partner_id, now)
+            raise
+
+    def _partner_may_issue(self, partner: Partner, device_id: str, now: dt.datetime) -> None:
+        try:
+            active = self._records.active_certificates(device_id)
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"asset register read failed ({type(exc).__name__})") \
+                from exc
+        if active:
+            raise OnboardingError("certificate_exists", f"{device_id} holds active certificate "
+                                  f"{active[0].serial_number}; an operator re-issue supersedes it first")
+        if self._partners is None:
+            raise OnboardingError("configuration_error", "no partner directory")
+        try:
+            taken = self._partners.take_quota(partner.partner_id, now)
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"quota update failed ({type(exc).__name__})") from exc
+        if not taken:
+            raise OnboardingError("partner_quota_exceeded",
+                                  f"{partner.daily_quota} certificates a day; retry after {seconds_to_next_day(now)} s")
+
+    def _issue(self, checked: CheckedCsr, authority: RegionalAuthority, now: dt.datetime, actor: str,
+               partner: Partner | None) -> IssuedCertificate:
+        identity = checked.identity
         location = self._settings.crl_location
         builder = device_certificate_builder(
             checked, authority.certificate, random_serial_number(), now,
@@ -192,14 +232,16 @@ class CertificateIssuer:
         record = CertificateRecord(authority.subject, issued.serial_number, identity.device_id,
                                    certificate.not_valid_before_utc, certificate.not_valid_after_utc, "active")
         try:  # on record before anyone sees it: a certificate that is not on record is never handed out
-            self._records.add_certificate(record, issued.pem)  # the PEM: a revocation for cause pins it at DPS
+            # the PEM: a revocation for cause pins it at DPS; the partner: who asked for it
+            self._records.add_certificate(record, issued.pem, partner_id=partner.partner_id if partner else None)
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
                 from exc
         self._audit.certificate_event("issued", device_id=identity.device_id, issuer=authority.subject,
                                       serial_number=issued.serial_number, actor=actor,
                                       details={"ca": authority.name, "key": checked.key_description,
-                                               "notAfter": iso_utc(record.not_after)})
+                                               "notAfter": iso_utc(record.not_after),
+                                               **({"partnerId": partner.partner_id} if partner else {})})
         telemetry.emit("certificate_issued", sign_ms, deviceId=identity.device_id, facility=identity.facility,
                        ca=authority.name, serialNumber=issued.serial_number, key=checked.key_description,
                        actor=actor.split(":", 1)[0])

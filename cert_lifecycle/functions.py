@@ -2,7 +2,7 @@
 
 | function | trigger | |
 |---|---|---|
-| sign_csr | POST /api/certificates/sign (function key) | PEM CSR (raw or {"csr": ...}) -> certificate + chain |
+| sign_csr | POST /api/certificates/sign (function key + partner) | PEM CSR (raw or {"csr": ...}) -> certificate |
 | revoke_certificate | POST /api/certificates/revoke (admin key) | one or many: rows, one CRL per CA, alerts |
 | refresh_crls | timer, every 6 hours | re-issues each CA's CRL before nextUpdate or when SQL has more |
 | scan_expiring_certificates | timer, daily 06:00 UTC | expiry scan -> renewal queue, digests, tags |
@@ -46,7 +46,15 @@ def _refusal(error: OnboardingError, event: str, started: float, **fields) -> fu
     telemetry.emit(event, duration_ms, outcome="rejected", reasonCode=error.code, **fields)
     if error.status >= 500:
         log.error("%s failed: %s", event, error)
-    return json_response(error.to_body(), error.status)
+    response = json_response(error.to_body(), error.status)
+    if error.code == "partner_quota_exceeded":  # the quota is per UTC day: retry when the next one starts
+        from cert_lifecycle.partners import seconds_to_next_day
+
+        response.headers["Retry-After"] = str(seconds_to_next_day())
+    elif error.status == 401:  # RFC 6750: a bearer token is what is missing or wrong
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' \
+            if error.code == "partner_credential_invalid" else "Bearer"
+    return response
 
 
 @bp.function_name("sign_csr")
@@ -58,15 +66,21 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
         max_bytes = lc.settings.max_csr_bytes
     except SettingError as exc:
         return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_signing", started)
+    actor = "sign_csr"  # until the partner is known
     try:
         from cert_lifecycle.csr import csr_from_body
 
+        # The function key got the request this far; the partner credential says who is asking (docs/partners.md).
+        partner = lc.partner_auth.partner(req.headers.get("Authorization"))
+        actor = f"partner:{partner.partner_id}"
         csr = csr_from_body(req.get_body(), max_bytes)
-        issued = lc.issuer.issue(csr, actor="sign_csr")
+        issued = lc.issuer.issue(csr, actor=actor, partner=partner)
     except OnboardingError as error:
-        lc.audit.certificate_event("rejected", reason_code=error.code, actor="sign_csr",
+        lc.audit.certificate_event("rejected", reason_code=error.code, actor=actor,
                                    details={"detail": error.detail})
         return _refusal(error, "certificate_signing", started)
+    except SettingError as exc:
+        return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_signing", started)
     except Exception:
         log.exception("sign_csr failed unexpectedly")
         return _refusal(OnboardingError("internal_error"), "certificate_signing", started)

@@ -22,6 +22,12 @@
 | CRL_CONTAINER | crl | (shared) the Blob container of the CRLs (`{ca}.crl`) and CA certificates (shared/crl.py) |
 | CRL_DISTRIBUTION_URL | container URL | (shared) public base URL of that container, written into every certificate |
 | SECURITY_ALERTS_QUEUE | security-alerts | (shared) revocations and superseded certificates are announced here |
+| PARTNER_TOKEN_ISSUER | (none) | `iss` of partner tokens: https://login.microsoftonline.com/{tenant}/v2.0 |
+| PARTNER_TOKEN_AUDIENCE | (none) | `aud` of partner tokens: the client ID of the onboarding API's app registration |
+| PARTNER_TOKEN_JWKS_URL | (none) | the issuer's keys: https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys |
+
+Without the three PARTNER_TOKEN_* settings sign_csr refuses every request (configuration_error): it fails closed;
+docs/partners.md has the values.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class LifecycleSettings:
     crl_refresh_before_hours: float = 96
     crl_container: str = "crl"
     crl_distribution_url: str | None = None  # None (tests only): certificates name no CRL distribution point
+    partner_tokens: object | None = None  # cert_lifecycle.partners.TokenSettings, or None: partners refused
+
 
     @property
     def email_configured(self) -> bool:
@@ -121,4 +129,17 @@ def lifecycle_settings(settings: Settings) -> LifecycleSettings:
         crl_refresh_before_hours=refresh_before,
         crl_container=settings.crl_container,
         crl_distribution_url=settings.crl_distribution_url,
+        partner_tokens=partner_token_settings(settings),
     )
+
+
+def partner_token_settings(settings: Settings):
+    """The partner token settings, or None unless all three are set: then sign_csr refuses every request
+    (configuration_error, naming them) while every other lifecycle function keeps working."""
+    from cert_lifecycle.partners import TokenSettings
+
+    issuer, audience, jwks_url = (settings.get("PARTNER_TOKEN_ISSUER"), settings.get("PARTNER_TOKEN_AUDIENCE"),
+                                  settings.get("PARTNER_TOKEN_JWKS_URL"))
+    if not (issuer and audience and jwks_url):
+        return None
+    return TokenSettings(issuer, audience, jwks_url)

@@ -8,6 +8,7 @@ from functools import cache, cached_property
 from cert_lifecycle.alerts import AlertSender, EmailSender, QueueSender
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
 from cert_lifecycle.crl import CrlPublisher
+from cert_lifecycle.partners import PartnerAuthenticator, PartnerDirectory
 from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.renewal import RenewalService
 from cert_lifecycle.revocation import Revoker
@@ -54,8 +55,16 @@ class Lifecycle:
                            self.settings.ca_cache_s)
 
     @cached_property
+    def partners(self) -> PartnerDirectory:
+        return PartnerDirectory(self.svc.database)
+
+    @cached_property
+    def partner_auth(self) -> PartnerAuthenticator:
+        return PartnerAuthenticator(self.settings.partner_tokens, self.partners)
+
+    @cached_property
     def issuer(self) -> CertificateIssuer:
-        return CertificateIssuer(self.cas, self.records, self.audit, self.settings)
+        return CertificateIssuer(self.cas, self.records, self.audit, self.settings, partners=self.partners)
 
     @cached_property
     def publisher(self) -> CrlPublisher:

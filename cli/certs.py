@@ -71,6 +71,15 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     allow.add_argument("--allowed-by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
     allow.set_defaults(run=run_allow)
 
+    reissue = certs.add_parser(
+        "reissue", parents=[common], help="let a device get a new certificate: supersede its active one(s)",
+        description="An operator re-issue: the device's active certificates are superseded through the revocation "
+                    "path (reason superseded: only certificates issued to this device), the reason is audited, and "
+                    "the partner's next CSR for the device is signed (without it: certificate_exists, 409).")
+    reissue.add_argument("device_id", metavar="CN")
+    reissue.add_argument("--reason", required=True, choices=["lost_secure_element", "rework"])
+    reissue.add_argument("--by", dest="revoked_by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
+    reissue.set_defaults(run=run_reissue)
     refresh = certs.add_parser("refresh-crls", parents=[common], help="re-issue every CRL that is due")
     refresh.set_defaults(run=run_refresh_crls)
 
@@ -148,6 +157,16 @@ def render_status(data: dict[str, Any], out: TextIO) -> None:
               file=out)
     if data["unansweredHubs"]:
         print(f"  hubs not answering: {', '.join(data['unansweredHubs'])}", file=out)
+
+
+# -- reissue ------------------------------------------------------------------------------------------------
+def run_reissue(args: argparse.Namespace) -> Outcome:
+    from cert_lifecycle.partners import authorize_reissue
+
+    lc = _lifecycle()
+    data = authorize_reissue(args.device_id, args.reason, _actor(args.revoked_by), records=lc.records,
+                             revoker=lc.revoker, audit=lc.audit)
+    return Outcome(data, render_fields)
 
 
 # -- revoke -------------------------------------------------------------------------------------------------

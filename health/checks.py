@@ -7,6 +7,8 @@ deadline, never unbounded.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -16,6 +18,7 @@ from shared.bootstrap import Services
 from shared.retry import RetryPolicy
 from shared.storage import BlobStore
 
+log = logging.getLogger(__name__)
 REASON_LIMIT = 200
 PROBE_RETRY = RetryPolicy(attempts=1)  # a probe reports what it sees; it does not wait out a throttle
 
@@ -109,3 +112,41 @@ def check_all(services: Services) -> tuple[int, dict]:
     from health.settings import check_timeout_s
 
     return health_report(run_checks(dependency_checks(services), check_timeout_s(services.settings)))
+
+
+_report_lock = threading.Lock()
+_report: tuple[float, tuple[int, dict]] | None = None  # (monotonic expiry, report)
+UNHEALTHY_CACHE_S = 1.0  # a failing report is kept for at most this long, so recovery shows (and a start) quickly
+
+
+def cached_check_all(services_factory=None, clock: Callable[[], float] = time.monotonic) -> tuple[int, dict]:
+    """check_all, answered from a report at most HEALTH_CACHE_SECONDS old (a failing one at most
+    UNHEALTHY_CACHE_S). One caller at a time computes it: while one request runs the probes, the others wait for its
+    report (bounded by the checks' deadline) instead of starting probes of their own. A settings error is a report
+    too (503, component `settings`)."""
+    global _report
+    from shared.bootstrap import services
+    from shared.config import SettingError
+
+    current = _report
+    if current is not None and current[0] > clock():
+        return current[1]
+    with _report_lock:
+        current = _report
+        if current is not None and current[0] > clock():
+            return current[1]
+        svc = (services_factory or services)()
+        try:
+            from health.settings import cache_seconds
+
+            ttl = cache_seconds(svc.settings)
+            status, body = check_all(svc)
+        except SettingError as exc:
+            ttl = UNHEALTHY_CACHE_S
+            status, body = health_report([CheckResult("settings", False, str(exc), 0.0)])
+        if status != 200:
+            ttl = min(ttl, UNHEALTHY_CACHE_S)
+            failing = sorted(name for name, c in body["components"].items() if c["status"] != "ok")
+            log.warning("health: %s failing", ", ".join(failing))
+        _report = (clock() + ttl, (status, body))
+        return status, body

@@ -917,7 +917,7 @@ smoke_check() {
   done
   if [[ "${status}" != "ok" ]]; then
     az rest --method get --url "${SERVICE_ONBOARDING_BASE_URL}/api/health" --skip-authorization-header >&2 || true
-    die 6 "the app is deployed but /api/health is not ok (see the components above)"
+    die 6 "the app is deployed but /api/health is not ok (the components: GET /api/health/details with a function key, or onboarding --settings FILE health)"
   fi
   note "healthy: every dependency answers"
 }

@@ -112,6 +112,9 @@ param crlRefreshBeforeHours int = 96
 @description('App setting values that replace the defaults below (tuning without editing the template).')
 param appSettingOverrides object = {}
 
+@description('Client ID of the onboarding API\'s Entra app registration (the audience of partner tokens; docs/partners.md). Created as a deployment step: Bicep cannot create Entra applications without the Microsoft Graph extension.')
+param partnerApiClientId string = ''
+
 @description('Private networking: a virtual network, Flex Consumption VNet integration, private endpoints and private DNS zones for Key Vault, Storage (blob, queue), SQL, the IoT hubs and DPS; Key Vault and SQL take no public traffic and SQL has no firewall rule, Storage takes only trusted Azure services (Event Grid dead letters). The data-plane steps of deploy.sh then run from a machine in the network. Off for a first deployment.')
 param vnetEnabled bool = false
 
@@ -326,6 +329,7 @@ module functionApp 'app/functions.bicep' = {
     crlValidityHours: crlValidityHours
     crlRefreshBeforeHours: crlRefreshBeforeHours
     appSettingOverrides: appSettingOverrides
+    partnerApiClientId: partnerApiClientId
     virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }

@@ -4,6 +4,12 @@ In Azure, ManagedIdentityCredential reads IDENTITY_ENDPOINT and IDENTITY_HEADER 
 `GET {IDENTITY_ENDPOINT}?resource=...&api-version=2019-08-01` with header `X-IDENTITY-HEADER`. The local stack
 serves the same protocol, so the product's production credential code runs unchanged against the emulators.
 Tokens are JWT-shaped (HS256, signed with a stack secret); the emulators verify signature, audience and expiry.
+
+It also stands in for Microsoft Entra towards manufacturing partners (docs/partners.md): `POST /partners/token`
+(with the stack's X-IDENTITY-HEADER: operators and tests only) issues a partner an access token shaped like an Entra
+v2 app-only token (RS256, `kid`, iss/aud/azp/roles/exp), and `GET /partners/discovery/v2.0/keys` publishes the
+signing key as Entra publishes its JWKS. The product validates these tokens with the same code as Entra's
+(cert_lifecycle/partners.py), pointed at this issuer by PARTNER_TOKEN_* (local/settings_file.py).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -68,8 +76,56 @@ def verify_token(signing_key: bytes, token: str, audiences: set[str]) -> str | N
     return None
 
 
-def identity_app(signing_key: bytes, identity_header: str) -> Starlette:
-    """ASGI app serving GET /msi/token like App Service's identity endpoint."""
+PARTNER_TOKEN_LIFETIME_S = 30 * 24 * 3600  # locally a month, so a printed header keeps working; Entra's: about 1 h
+PARTNER_ROLE = "Certificates.Request"  # cert_lifecycle/partners.py PARTNER_ROLE (local/ does not import the product)
+
+
+def partner_key(state_dir: Path):
+    """The stack's partner-token signing key (RSA 2048, .local/partner-tokens/signing-key.pem), made on first use."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = Path(state_dir) / "partner-tokens" / "signing-key.pem"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def _kid(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _b64url(hashlib.sha256(der).digest()[:16])
+
+
+def partner_jwks(key) -> dict:
+    from jwt.algorithms import RSAAlgorithm
+
+    jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    return {"keys": [{**jwk, "kid": _kid(key), "use": "sig", "alg": "RS256"}]}
+
+
+def issue_partner_token(key, issuer: str, audience: str, partner_id: str, roles: list[str] | None = None,
+                        lifetime_s: int = PARTNER_TOKEN_LIFETIME_S) -> tuple[str, int]:
+    """An access token shaped like Entra's v2 app-only token for the partner's application (azp)."""
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": audience, "azp": partner_id, "sub": partner_id, "oid": partner_id,
+              "tid": "local", "ver": "2.0", "iat": now, "nbf": now, "exp": now + lifetime_s,
+              "roles": [PARTNER_ROLE] if roles is None else roles}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": _kid(key)}), now + lifetime_s
+
+
+def identity_app(signing_key: bytes, identity_header: str, partner_signing_key=None, partner_issuer: str = "",
+                 partner_audience: str = "") -> Starlette:
+    """ASGI app serving GET /msi/token like App Service's identity endpoint (and the partner token stand-in)."""
 
     async def token(request: Request) -> JSONResponse:
         if not hmac.compare_digest(request.headers.get("x-identity-header", ""), identity_header):
@@ -88,4 +144,25 @@ def identity_app(signing_key: bytes, identity_header: str) -> Starlette:
             }
         )
 
-    return Starlette(routes=[Route("/msi/token", token, methods=["GET"])])
+    async def partner_token(request: Request) -> JSONResponse:
+        if not hmac.compare_digest(request.headers.get("x-identity-header", ""), identity_header):
+            return JSONResponse({"error": "unauthorized", "error_description": "bad X-IDENTITY-HEADER"}, 401)
+        try:
+            body = await request.json()
+            partner_id = str(body["partnerId"])
+            lifetime = int(body.get("lifetimeSeconds") or PARTNER_TOKEN_LIFETIME_S)
+            roles = body.get("roles")
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "invalid_request", "error_description": "{partnerId} expected"}, 400)
+        access_token, expires_on = issue_partner_token(partner_signing_key, partner_issuer, partner_audience,
+                                                       partner_id, roles, lifetime)
+        return JSONResponse({"access_token": access_token, "expires_on": str(expires_on), "token_type": "Bearer"})
+
+    async def partner_keys(request: Request) -> JSONResponse:
+        return JSONResponse(partner_jwks(partner_signing_key))
+
+    routes = [Route("/msi/token", token, methods=["GET"])]
+    if partner_signing_key is not None:
+        routes += [Route("/partners/token", partner_token, methods=["POST"]),
+                   Route("/partners/discovery/v2.0/keys", partner_keys, methods=["GET"])]
+    return Starlette(routes=routes)

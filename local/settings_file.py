@@ -19,6 +19,12 @@ KEY_VAULT_PORT = 8450
 IDENTITY_PORT = 8449
 DPS_SERVICE_PORT = 8451  # the DPS service API emulator (local/dps/service.py DEFAULT_PORT)
 CRL_CONTAINER = "crl"
+# Partner tokens (docs/partners.md): the identity endpoint stands in for Entra; PARTNER_TOKEN_* point the app at it.
+PARTNER_TOKEN_AUDIENCE = "api://sensor-onboarding-local"
+
+
+def partner_token_issuer(identity_port: int = IDENTITY_PORT) -> str:
+    return f"http://127.0.0.1:{identity_port}/partners/v2.0"
 
 
 def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | None = None,
@@ -46,6 +52,11 @@ def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | Non
         # The App Service managed identity protocol, served by the stack (local/identity.py).
         "IDENTITY_ENDPOINT": f"http://127.0.0.1:{IDENTITY_PORT}/msi/token",
         "IDENTITY_HEADER": stack_secret(state_dir, "identity-header"),
+        # Manufacturing partners' tokens: issued and published by the same endpoint (local/identity.py), validated
+        # by the product as in Azure (cert_lifecycle/partners.py); `onboarding partners create` prints one.
+        "PARTNER_TOKEN_ISSUER": partner_token_issuer(),
+        "PARTNER_TOKEN_AUDIENCE": PARTNER_TOKEN_AUDIENCE,
+        "PARTNER_TOKEN_JWKS_URL": f"http://127.0.0.1:{IDENTITY_PORT}/partners/discovery/v2.0/keys",
         "REQUESTS_CA_BUNDLE": str(tls.ca_bundle.resolve()),
     }
 

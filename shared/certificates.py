@@ -69,13 +69,22 @@ class CertificateRegister:
     def __init__(self, database: Database):
         self._db = database
 
-    def add_certificate(self, record: CertificateRecord, certificate_pem: str | None = None) -> None:
-        """The row, with the certificate itself (PEM) when given: what a revocation for cause pins at DPS."""
+    def add_certificate(self, record: CertificateRecord, certificate_pem: str | None = None,
+                        partner_id: str | None = None) -> None:
+        """The row, with the certificate itself (PEM) when given: what a revocation for cause pins at DPS; and the
+        manufacturing partner whose request issued it (migration 0003), when one did."""
         pem = certificate_pem if certificate_pem and len(certificate_pem) <= MAX_PEM_CHARS else None
         self._db.execute(
-            f"INSERT INTO certificates ({_COLUMNS}, certificate_pem) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO certificates ({_COLUMNS}, certificate_pem, partner_id) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [record.issuer, record.serial_number, record.device_id, sql_utc(record.not_before),
-             sql_utc(record.not_after), record.status, pem])
+             sql_utc(record.not_after), record.status, pem, partner_id])
+
+    def partner_of(self, issuer: str, serial_number: str) -> str | None:
+        """The partner recorded on a certificate (None: issued before migration 0003, or by the renewal)."""
+        row = self._db.fetch_one("SELECT partner_id FROM certificates WHERE issuer = ? AND serial_number = ?",
+                                 [issuer, serial_number])
+        return row["partner_id"] if row else None
 
     def certificate_pems(self, issuer: str, serial_numbers: Sequence[str]) -> dict[str, str]:
         """The issued certificates (PEM) of these serials of one issuer, by serial; serials without one (issued

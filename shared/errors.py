@@ -72,6 +72,19 @@ _CATALOGUE = [
               "The revocation is recorded but its CRL could not be published; the CRL refresh will publish it."),
     ErrorCode("confirmation_required", 428, "Nothing was revoked (a dry run); confirm with --yes."),
     ErrorCode("signing_failed", 502, "Key Vault did not produce a valid signature; nothing was issued."),
+    # issuance for manufacturing partners (docs/partners.md)
+    ErrorCode("partner_credential_required", 401,
+              "A partner credential is required: Authorization: Bearer <token> besides the function key."),
+    ErrorCode("partner_credential_invalid", 401,
+              "The partner credential is not valid (signature, issuer, audience or expiry)."),
+    ErrorCode("partner_not_authorized", 403,
+              "The caller is not an active manufacturing partner (no partner app role, unknown or disabled)."),
+    ErrorCode("certificate_exists", 409,
+              "The device already holds an active certificate; only an operator re-issue replaces it."),
+    ErrorCode("facility_not_allowed", 403, "The partner may not request certificates for this facility."),
+    ErrorCode("sensor_type_not_allowed", 403, "The partner may not request certificates for this sensor type."),
+    ErrorCode("serial_not_allowed", 403, "The device serial is outside the partner's serial range."),
+    ErrorCode("partner_quota_exceeded", 429, "The partner's daily certificate quota is used up; see Retry-After."),
     # No longer raised: CRLs live in Blob Storage, with no size cap (docs/architecture.md 5). Kept: codes are never
     # removed, and audit rows and dashboards may still carry it.
     ErrorCode("crl_too_large", 500, "The CRL exceeds what its Key Vault secret can hold."),

@@ -40,12 +40,45 @@ def running_stack(state_dir: Path, hubs=None, extra_settings: dict[str, str] | N
     ttl = str(CACHE_TTL)
     stack = Stack(state_dir=state_dir, settings_path=state_dir / "local.settings.json", hubs=hubs,
                   extra_settings={"CRL_CACHE_TTL_SECONDS": ttl, "CAPACITY_CACHE_TTL_SECONDS": ttl,
-                                  "FACILITY_CACHE_TTL_SECONDS": ttl, **(extra_settings or {})})
+                                  "FACILITY_CACHE_TTL_SECONDS": ttl, "HEALTH_CACHE_SECONDS": ttl,
+                                  **(extra_settings or {})})
     stack.start(host_to_console=False)
+    _partners.clear()
+    _settings_file[0] = stack.settings_path
     try:
         yield stack
     finally:
         stack.stop()
+
+
+_settings_file: list[Path | None] = [None]  # of the stack running_stack started last
+_partners: dict[str, str] = {}
+
+
+def stack_values() -> dict[str, str]:
+    assert _settings_file[0] is not None, "no stack started by running_stack"
+    return json.loads(_settings_file[0].read_text())["Values"]
+
+
+def new_partner(name: str = "test partner", **scope) -> tuple[str, str]:
+    """A partner registered in the running stack's SQL and its Authorization value (docs/partners.md):
+    (partner id, "Bearer ..."). scope: facilities, sensor_types, serial_prefix, daily_quota."""
+    from local.partners import create_local_partner
+
+    scope.setdefault("daily_quota", 1_000_000)
+    return create_local_partner(stack_values(), name, **scope)
+
+
+def partner_authorization() -> str:
+    """The Authorization value of the running stack's default test partner (every facility and type, no prefix)."""
+    if "default" not in _partners:
+        _partners["default"] = new_partner("default test partner")[1]
+    return _partners["default"]
+
+
+def sign_headers() -> dict[str, str]:
+    """What sign_csr needs besides the function key: the partner credential."""
+    return {"Authorization": partner_authorization()}
 
 
 @contextmanager
@@ -61,12 +94,13 @@ def app_environment(settings_path: Path):
 
 
 def http(method: str, path: str, body: dict | bytes | None = None, key: str | None = None,
-         timeout: float = 30) -> tuple[int, dict]:
+         timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     url = BASE_URL + path
     if key is not None:
         url += ("&" if "?" in url else "?") + "code=" + urllib.parse.quote(key, safe="")
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()

@@ -80,6 +80,9 @@ param crlDistributionUrl string = ''
 @description('DPS service operations host name ({dps}.azure-devices-provisioning.net): the app disallows a device revoked for cause there (disabled individual enrollment), with its identity.')
 param dpsServiceHostName string
 
+@description('Client ID of the onboarding API\'s Entra app registration: the audience of the partners\' access tokens (docs/partners.md). Empty: POST /api/certificates/sign refuses every request (configuration_error) until it is set.')
+param partnerApiClientId string = ''
+
 @description('Lifetime of every CRL (nextUpdate - thisUpdate), hours.')
 param crlValidityHours int = 168
 
@@ -218,6 +221,7 @@ var productSettings = {
   ALLOW_SYMMETRIC_KEY_ATTESTATION: 'false'
   ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL: 'allow'
   HEALTH_CHECK_TIMEOUT_SECONDS: '5'
+  HEALTH_CACHE_SECONDS: '5'
   TWIN_TEMPLATE_CACHE_SECONDS: '60'
   TWIN_OVERRIDES_CACHE_SECONDS: '60'
   TWIN_DESIRED_LIMIT_BYTES: '32768'
@@ -246,6 +250,11 @@ var productSettings = {
   ACS_ENDPOINT: emailEndpoint
   CRL_VALIDITY_HOURS: string(crlValidityHours)
   CRL_REFRESH_BEFORE_HOURS: string(crlRefreshBeforeHours)
+  // Manufacturing partners (docs/partners.md): Entra v2 access tokens of this tenant for the onboarding API's app
+  // registration, validated by the app (signature against the tenant's keys, issuer, audience, expiry, app role).
+  PARTNER_TOKEN_ISSUER: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+  PARTNER_TOKEN_AUDIENCE: partnerApiClientId
+  PARTNER_TOKEN_JWKS_URL: '${environment().authentication.loginEndpoint}${tenant().tenantId}/discovery/v2.0/keys'
 }
 
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {

@@ -79,6 +79,8 @@ CREATE TABLE certificates (
     -- 0002: the certificate as issued (PEM), to pin in a disabled DPS individual enrollment on a revocation for
     -- cause; NULL for certificates issued before it. Where SQLite puts an added column: after the last one.
     certificate_pem NVARCHAR(4000) NULL,
+    -- 0003: the partner whose request issued it (NULL: before 0003, or by the renewal collector).
+    partner_id      NVARCHAR(64)  NULL,
     PRIMARY KEY (issuer, serial_number)
 );
 
@@ -100,3 +102,19 @@ CREATE TABLE certificate_events (
 CREATE INDEX ix_certificate_events_at ON certificate_events (at);
 
 CREATE INDEX ix_certificate_events_device ON certificate_events (device_id);
+
+-- 0003: manufacturing partners (docs/partners.md): each its own identity (the client ID of its Entra application),
+-- its scope (facilities, sensor types: comma lists or '*'; a serial prefix) and its daily quota, whose shared
+-- counter (quota_day, quota_used) one conditional UPDATE advances (cert_lifecycle/partners.py).
+CREATE TABLE partners (
+    partner_id      NVARCHAR(64)   NOT NULL PRIMARY KEY,
+    name            NVARCHAR(200)  NOT NULL,
+    facilities      NVARCHAR(1000) NOT NULL DEFAULT '*',
+    sensor_types    NVARCHAR(200)  NOT NULL DEFAULT '*',
+    serial_prefix   NVARCHAR(32)   NULL,
+    daily_quota     INT            NOT NULL CHECK (daily_quota >= 0),
+    quota_day       NVARCHAR(10)   NULL,
+    quota_used      INT            NOT NULL DEFAULT 0,
+    active          BIT            NOT NULL DEFAULT 1,
+    created_at      DATETIME2      NOT NULL
+);

@@ -31,15 +31,26 @@ class DeviceOutcome:
 
 
 class Factory:
-    """The manufacturing partner: sends each sensor's CSR to sign_csr and burns the answer into the device."""
+    """The manufacturing partner: sends each sensor's CSR to sign_csr with the function key and its partner credential
+    (docs/partners.md) and burns the answer into the device. A device that already holds an active certificate (a
+    rerun of the same plan on a running stack) is re-issued as rework when `reissue` is given: the operator's step."""
 
-    def __init__(self, base_url: str, function_key: str, timeout_s: float = 30):
+    def __init__(self, base_url: str, function_key: str, authorization: str, timeout_s: float = 30,
+                 reissue: Callable[[str], object] | None = None):
         self.key = function_key
+        self.authorization = authorization
+        self._reissue = reissue
         self._client = JsonClient(base_url, timeout_s=timeout_s)
 
+    def _sign(self, sensor: SimulatedSensor):
+        return self._client.request("POST", "/api/certificates/sign", body={"csr": sensor.csr_pem()},
+                                    headers={"x-functions-key": self.key, "Authorization": self.authorization})
+
     def manufacture(self, sensor: SimulatedSensor) -> None:
-        response = self._client.request("POST", "/api/certificates/sign", body={"csr": sensor.csr_pem()},
-                                        headers={"x-functions-key": self.key})
+        response = self._sign(sensor)
+        if response.status == 409 and self._reissue is not None and b"certificate_exists" in response.data:
+            self._reissue(sensor.device_id)
+            response = self._sign(sensor)
         sensor.install_certificate(response.raise_for_status("sign_csr").json())
 
 

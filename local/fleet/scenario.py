@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import sys
 import time
@@ -97,9 +98,26 @@ class Scenario:
         self.hub_names = {host: name for name, host in names.items()}
         self.links = {host: DeviceLink(host, stack_secret(state_dir, f"iothub-{self.hub_names[host]}-service"),
                                        ca_bundle) for host in self.hubs}
-        self.factory = Factory(BASE_URL, self.function_key)
+        self.factory = Factory(BASE_URL, self.function_key, self._factory_partner(), reissue=self._rework)
         self._spill_limit = self._spill_held = 0
         self._revoked_at = dt.datetime.now(dt.UTC)
+
+    def _factory_partner(self) -> str:
+        """The plant's manufacturing partner (docs/partners.md): registered in SQL for every facility, with room for
+        any rollout; its Authorization value is a token the stack's identity endpoint issues."""
+        from local.partners import create_local_partner
+
+        _, authorization = create_local_partner(os.environ, "demo factory", daily_quota=1_000_000)
+        return authorization
+
+    def _rework(self, device_id: str) -> None:
+        """The operator's re-issue (`onboarding certs reissue CN --reason rework`) for a device planned again."""
+        from cert_lifecycle.partners import authorize_reissue
+        from cert_lifecycle.wiring import Lifecycle
+
+        lifecycle = self._lifecycle = getattr(self, "_lifecycle", None) or Lifecycle(self.services)
+        authorize_reissue(device_id, "rework", "demo:operator", records=lifecycle.records,
+                          revoker=lifecycle.revoker, audit=lifecycle.audit)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def dps(self, gateways: list[SimulatedSensor]) -> DpsSimulator:

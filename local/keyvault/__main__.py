@@ -12,10 +12,11 @@ import logging
 import sys
 from pathlib import Path
 
-from local.identity import identity_app
+from local.identity import identity_app, partner_key
 from local.keyvault.app import create_app
 from local.secrets import stack_secret
 from local.serve import run_servers, server_config
+from local.settings_file import PARTNER_TOKEN_AUDIENCE, partner_token_issuer
 from local.tls import ensure_tls
 
 
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     configs = [server_config(create_app(state_dir, signing_key), args.port, tls, host=args.host)]
     if args.identity_port:
         header = stack_secret(state_dir, "identity-header")
-        configs.append(server_config(identity_app(signing_key, header), args.identity_port, host=args.host))
+        issuer, audience = partner_token_issuer(args.identity_port), PARTNER_TOKEN_AUDIENCE
+        app = identity_app(signing_key, header, partner_key(state_dir), issuer, audience)
+        configs.append(server_config(app, args.identity_port, host=args.host))
     for config in configs:
         # TLS connections that clients keep alive would otherwise hold shutdown for the 30 s TLS close timeout.
         config.timeout_graceful_shutdown = 3

@@ -17,6 +17,7 @@ from cert_lifecycle import functions
 from cert_lifecycle import wiring as lifecycle_wiring
 from cert_lifecycle.authority import CaDirectory, CertificateIssuer
 from cert_lifecycle.crl import CrlPublisher
+from cert_lifecycle.partners import PartnerDirectory
 from cert_lifecycle.records import CertificateRecords
 from cert_lifecycle.revocation import MAX_BODY_BYTES, Revoker
 from cert_lifecycle.settings import LifecycleSettings
@@ -58,7 +59,10 @@ def lifecycle(tmp_path, monkeypatch):
     alerts: list[dict] = []
     lc = SimpleNamespace(settings=settings, audit=audit, records=records, cas=directory, db=db, alerts=alerts,
                          vault=vault)
-    lc.issuer = CertificateIssuer(directory, records, audit, settings)
+    lc.partners = PartnerDirectory(db)
+    partner = lc.partners.create("contract partner", daily_quota=1000)
+    lc.partner_auth = SimpleNamespace(partner=lambda authorization: partner)  # tokens: tests/unit/test_partners.py
+    lc.issuer = CertificateIssuer(directory, records, audit, settings, partners=lc.partners)
     lc.publisher = CrlPublisher(MemoryBlobStore(), records, audit, settings)
     lc.revoker = Revoker(directory, records, lc.publisher, audit, alerts.append, None, [])
     monkeypatch.setattr(lifecycle_wiring, "lifecycle", lambda: lc)

@@ -93,9 +93,10 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
     assert len([m for m in mutations(run) if m == "az rest admin"]) == 1
     scripts = [s["script"] for s in state["sql_scripts"]]
     assert scripts[0] == "schema_migrations.sql" and scripts[1].startswith("migration-0001.")
-    assert scripts[2].startswith("migration-0002.") and scripts[3] == "grant-function.sql"
-    assert state["sql_migrations"] == ["0001", "0002"] and len(state["sql_tables"]) == 9
-    assert state["sql_columns"] == ["certificates.certificate_pem"]
+    assert scripts[2].startswith("migration-0002.") and scripts[3].startswith("migration-0003.")
+    assert scripts[4] == "grant-function.sql"
+    assert state["sql_migrations"] == ["0001", "0002", "0003"] and len(state["sql_tables"]) == 10
+    assert state["sql_columns"] == ["certificates.certificate_pem", "certificates.partner_id"]
     # The app signs with each CA key, by a role assignment on that key alone (made once the key exists).
     assert sorted(a.rsplit("/", 1)[1] for a in state["role_assignments"]) == [f"intermediate-ca-{r}" for r in
                                                                               sorted(REGIONS)]
@@ -196,8 +197,8 @@ def test_a_database_from_before_migrations_is_adopted(fake_azure):
     run = fake_azure.run()
     assert run.returncode == 0, run.output
     state = fake_azure.state
-    assert state["sql_migrations"] == ["0001", "0002"]
-    assert state["sql_created"] == ["hub_allocations", "certificates", "certificate_events"]
+    assert state["sql_migrations"] == ["0001", "0002", "0003"]
+    assert state["sql_created"] == ["hub_allocations", "certificates", "certificate_events", "partners"]
 
 
 def test_a_new_migration_is_applied_once_after_the_recorded_ones(fake_azure, tmp_path):
@@ -330,7 +331,7 @@ def test_sql_firewall_is_opened_for_this_run_only(fake_azure):
     assert mutations(run).count("az sql server firewall-rule create") == 1
     assert mutations(run).count("az sql server firewall-rule delete") == 1
     assert fake_azure.state["firewall_rules"] == []
-    assert fake_azure.state["sql_migrations"] == ["0001", "0002"]
+    assert fake_azure.state["sql_migrations"] == ["0001", "0002", "0003"]
 
 
 def test_facilities_are_loaded_from_a_validated_csv(fake_azure, tmp_path):

@@ -61,7 +61,7 @@ def test_all_migrations_give_the_combined_schema_and_the_seeds(connect):
     assert schema(migrated, ledger=False) == schema(combined)
     assert schema(migrated) == schema(seeded)
     tables = [row[1] for row in schema(combined) if row[0] == "table"]
-    assert len(tables) == 8 and {"facilities", "hub_allocations", "certificate_events"} <= set(tables)
+    assert len(tables) == 9 and {"facilities", "hub_allocations", "certificate_events"} <= set(tables)
     indexes = [row[1] for row in schema(combined) if row[0] == "index" and row[3]]
     assert "ix_certificates_device" in indexes and len(indexes) == 5
     for table in tables:

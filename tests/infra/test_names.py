@@ -24,6 +24,7 @@ MAIN = load("main.bicep")
 # What the feature issues promise (name -> trigger type, HTTP route, auth level).
 EXPECTED = {
     "health": ("httpTrigger", "health", "anonymous"),
+    "health_details": ("httpTrigger", "health/details", "function"),
     "allocate": ("httpTrigger", "allocate", "function"),
     "on_device_created": ("eventGridTrigger", None, None),
     "sign_csr": ("httpTrigger", "certificates/sign", "function"),

@@ -34,7 +34,7 @@ from local.tls import ensure_tls
 from shared.iothub import IotHub
 from shared.retry import RetryPolicy
 from shared.serials import serial_hex
-from tests.stack_helpers import VaultCa, dps_request, http
+from tests.stack_helpers import VaultCa, dps_request, http, sign_headers
 
 pytestmark = pytest.mark.integration
 CACHE_TTL = 1.0
@@ -85,8 +85,9 @@ def csr_pem(cn: str, key=None) -> tuple[bytes, object]:
     return csr.public_bytes(serialization.Encoding.PEM), key
 
 
-def sign(body: bytes | dict, key: str | None) -> tuple[int, dict]:
-    return http("POST", "/api/certificates/sign", body, key=key)
+def sign(body: bytes | dict, key: str | None, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """sign_csr with the function key and, unless headers say otherwise, the default test partner's credential."""
+    return http("POST", "/api/certificates/sign", body, key=key, headers=sign_headers() if headers is None else headers)
 
 
 def verify_chain(leaf_pem: str, chain_pems: list[str], root: x509.Certificate) -> None:

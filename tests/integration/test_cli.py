@@ -26,7 +26,7 @@ from local.azurite import AzuritePorts, connection_string
 from local.secrets import stack_secret
 from local.seed import data
 from local.serve import free_port
-from tests.stack_helpers import BASE_URL
+from tests.stack_helpers import BASE_URL, sign_headers
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def device_pem(stack, tmp_path_factory) -> Path:
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CN)])).sign(private_key, hashes.SHA256()))
     request = urllib.request.Request(f"{BASE_URL}/api/certificates/sign?code={key}", method="POST",
-                                     data=csr.public_bytes(serialization.Encoding.PEM))
+                                     data=csr.public_bytes(serialization.Encoding.PEM), headers=sign_headers())
     with urllib.request.urlopen(request, timeout=30) as response:  # a key with "+" would be a 401 here
         certificate = json.loads(response.read())["certificate"]
     path = tmp_path_factory.mktemp("device") / "device.pem"

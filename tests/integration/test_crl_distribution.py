@@ -50,7 +50,7 @@ from shared.crl import key_identifier
 from shared.errors import OnboardingError
 from shared.sql import Database
 from shared.storage import BlobStore
-from tests.stack_helpers import BASE_URL, CACHE_TTL, VaultCa, dps_request, http
+from tests.stack_helpers import BASE_URL, CACHE_TTL, VaultCa, dps_request, http, sign_headers
 from tests.unit.test_crl_store import conditional_semantics
 
 pytestmark = pytest.mark.integration
@@ -219,7 +219,8 @@ def post(path: str, body: dict, key: str) -> tuple[int, dict, dict]:
 
 def issue_over_http(keys, facility: str = "FAC03") -> tuple[x509.Certificate, dict]:
     cn = f"sensor-temp-{facility}-CRL{secrets.randbelow(10**8):08d}"
-    status, body = http("POST", "/api/certificates/sign", {"csr": csr(cn).decode()}, key=keys["function"])
+    status, body = http("POST", "/api/certificates/sign", {"csr": csr(cn).decode()}, key=keys["function"],
+                        headers=sign_headers())
     assert status == 200, body
     return x509.load_pem_x509_certificate(body["certificate"].encode()), body
 
@@ -279,7 +280,8 @@ def test_a_ca_without_a_crl_refuses_its_devices_with_a_retried_503_while_the_oth
         cn = f"sensor-temp-FAC03-CRL{secrets.randbelow(10**8):08d}"
         status, body, _ = post("/api/allocate", dps_request(west.issue(cn), linked), keys["function"])
         assert status == 200, body
-        status, health = http("GET", "/api/health")
+        time.sleep(CACHE_TTL + 0.2)  # health answers from a report at most HEALTH_CACHE_SECONDS old
+        status, health = http("GET", "/api/health/details", key=keys["function"])
         assert status == 503 and health["components"]["crl:intermediate-ca-east"]["status"] == "error"
     finally:
         lifecycle = Lifecycle(services)  # what the refresh timer does on its next run

@@ -20,7 +20,7 @@ from local.fleet.device import SimulatedSensor
 from local.fleet.scenario import Scenario, ScenarioOptions
 from local.secrets import stack_secret
 from local.settings_file import DPS_SERVICE_PORT
-from tests.stack_helpers import CACHE_TTL, app_environment, http
+from tests.stack_helpers import CACHE_TTL, app_environment, http, sign_headers
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,8 @@ def sensors(stack, keys):
 def manufacture(device_id: str, function_key: str) -> SimulatedSensor:
     """A sensor whose certificate the product issued (sign_csr over HTTP), so the register keeps it."""
     sensor = SimulatedSensor(device_id)
-    status, body = http("POST", "/api/certificates/sign", {"csr": sensor.csr_pem()}, key=function_key)
+    status, body = http("POST", "/api/certificates/sign", {"csr": sensor.csr_pem()}, key=function_key,
+                        headers=sign_headers())
     assert status == 200, body
     sensor.install_certificate(body)
     return sensor

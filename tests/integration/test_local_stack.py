@@ -34,13 +34,20 @@ def new_cn(type_code="temp", facility="FAC03") -> str:
 LINKED = [h.host_name for h in HUBS]
 
 
-def test_health_reports_every_component_ok(stack):
-    status, body = http("GET", "/api/health")
+def test_health_reports_every_component_ok(stack, function_key):
+    status, body = http("GET", "/api/health/details", key=function_key)
     assert status == 200, body
     expected = {"sql", "blob", "queue", *(f"keyvault:{n}" for n in data.CA_NAMES.values()),
                 *(f"crl:{n}" for n in data.CA_NAMES.values()), *(f"iothub:{h.host_name}" for h in HUBS)}
     assert set(body["components"]) == expected
     assert all(c["status"] == "ok" for c in body["components"].values())
+
+
+def test_anonymous_health_tells_the_status_only(stack):
+    status, body = http("GET", "/api/health")
+    assert (status, body) == (200, {"status": "ok"})
+    assert http("GET", "/api/health/details")[0] == 401
+    assert http("GET", "/api/health/details", key="wrong")[0] == 401
 
 
 def test_allocate_needs_the_function_key(stack):
