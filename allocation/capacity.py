@@ -50,21 +50,42 @@ class _Counter:
 
 class CapacityMonitor:
     def __init__(self, database: Database, device_count: Callable[[str], int], configured_hubs: list[str],
-                 ttl_s: float, clock: Callable[[], float] = time.monotonic, quiet_s: float = QUIET_S):
+                 ttl_s: float, clock: Callable[[], float] = time.monotonic, quiet_s: float = QUIET_S,
+                 wait_s: float | None = None):
+        """wait_s: how long a request waits for a first load (the webhook's deadline); later loads never hold a
+        request: the hubs held are served while one refresh is in flight (shared.cache stale mode, for one more
+        TTL: the limits and accepting flags held; counts come from SQL at every request, see snapshot)."""
         self._db = database
         self._device_count = device_count
         self._configured = set(configured_hubs)
-        self._cache: TtlCache[dict[str, HubLoad]] = TtlCache(ttl_s, clock=clock)
+        self._ttl_s = ttl_s
+        self._cache: TtlCache[dict[str, HubLoad]] = TtlCache(ttl_s, error_ttl_s=min(5.0, ttl_s), clock=clock,
+                                                            stale_s=ttl_s, wait_s=wait_s)
         self._clock = clock
         self._quiet_s = quiet_s
         self._seen: dict[str, tuple[int, float]] = {}  # per hub: the counter as last seen, and since when
+        self._counted: dict[str, tuple[int, float]] = {}  # per hub: the last statistics read, and when
+        self.unavailable: frozenset[str] = frozenset()  # hubs left out of the last load: statistics unknown
 
     def _count(self, host_name: str) -> int | None:
         try:
-            return self._device_count(host_name)
+            count = self._device_count(host_name)
         except Exception as exc:  # noqa: BLE001 - one silent hub must not block the others
             log.warning("capacity: %s statistics unavailable (%s)", host_name, type(exc).__name__)
             return None
+        self._counted[host_name] = (count, self._clock())
+        return count
+
+    def _last_count(self, host: str, counter: _Counter | None) -> int | None:
+        """After a failed statistics read: a count that is still safe to decide on. The SQL estimate when the hub
+        is anchored (it counts every place taken since, so it never shows the hub emptier than it is), else the
+        last statistics read while it is younger than two cache periods. None: leave the hub out."""
+        if counter is not None and counter.estimate is not None:
+            return counter.estimate
+        last = self._counted.get(host)
+        if last is not None and self._clock() - last[1] < 2 * self._ttl_s:
+            return last[0]
+        return None
 
     def _counters(self) -> dict[str, _Counter]:
         rows = self._db.fetch_all(
@@ -107,18 +128,36 @@ class CapacityMonitor:
         before = self._ensure_counters([r["host_name"] for r in rows])
         with ThreadPoolExecutor(max_workers=max(1, len(rows)), thread_name_prefix="capacity") as pool:
             counts = list(pool.map(self._count, [r["host_name"] for r in rows]))
-        hubs = {}
+        hubs, unknown = {}, set()
         for r, count in zip(rows, counts, strict=True):
-            if count is None:
-                continue
-            self._reanchor(r["host_name"], before[r["host_name"]], count)
-            hubs[r["host_name"]] = HubLoad(r["host_name"], r["region"], bool(r["accepting"]), count,
-                                           int(r["max_devices"]), None, int(r["max_daily_messages"]))
+            host = r["host_name"]
+            if count is None:  # one failed read does not remove the hub while a safe count is known
+                count = self._last_count(host, before.get(host))
+                if count is None:
+                    unknown.add(host)
+                    continue
+            else:
+                self._reanchor(host, before[host], count)
+            hubs[host] = HubLoad(host, r["region"], bool(r["accepting"]), count,
+                                 int(r["max_devices"]), None, int(r["max_daily_messages"]))
+        self.unavailable = frozenset(unknown)
+        if rows and not hubs:
+            # Nothing to decide on, and it may answer later: retryable (503), not no_hub_capacity (409, final).
+            raise OnboardingError("dependency_unavailable", f"statistics of every hub unavailable "
+                                                            f"({', '.join(sorted(unknown))})")
         return hubs
+
+    def _hubs(self) -> dict[str, HubLoad]:
+        try:
+            return self._cache.get("hubs", self._load)
+        except OnboardingError:
+            raise
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc
 
     def reserve(self, host_name: str) -> bool:
         """Take a place on host_name for a new device; False when its limit leaves none."""
-        hub = self._cache.get("hubs", self._load).get(host_name)
+        hub = self._hubs().get(host_name)
         if hub is None:
             return False
         try:
@@ -130,8 +169,8 @@ class CapacityMonitor:
         return taken == 1
 
     def snapshot(self) -> dict[str, HubLoad]:
+        hubs = self._hubs()
         try:
-            hubs = self._cache.get("hubs", self._load)
             counters = self._counters()
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"hub capacity unknown ({type(exc).__name__})") from exc

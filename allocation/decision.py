@@ -141,7 +141,16 @@ def place_device(placement: FacilityPlacement, capacity: CapacityMonitor, linked
     reserve = capacity.reserve if reserve is None else reserve
     hubs = capacity.snapshot()
     for _ in range(len(hubs) + 1):
-        choice = choose_hub(placement, hubs, linked_hubs, current_hub, threshold)
+        try:
+            choice = choose_hub(placement, hubs, linked_hubs, current_hub, threshold)
+        except OnboardingError as error:
+            unknown = sorted(set(getattr(capacity, "unavailable", ())) & set(linked_hubs))
+            if error.code == "no_hub_capacity" and unknown:
+                # A linked hub was left out only because its statistics did not answer: it may take the device
+                # later, so DPS is asked to retry (503), not told no hub can (409, final for DPS).
+                raise OnboardingError("dependency_unavailable", f"{error.detail}; statistics unavailable: "
+                                                                f"{', '.join(unknown)}") from error
+            raise
         if choice.rule == "current" or reserve(choice.host_name):
             return choice
         # Other instances took the last places since the snapshot: that hub is full, choose again without it.

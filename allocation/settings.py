@@ -8,10 +8,13 @@
 | HUB_UTILISATION_THRESHOLD | 0.9 | the preferred hub is left for the region's others at this share of its limit |
 | ALLOW_SYMMETRIC_KEY_ATTESTATION | false | development only: accept symmetric-key attestation |
 | ALLOCATION_WITHOUT_CERTIFICATE_DURING_RENEWAL | allow | allow or refuse a device whose superseded certificate (*) |
+| ALLOCATION_DEADLINE_SECONDS | 5 | the webhook answers within this; every outbound call's timeout fits in it (**) |
 | FACILITY_CACHE_TTL_SECONDS | 60 | (shared) facility rows are reused this long |
 | REGIONAL_CAS, CRL_CONTAINER, SECURITY_ALERTS_QUEUE, STORAGE_* | | (shared) see shared/config.py |
 
 (*) is unexpired when DPS sends no certificate details: the device may be presenting it (README, the residual risk).
+(**) docs/contracts.md 1.3: no Microsoft source states DPS's timeout; the team budgets 5 s (AWS's hook limit). What
+cannot be decided in time is answered 503 with Retry-After (DPS retries it), never allowed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class AllocationSettings:
     hub_utilisation_threshold: float = 0.9
     allow_symmetric_key: bool = False
     without_certificate_during_renewal: str = "allow"
+    deadline_s: float = 5.0
 
 
 def allocation_settings(settings: Settings) -> AllocationSettings:
@@ -49,4 +53,5 @@ def allocation_settings(settings: Settings) -> AllocationSettings:
         hub_utilisation_threshold=threshold,
         allow_symmetric_key=settings.flag("ALLOW_SYMMETRIC_KEY_ATTESTATION", False),
         without_certificate_during_renewal=renewal,
+        deadline_s=settings.number("ALLOCATION_DEADLINE_SECONDS", 5, minimum=0.5),
     )

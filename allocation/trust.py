@@ -88,6 +88,19 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The dependency did not answer (timeout, connection, 5xx, throttled), as opposed to answering that the CA
+    is gone or the CRL is missing or invalid: only then is the last good value kept."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    if isinstance(exc, CaNotLoadable | ResourceNotFoundError):
+        return False
+    if isinstance(exc, OnboardingError):  # _read_crl's refusals: unreachable only when the store raised
+        cause = exc.__cause__
+        return cause is not None and not isinstance(cause, CrlInvalid) and _unreachable(cause)
+    return True
+
+
 class TrustStore:
     def __init__(self, settings: Settings, certificate_client, crl_store: BlobStore,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -95,6 +108,7 @@ class TrustStore:
         cfg = allocation_settings(settings)
         self._settings = settings
         self._ttl_s, self._grace = cfg.crl_cache_ttl_s, dt.timedelta(seconds=cfg.crl_grace_s)
+        self._wait_s = cfg.deadline_s  # a request waits for a first load of a CA or CRL at most this long
         self._certificates = certificate_client
         self._store = crl_store
         self._now = now
@@ -115,10 +129,14 @@ class TrustStore:
         with self._guard:
             return self._held.setdefault((kind, name), _Held())
 
-    def _current(self, held: _Held, load: Callable[[], object]):
+    def _current(self, held: _Held, load: Callable[[], object], usable: Callable[[object], bool] = lambda v: True):
         """held.value while it is younger than the TTL; else load() it again. One request loads while the others
         answer with the value held (never waiting behind a slow dependency, docs/architecture.md 5); only a first
-        load is waited for. A failed load is raised to every caller for a few seconds, then tried again."""
+        load is waited for, and at most wait_s (ALLOCATION_DEADLINE_SECONDS). When the dependency fails (does not
+        answer, times out: not when it answers that the CA or CRL is gone or invalid) the value held stays in use
+        while usable(value) says it is still in date (a CA version until its expiry; a CRL until its nextUpdate,
+        which revocations() checks), and the load is tried again after a few seconds. Else a failed load is raised
+        to every caller for a few seconds, then tried again."""
         while True:
             value = held.value
             if value is not None and self._clock() - held.checked < self._ttl_s:
@@ -130,6 +148,11 @@ class TrustStore:
                     try:
                         value = load()
                     except Exception as exc:
+                        if held.value is not None and _unreachable(exc) and usable(held.value):
+                            log.warning("trust: refresh failed (%s); the value held is kept", _why(exc))
+                            # ask again in a few seconds, meanwhile answer with the value held
+                            held.checked = self._clock() - self._ttl_s + min(FAILURE_MEMORY_S, self._ttl_s)
+                            return held.value
                         held.failure, held.failed_until = exc, self._clock() + min(FAILURE_MEMORY_S, self._ttl_s)
                         raise
                     held.value, held.checked, held.failure = value, self._clock(), None
@@ -138,8 +161,10 @@ class TrustStore:
                     held.lock.release()
             if value is not None:  # another request is loading it again: answer with the one held meanwhile
                 return value
-            with held.lock:  # the first load is under way: wait for it, then look again
-                pass
+            # the first load is under way: wait for it (never past the deadline), then look again
+            if not held.lock.acquire(timeout=self._wait_s):
+                raise OnboardingError("crl_unavailable", f"still loading after {self._wait_s:.1f}s")
+            held.lock.release()
 
     # -- the regional CAs, each on its own --------------------------------------------------------------------
     def _load_ca(self, ca: RegionalCa) -> IssuingCa:
@@ -168,10 +193,15 @@ class TrustStore:
         loaded, failed = [], {}
         for ca in cas:
             try:
-                loaded.append(self._current(self._held_for("ca", ca.name), lambda ca=ca: self._load_ca(ca)))
+                loaded.append(self._current(self._held_for("ca", ca.name), lambda ca=ca: self._load_ca(ca),
+                                            self._ca_in_date))
             except Exception as exc:  # noqa: BLE001 - one CA's failure refuses its own devices only
                 failed[ca.name] = exc
         return loaded, failed
+
+    def _ca_in_date(self, ca: IssuingCa) -> bool:
+        now = self._now()
+        return any(v.not_valid_before_utc <= now < v.not_valid_after_utc for v in ca.versions)
 
     def issuer_of(self, certificate: CertificateDetails) -> IssuingCa:
         """The configured CA that issued the certificate, checked by signature when the certificate is given."""

@@ -170,7 +170,7 @@ class CertificateIssuer:
         return check_csr(csr_text, self._settings.max_csr_bytes, expected_device_id)
 
     def issue(self, csr_text: str | bytes, *, actor: str, expected_device_id: str | None = None,
-              partner: Partner | None = None) -> IssuedCertificate:
+              partner: Partner | None = None, lot: str | None = None) -> IssuedCertificate:
         """Check, sign, record. With a partner (sign_csr), also its scope, one active certificate per device
         (certificate_exists: only an operator re-issue replaces it) and a unit of its daily quota; without one (the
         renewal collector) none of these: a renewal is meant to overlap the certificate it replaces."""
@@ -184,7 +184,7 @@ class CertificateIssuer:
         if partner is not None:
             self._partner_may_issue(partner, identity.device_id, now)
         try:
-            return self._issue(checked, authority, now, actor, partner)
+            return self._issue(checked, authority, now, actor, partner, lot)
         except Exception:
             if partner is not None and self._partners is not None:
                 self._partners.return_quota(partner.partner_id, now)
@@ -210,7 +210,7 @@ class CertificateIssuer:
                                   f"{partner.daily_quota} certificates a day; retry after {seconds_to_next_day(now)} s")
 
     def _issue(self, checked: CheckedCsr, authority: RegionalAuthority, now: dt.datetime, actor: str,
-               partner: Partner | None) -> IssuedCertificate:
+               partner: Partner | None, lot: str | None = None) -> IssuedCertificate:
         identity = checked.identity
         location = self._settings.crl_location
         builder = device_certificate_builder(
@@ -232,8 +232,9 @@ class CertificateIssuer:
         record = CertificateRecord(authority.subject, issued.serial_number, identity.device_id,
                                    certificate.not_valid_before_utc, certificate.not_valid_after_utc, "active")
         try:  # on record before anyone sees it: a certificate that is not on record is never handed out
-            # the PEM: a revocation for cause pins it at DPS; the partner: who asked for it
-            self._records.add_certificate(record, issued.pem, partner_id=partner.partner_id if partner else None)
+            # the PEM: a revocation for cause pins it at DPS; the partner: who asked for it; the lot: which batch
+            self._records.add_certificate(record, issued.pem, partner_id=partner.partner_id if partner else None,
+                                          lot=lot, issued_at=now)
         except Exception as exc:
             raise OnboardingError("dependency_unavailable", f"asset register write failed ({type(exc).__name__})") \
                 from exc
@@ -241,7 +242,8 @@ class CertificateIssuer:
                                       serial_number=issued.serial_number, actor=actor,
                                       details={"ca": authority.name, "key": checked.key_description,
                                                "notAfter": iso_utc(record.not_after),
-                                               **({"partnerId": partner.partner_id} if partner else {})})
+                                               **({"partnerId": partner.partner_id} if partner else {}),
+                                               **({"lot": lot} if lot else {})})
         telemetry.emit("certificate_issued", sign_ms, deviceId=identity.device_id, facility=identity.facility,
                        ca=authority.name, serialNumber=issued.serial_number, key=checked.key_description,
                        actor=actor.split(":", 1)[0])

@@ -3,6 +3,9 @@
 | function | trigger | |
 |---|---|---|
 | sign_csr | POST /api/certificates/sign (function key + partner) | PEM CSR (raw or {"csr": ...}) -> certificate |
+| sign_csr_batch | POST /api/certificates/batch (function key + partner) | a lot's CSRs -> one result each, in order |
+| certificate_lot | GET /api/certificates/lots/{lot} (function key + partner) | the partner's certificates of a lot |
+| partner_api_openapi | GET /api/partner-api/openapi.json (anonymous) | the OpenAPI document of the partner API |
 | revoke_certificate | POST /api/certificates/revoke (admin key) | one or many: rows, one CRL per CA, alerts |
 | refresh_crls | timer, every 6 hours | re-issues each CA's CRL before nextUpdate or when SQL has more |
 | scan_expiring_certificates | timer, daily 06:00 UTC | expiry scan -> renewal queue, digests, tags |
@@ -85,6 +88,86 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
         log.exception("sign_csr failed unexpectedly")
         return _refusal(OnboardingError("internal_error"), "certificate_signing", started)
     return json_response(issued.to_body(), 200)
+
+
+def _partner_request(req: func.HttpRequest, event: str, started: float, handle) -> func.HttpResponse:
+    """A partner route after the function key: the partner credential (docs/partners.md), then handle(lc, partner,
+    actor) -> HttpResponse; refusals audited and answered as sign_csr's are."""
+    try:
+        lc = lifecycle()
+        lc.settings  # noqa: B018 - a malformed setting is configuration_error before anything else
+    except SettingError as exc:
+        return _refusal(OnboardingError("configuration_error", str(exc)), event, started)
+    actor = event
+    try:
+        partner = lc.partner_auth.partner(req.headers.get("Authorization"))
+        actor = f"partner:{partner.partner_id}"
+        return handle(lc, partner, actor)
+    except OnboardingError as error:
+        lc.audit.certificate_event("rejected", reason_code=error.code, actor=actor, details={"detail": error.detail})
+        return _refusal(error, event, started)
+    except SettingError as exc:
+        return _refusal(OnboardingError("configuration_error", str(exc)), event, started)
+    except Exception:
+        log.exception("%s failed unexpectedly", event)
+        return _refusal(OnboardingError("internal_error"), event, started)
+
+
+@bp.function_name("sign_csr_batch")
+@bp.route(route="certificates/batch", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sign_csr_batch(req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+
+    def handle(lc, partner, actor) -> func.HttpResponse:
+        from cert_lifecycle.batch import BatchIssuer, parse_batch_request
+
+        request = parse_batch_request(req.get_body())
+        result = BatchIssuer(lc.issuer, lc.audit).issue(request, partner)
+        summary = result.summary()
+        telemetry.emit("certificate_batch", (time.perf_counter() - started) * 1000, outcome="processed",
+                       lot=request.lot, csrs=summary["csrs"], issued=summary["issued"], refused=summary["refused"],
+                       notAttempted=summary["notAttempted"])
+        response = json_response(result.to_body(), 200)
+        if result.quota_exceeded:
+            from cert_lifecycle.partners import seconds_to_next_day
+
+            response.headers["Retry-After"] = str(seconds_to_next_day())
+        return response
+
+    return _partner_request(req, "certificate_batch", started, handle)
+
+
+@bp.function_name("certificate_lot")
+@bp.route(route="certificates/lots/{lot}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def certificate_lot(req: func.HttpRequest) -> func.HttpResponse:
+    started = time.perf_counter()
+
+    def handle(lc, partner, actor) -> func.HttpResponse:
+        from cert_lifecycle.batch import lot_status
+
+        try:
+            body = lot_status(lc.records, req.route_params.get("lot", ""), partner)
+        except OnboardingError:
+            raise
+        except Exception as exc:
+            raise OnboardingError("dependency_unavailable", f"asset register read failed ({type(exc).__name__})") \
+                from exc
+        return json_response(body, 200)
+
+    return _partner_request(req, "certificate_lot", started, handle)
+
+
+@bp.function_name("partner_api_openapi")
+@bp.route(route="partner-api/openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def partner_api_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The partner API's OpenAPI document (cert_lifecycle/partner_api.openapi.json, the file the repo keeps).
+    Anonymous: it is the same document the partner kit ships, static, with no deployment detail in it (no tenant,
+    host, CA or hub name); partner tooling fetches it before any key is exchanged. Every route it describes still
+    needs the function key and the partner token (docs/partners.md)."""
+    from cert_lifecycle.openapi import document_bytes
+
+    return func.HttpResponse(document_bytes(), status_code=200, mimetype="application/json",
+                             headers={"Cache-Control": "public, max-age=3600"})
 
 
 @bp.function_name("revoke_certificate")

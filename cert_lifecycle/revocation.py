@@ -7,6 +7,9 @@ bulk forms (combinable; at most MAX_LIST entries per list and MAX_TARGETS certif
     {"serialNumbers": [...], "issuer"?: ...}
     {"deviceIds": [...]}                    every active certificate of each device
     {"facility": "FAC03"}                   every active certificate of the facility's devices
+    {"lot": "LOT-2026-11-30-A"}             every active certificate of the manufacturing lot (migration 0004; the
+                                            lot a partner's batch named, whichever partner: lot_not_found when no
+                                            certificate was ever recorded with it)
 each with "reason" (default unspecified) and "revokedBy". `issuer` may be left out when the register knows the
 serial. Revoking what is already revoked changes nothing (and republishes only if the CRL lacks it, so a
 half-finished earlier attempt is completed); however many certificates a call names, each affected CA's CRL is
@@ -71,7 +74,7 @@ DPS_DEADLINE_S = 60.0  # disallowing at DPS, after the hubs: 90 s + 60 s stay we
 _ACTOR = re.compile(r"[A-Za-z0-9 ._@:/+-]{1,100}")
 _FACILITY = re.compile(r"[A-Z][A-Z0-9]{1,15}")  # the facility segment of a CN (shared/identity.py)
 SINGLE_KEYS = ("serialNumber", "deviceId")
-BULK_KEYS = ("serialNumbers", "deviceIds", "facility")
+BULK_KEYS = ("serialNumbers", "deviceIds", "facility", "lot")
 Progress = Callable[[str, int, int], None]  # (stage: recorded | published | disabled | disallowed, done, total)
 DpsSource = Callable[[], DpsEnrollments | None]  # the adapter, built on first use; None: DPS is not managed
 
@@ -86,10 +89,11 @@ class RevocationRequest:
     serial_numbers: tuple[str, ...] = ()
     device_ids: tuple[str, ...] = ()
     facility: str | None = None
+    lot: str | None = None
 
     @property
     def bulk(self) -> bool:
-        return bool(self.serial_numbers or self.device_ids or self.facility)
+        return bool(self.serial_numbers or self.device_ids or self.facility or self.lot)
 
 
 def _json_object(body: bytes) -> dict:
@@ -136,6 +140,14 @@ def _facility(value: object) -> str | None:
     return value
 
 
+def _lot(value: object) -> str | None:
+    if value is None:
+        return None
+    from cert_lifecycle.batch import parse_lot
+
+    return parse_lot(value)
+
+
 def _common_fields(data: dict) -> tuple[str, str, str | None]:
     """reason, revokedBy, issuer."""
     reason = data.get("reason", "unspecified")
@@ -159,15 +171,15 @@ def parse_revocation_request(body: bytes) -> RevocationRequest:
     if single and bulk:
         raise OnboardingError("invalid_request", f"{' and '.join(single)} cannot be combined with {', '.join(bulk)}")
     if not single and not bulk:
-        raise OnboardingError("invalid_request", "serialNumber or deviceId (or serialNumbers, deviceIds, facility) "
-                                                 "is required")
+        raise OnboardingError("invalid_request", "serialNumber or deviceId (or serialNumbers, deviceIds, facility, "
+                                                 "lot) is required")
     if bulk:
         serials = _listed(data, "serialNumbers", _serial)
         if issuer is not None and not serials:
             raise OnboardingError("invalid_request", "issuer goes with serialNumbers only")
         return RevocationRequest(reason, revoked_by, issuer=issuer, serial_numbers=serials,
                                  device_ids=_listed(data, "deviceIds", _device_id),
-                                 facility=_facility(data.get("facility")))
+                                 facility=_facility(data.get("facility")), lot=_lot(data.get("lot")))
     serial, device_id = data.get("serialNumber"), data.get("deviceId")
     return RevocationRequest(reason, revoked_by, None if serial is None else _serial(serial), issuer,
                              None if device_id is None else _device_id(device_id))
@@ -291,6 +303,11 @@ class Revoker:
             if self._records.facility(request.facility) is None:
                 raise OnboardingError("unknown_facility", f"facility {request.facility}")
             targets += self._on_record(self._records.active_certificates_of_facility(request.facility))
+        if request.lot:
+            in_lot = self._records.active_certificates_of_lot(request.lot)
+            if not in_lot and not self._records.lot_certificates(request.lot):
+                raise OnboardingError("lot_not_found", f"lot {request.lot}")
+            targets += self._on_record(in_lot)
         targets = unique_targets(targets)
         if len(targets) > MAX_TARGETS:
             raise OnboardingError("too_many_certificates", f"the request matches {len(targets)} certificates (at "

@@ -41,15 +41,18 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     revoke = certs.add_parser(
         "revoke", parents=[common], help="revoke certificates (POST /api/certificates/revoke); dry run without --yes",
         description="Revoke certificates by serial number (issuer: CA name or DN, optional when the serial is on "
-                    "record), every active certificate of devices, or of a facility: revocation rows, one new CRL per "
-                    "CA, the devices disabled on their hub, security alerts. Without --yes it only prints what it "
-                    "would revoke (how many certificates in which CAs) and exits 2. Revoking again changes nothing.")
+                    "record), every active certificate of devices, of a facility or of a manufacturing lot: revocation "
+                    "rows, one new CRL per CA, the devices disabled on their hub, security alerts. Without --yes it "
+                    "only prints what it would revoke (how many certificates in which CAs) and exits 2. Revoking "
+                    "again changes nothing.")
     revoke.add_argument("--serial-number", "--serial", dest="serial_numbers", metavar="HEX", action="append",
                         default=[], help="a serial to revoke (repeatable)")
     revoke.add_argument("--issuer", metavar="CA", help="CA name (intermediate-ca-west) or subject DN of the serials")
     revoke.add_argument("--device-id", dest="device_ids", metavar="CN", action="append", default=[],
                         help="revoke every active certificate of this device (repeatable)")
     revoke.add_argument("--facility", metavar="CODE", help="revoke every active certificate of the facility's devices")
+    revoke.add_argument("--lot", metavar="LOT",
+                        help="revoke every active certificate of the manufacturing lot (a partner batch's lot)")
     revoke.add_argument("--from-file", metavar="FILE", type=Path,
                         help="serials or device IDs, one per line (blank lines and # comments skipped; - for stdin)")
     revoke.add_argument("--reason", default="unspecified",
@@ -211,10 +214,13 @@ def revoke_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"reason": args.reason, "revokedBy": _actor(args.revoked_by)}
     if args.issuer:
         body["issuer"] = args.issuer
-    if args.facility is None and args.from_file is None and len(serials) <= 1 and len(device_ids) <= 1:
+    lot = getattr(args, "lot", None)
+    if args.facility is None and lot is None and args.from_file is None and len(serials) <= 1 \
+            and len(device_ids) <= 1:
         return {**body, "serialNumber": serials[0] if serials else None,
                 "deviceId": device_ids[0] if device_ids else None}
-    return {**body, "serialNumbers": serials or None, "deviceIds": device_ids or None, "facility": args.facility}
+    return {**body, "serialNumbers": serials or None, "deviceIds": device_ids or None, "facility": args.facility,
+            "lot": lot}
 
 
 def plan_summary(plan, reason: str) -> dict[str, Any]:

@@ -55,8 +55,26 @@ def _role_instructions(partner_id: str) -> str:
             f"partner then sends 'Bearer <its own access token for that API>'")
 
 
+def _local_partners():
+    """local/partners.py (the stack's token issuer). local/ is not part of the installed package (pyproject.toml), so
+    the `onboarding` script, unlike `python -m cli` run from the repository, does not have it on sys.path: the CLI is
+    installed editable from the repository, and local/ is beside cli/."""
+    try:
+        import local.partners as found
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("local", "local.partners"):
+            raise
+        import sys
+        from pathlib import Path
+
+        sys.path.append(str(Path(__file__).resolve().parents[1]))
+        import local.partners as found
+    return found
+
+
 def run_create(args: argparse.Namespace) -> Outcome:
-    from local.partners import is_local, partner_authorization
+    local_partners = _local_partners()
+    is_local, partner_authorization = local_partners.is_local, local_partners.partner_authorization
 
     local = is_local(os.environ)
     if not local and not args.partner_id:

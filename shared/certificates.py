@@ -42,6 +42,15 @@ class CertificateStanding:
     revocation_reason: str | None
 
 
+@dataclass(frozen=True)
+class LotCertificate:
+    """A certificate of a manufacturing lot: the register row, the partner, when it was issued (None before 0004)."""
+
+    record: CertificateRecord
+    partner_id: str | None
+    issued_at: dt.datetime | None
+
+
 def _record(row: dict) -> CertificateRecord:
     return CertificateRecord(row["issuer"], row["serial_number"], row["device_id"], parse_utc(row["not_before"]),
                              parse_utc(row["not_after"]), row["status"])
@@ -70,15 +79,33 @@ class CertificateRegister:
         self._db = database
 
     def add_certificate(self, record: CertificateRecord, certificate_pem: str | None = None,
-                        partner_id: str | None = None) -> None:
-        """The row, with the certificate itself (PEM) when given: what a revocation for cause pins at DPS; and the
-        manufacturing partner whose request issued it (migration 0003), when one did."""
+                        partner_id: str | None = None, lot: str | None = None,
+                        issued_at: dt.datetime | None = None) -> None:
+        """The row, with the certificate itself (PEM) when given: what a revocation for cause pins at DPS; the
+        manufacturing partner whose request issued it (migration 0003), when one did; and its manufacturing lot and
+        the moment it was issued (migration 0004)."""
         pem = certificate_pem if certificate_pem and len(certificate_pem) <= MAX_PEM_CHARS else None
         self._db.execute(
-            f"INSERT INTO certificates ({_COLUMNS}, certificate_pem, partner_id) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO certificates ({_COLUMNS}, certificate_pem, partner_id, lot, issued_at) "  # noqa: S608
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [record.issuer, record.serial_number, record.device_id, sql_utc(record.not_before),
-             sql_utc(record.not_after), record.status, pem, partner_id])
+             sql_utc(record.not_after), record.status, pem, partner_id, lot,
+             sql_utc(issued_at) if issued_at is not None else None])
+
+    def lot_certificates(self, lot: str, partner_id: str | None = None) -> list[LotCertificate]:
+        """Every certificate recorded with the lot (migration 0004), whatever its status, oldest first; only the
+        partner's own when partner_id is given (a partner sees its own lots, never another's of the same name)."""
+        where, params = ("lot = ? AND partner_id = ?", [lot, partner_id]) if partner_id is not None \
+            else ("lot = ?", [lot])
+        rows = self._db.fetch_all(
+            f"SELECT {_COLUMNS}, partner_id, issued_at FROM certificates WHERE {where}", params)  # noqa: S608
+        found = [LotCertificate(_record(r), r["partner_id"], parse_utc(r["issued_at"]) if r["issued_at"] else None)
+                 for r in rows]
+        return sorted(found, key=lambda c: (c.issued_at or c.record.not_before, c.record.device_id))
+
+    def active_certificates_of_lot(self, lot: str) -> list[CertificateRecord]:
+        """The active certificates recorded with the lot (any partner)."""
+        return self._certificates("lot = ? AND status = ?", [lot, ACTIVE])
 
     def partner_of(self, issuer: str, serial_number: str) -> str | None:
         """The partner recorded on a certificate (None: issued before migration 0003, or by the renewal)."""

@@ -85,6 +85,14 @@ _CATALOGUE = [
     ErrorCode("sensor_type_not_allowed", 403, "The partner may not request certificates for this sensor type."),
     ErrorCode("serial_not_allowed", 403, "The device serial is outside the partner's serial range."),
     ErrorCode("partner_quota_exceeded", 429, "The partner's daily certificate quota is used up; see Retry-After."),
+    # batch issuance and manufacturing lots (docs/partners.md)
+    ErrorCode("invalid_lot", 400, "The lot name is not 1 to 64 letters, digits, '.', '_' or '-' (starting with a "
+                                  "letter or digit)."),
+    ErrorCode("batch_too_large", 413, "The batch holds more CSRs than one request may carry; send the lot in several "
+                                      "batches."),
+    ErrorCode("lot_not_found", 404, "No certificate on record for this lot (of this partner)."),
+    ErrorCode("not_attempted", 503, "This CSR of the batch was not attempted (an earlier one met an outage, or the "
+                                    "batch ran out of time); send it again."),
     # No longer raised: CRLs live in Blob Storage, with no size cap (docs/architecture.md 5). Kept: codes are never
     # removed, and audit rows and dashboards may still carry it.
     ErrorCode("crl_too_large", 500, "The CRL exceeds what its Key Vault secret can hold."),

@@ -25,9 +25,11 @@ _MISSING = Facility("", "", "", "", "", False)  # cached "not found", so unknown
 class FacilityDirectory:
     """Facilities by code, cached per code for ttl_s (FACILITY_CACHE_TTL_SECONDS)."""
 
-    def __init__(self, database: Database, ttl_s: float):
+    def __init__(self, database: Database, ttl_s: float, stale_s: float = 0.0, wait_s: float | None = None):
+        """stale_s, wait_s: shared.cache.TtlCache (the webhook serves a row held while one refresh is in flight,
+        and keeps it while SQL does not answer)."""
         self._db = database
-        self._cache: TtlCache[Facility] = TtlCache(ttl_s)
+        self._cache: TtlCache[Facility] = TtlCache(ttl_s, stale_s=stale_s, wait_s=wait_s)
 
     def _load(self, code: str) -> Facility:
         row = self._db.fetch_one(

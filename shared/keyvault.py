@@ -13,8 +13,15 @@ CLIENT_OPTIONS = {"connection_timeout": 5, "read_timeout": 15, "retry_total": 3,
                   "retry_read": 1, "retry_backoff_factor": 0.5, "retry_backoff_max": 4}
 
 
-def _options(settings: Settings) -> dict:
-    return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource, **CLIENT_OPTIONS}
+def deadline_options(timeout_s: float) -> dict:
+    """Options for a caller with a deadline (the allocation webhook): each socket wait at most timeout_s and no
+    retry of its own (the caller's cache keeps the last good value and asks again later; DPS retries a 503)."""
+    return {"connection_timeout": timeout_s, "read_timeout": timeout_s, "retry_total": 0}
+
+
+def _options(settings: Settings, options: dict | None = None) -> dict:
+    return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource,
+            **CLIENT_OPTIONS, **(options or {})}
 
 
 def secret_client(settings: Settings, credential):
@@ -23,10 +30,11 @@ def secret_client(settings: Settings, credential):
     return SecretClient(settings.key_vault_url, credential, **_options(settings))
 
 
-def certificate_client(settings: Settings, credential):
+def certificate_client(settings: Settings, credential, options: dict | None = None):
+    """options: e.g. deadline_options(s), over CLIENT_OPTIONS."""
     from azure.keyvault.certificates import CertificateClient
 
-    return CertificateClient(settings.key_vault_url, credential, **_options(settings))
+    return CertificateClient(settings.key_vault_url, credential, **_options(settings, options))
 
 
 def key_client(settings: Settings, credential):

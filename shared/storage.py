@@ -21,10 +21,18 @@ def client_options(linear_retry) -> dict:
             "connection_timeout": 5, "read_timeout": 20}
 
 
-def blob_service(settings: Settings, credential_factory):
+def deadline_options(linear_retry, timeout_s: float) -> dict:
+    """For a caller with a deadline (the allocation webhook's CRL reads): each socket wait at most timeout_s, no
+    retry of its own (the trust store keeps the CRL it holds and asks again later; DPS retries a 503)."""
+    return {"retry_policy": linear_retry(backoff=0, random_jitter_range=0, retry_total=0),
+            "connection_timeout": timeout_s, "read_timeout": timeout_s}
+
+
+def blob_service(settings: Settings, credential_factory, timeout_s: float | None = None):
+    """timeout_s: a caller with a deadline (deadline_options); None: client_options."""
     from azure.storage.blob import BlobServiceClient, LinearRetry
 
-    options = client_options(LinearRetry)
+    options = client_options(LinearRetry) if timeout_s is None else deadline_options(LinearRetry, timeout_s)
     if settings.storage_connection_string:
         return BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return BlobServiceClient(settings.storage_blob_uri, credential=credential_factory(), **options)

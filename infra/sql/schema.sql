@@ -81,10 +81,16 @@ CREATE TABLE certificates (
     certificate_pem NVARCHAR(4000) NULL,
     -- 0003: the partner whose request issued it (NULL: before 0003, or by the renewal collector).
     partner_id      NVARCHAR(64)  NULL,
+    -- 0004: the manufacturing lot of the partner's batch request that issued it, and when it was issued (NULL: before
+    -- 0004, outside a batch, or by the renewal collector).
+    lot             NVARCHAR(64)  NULL,
+    issued_at       DATETIME2     NULL,
     PRIMARY KEY (issuer, serial_number)
 );
 
 CREATE INDEX ix_certificates_device ON certificates (device_id);
+
+CREATE INDEX ix_certificates_lot ON certificates (lot);
 
 -- Audit trail of the certificate lifecycle: issuance, revocation, CRL publication, renewal steps.
 CREATE TABLE certificate_events (

@@ -9,8 +9,19 @@
    documented for it) and "Disallow specific devices in an enrollment group" (azure-docs
    articles/iot-dps/how-to-revoke-device-access-portal.md: a disabled individual enrollment blocks the device
    even when an enabled group matches);
-2. call the custom allocation webhook with the documented AllocationRequest (docs/contracts.md 1); a non-200
-   answer fails the registration with the webhook's status and error code; a hub not in linkedHubs fails it;
+2. call the custom allocation webhook with the documented AllocationRequest (docs/contracts.md 1) and treat its
+   answer as DPS does (Microsoft's custom allocation tutorial, azure-docs
+   articles/iot-dps/tutorial-custom-allocation-policies.md, "Troubleshooting custom allocation policies"):
+   "The webhook returns error code >= 429 | DPS' orchestration will retry a number of times. The retry policy is
+   currently: Retry count: 10, Initial interval: 1s, Increment: 9s" (so waits of 1, 10, 19, ... 82 s; scaled by
+   retry_scale, e.g. 0.001 in tests); "The webhook returns 401 Unauthorized | Result status: Failed, Error code:
+   CustomAllocationUnauthorizedAccess (400209)"; "returns 200 OK with 'iotHubHostName' in the response, but set to
+   an empty string or null | ... CustomAllocationIotHubNotSpecified (400208)"; "The webhook returns any other
+   status code | Result status: Failed, Error code: CustomAllocationFailed (400207)". The outcome after the last
+   retry is not documented (UNCONFIRMED, docs/contracts.md 1.3): the simulator fails it with 400207. A hub the
+   answer names that is not one of linkedHubs is also 400208 here (team reading: DPS cannot assign it). The
+   device sees only DPS's code (error_code, error_message); the webhook's own code stays in `webhook_code` and
+   the simulator's log, as an operator finds it in the audit table (provisioning_events.reason_code);
 3. create the device (X.509 CA authentication, iotEdge from the enrollment) in the returned hub with the
    returned initial twin in one registry call (bulk create, as DPS does), or keep/move an existing device
    per the reprovision policy;
@@ -22,6 +33,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -38,6 +50,23 @@ from local.dps.linked_hub import LinkedHub, LinkError
 from local.dps.store import EnrollmentStore
 from local.json_client import HttpError, JsonClient
 
+log = logging.getLogger(__name__)
+
+# DPS's retry of a webhook answer >= 429 (the tutorial's table, quoted above): 10 retries, 1 s then 9 s more each.
+DPS_RETRY_COUNT = 10
+DPS_RETRY_INITIAL_S = 1.0
+DPS_RETRY_INCREMENT_S = 9.0
+# DPS's error codes for a device whose custom allocation failed (the same table)
+CUSTOM_ALLOCATION_FAILED = "CustomAllocationFailed"  # 400207
+HUB_NOT_SPECIFIED = "CustomAllocationIotHubNotSpecified"  # 400208
+UNAUTHORIZED_ACCESS = "CustomAllocationUnauthorizedAccess"  # 400209
+DPS_ERROR_NUMBERS = {CUSTOM_ALLOCATION_FAILED: 400207, HUB_NOT_SPECIFIED: 400208, UNAUTHORIZED_ACCESS: 400209}
+
+
+def dps_retry_delays(scale: float = 1.0) -> list[float]:
+    """The waits before each of DPS's retries of a >= 429 answer, in seconds, times scale."""
+    return [(DPS_RETRY_INITIAL_S + DPS_RETRY_INCREMENT_S * i) * scale for i in range(DPS_RETRY_COUNT)]
+
 
 @dataclass(frozen=True)
 class RegistrationResult:
@@ -46,11 +75,19 @@ class RegistrationResult:
     assigned_hub: str | None = None
     device_id: str | None = None
     payload: dict | None = None
-    error_code: str | None = None  # the webhook's catalogue code, or a DPS-side reason (simulator's label)
+    # What the device sees: DPS's code after a webhook answer (CustomAllocationFailed, ...; error_number 4002xx),
+    # or a DPS-side reason before or after the webhook (the simulator's label: unauthorized, enrollment_disabled...)
+    error_code: str | None = None
     error_message: str | None = None
-    webhook_status: int | None = None
+    webhook_status: int | None = None  # the webhook's last answer (not shown to a device; the simulator's log)
     duration_ms: float = 0.0
     enrollment: str | None = None  # which enrollment matched: "group:{id}" or "individual:{registration id}"
+    webhook_code: str | None = None  # the webhook's own catalogue code (its body): operator's view, never the device's
+    webhook_calls: int = 0  # 1 + DPS's retries
+
+    @property
+    def error_number(self) -> int | None:
+        return DPS_ERROR_NUMBERS.get(self.error_code or "")
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -62,7 +99,9 @@ class DpsSimulator:
     def __init__(self, enrollments: list[Enrollment], linked_hubs: list[str], roots: list[x509.Certificate],
                  hub_connection_strings: Mapping[str, str], function_key: str | None = None,
                  state_file: Path | None = None, webhook_timeout_s: float = 30,
-                 enrollment_store: EnrollmentStore | None = None):
+                 enrollment_store: EnrollmentStore | None = None, retry_scale: float = 1.0):
+        """retry_scale multiplies DPS's retry waits (1, 10, 19 ... s): 1 is DPS's own schedule, 0.001 keeps
+        tests fast (DPS_RETRY_SCALE for the stack's simulator)."""
         self.groups = [e for e in enrollments if e.is_group]
         # Registration IDs are case-insensitive in DPS (service API, IndividualEnrollment.registrationId).
         self.individual = {e.enrollment_id.lower(): e for e in enrollments if not e.is_group}
@@ -73,6 +112,8 @@ class DpsSimulator:
         self.function_key = function_key
         self.state_file = state_file
         self.webhook_timeout_s = webhook_timeout_s
+        self.retry_scale = retry_scale
+        self._sleep = time.sleep
         self.assignments: dict[str, tuple[str, str]] = self._load()  # registration id -> (hub, device id)
         self._lock = threading.Lock()
         self._webhook = JsonClient()
@@ -185,18 +226,39 @@ class DpsSimulator:
                                         "allocates through a custom allocation webhook only")
 
         body = self.allocation_request(enrollment, registration_id, leaf, payload)
-        try:
-            status, answer = self._call_webhook(enrollment, body)
-        except HttpError as exc:  # no answer at all: DPS fails the registration as for any non-200
-            return result("failed", error_code="webhook_unreachable", error_message=str(exc))
+        status, answer, calls, unreachable = None, {}, 0, None
+        for delay in [0.0, *dps_retry_delays(self.retry_scale)]:
+            if delay:
+                self._sleep(delay)
+            calls += 1
+            try:
+                status, answer = self._call_webhook(enrollment, body)
+                unreachable = None
+            except HttpError as exc:  # no answer at all (refused, timed out): retried like a 5xx (team reading)
+                status, answer, unreachable = None, {}, str(exc)
+            if status is not None and status < 429:
+                break
+            log.info("dps: webhook answered %s for %s; retry %d of %d", status or "nothing", registration_id,
+                     calls, DPS_RETRY_COUNT)
+        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+        webhook_code = error.get("code") or (f"http_{status}" if status and status != 200 else None)
         if status != 200:
-            code = (answer.get("error") or {}).get("code") if isinstance(answer.get("error"), dict) else None
-            return result("failed", webhook_status=status, error_code=code or f"http_{status}",
-                          error_message=f"Custom allocation failed with status code: {status}")
+            dps_code = UNAUTHORIZED_ACCESS if status == 401 else CUSTOM_ALLOCATION_FAILED
+            what = (f"no answer after {calls} call(s) ({unreachable})" if status is None else
+                    f"status {status}" + (f" after {calls} calls" if status >= 429 else ""))
+            log.warning("dps: registration %s failed: webhook %s, its code %s -> %s (%d)", registration_id, what,
+                        webhook_code, dps_code, DPS_ERROR_NUMBERS[dps_code])
+            return result("failed", webhook_status=status, error_code=dps_code, webhook_code=webhook_code,
+                          webhook_calls=calls,
+                          error_message=f"{dps_code} ({DPS_ERROR_NUMBERS[dps_code]}): custom allocation failed "
+                                        f"(webhook {what})")
         hub = answer.get("iotHubHostName")
         if hub not in body["linkedHubs"]:
-            return result("failed", webhook_status=status, error_code="hub_not_linked",
-                          error_message=f"webhook answered hub {hub!r}, not one of linkedHubs")
+            log.warning("dps: registration %s failed: webhook answered hub %r, not one of linkedHubs",
+                        registration_id, hub)
+            return result("failed", webhook_status=status, error_code=HUB_NOT_SPECIFIED, webhook_calls=calls,
+                          error_message=f"{HUB_NOT_SPECIFIED} (400208): webhook answered hub {hub!r}, "
+                                        f"not one of linkedHubs")
 
         previous = self.assignments.get(registration_id)
         device_id = registration_id
@@ -209,7 +271,7 @@ class DpsSimulator:
                 self._create_device(hub, device_id, enrollment, answer.get("initialTwin") or {})
             except (LinkError, HttpError) as exc:
                 return result("failed", webhook_status=status, error_code="device_creation_failed",
-                              error_message=str(exc))
+                              error_message=str(exc), webhook_calls=calls)
         self._remember(registration_id, hub, device_id)
         return result("assigned", assigned_hub=hub, device_id=device_id, payload=answer.get("payload"),
-                      webhook_status=status)
+                      webhook_status=status, webhook_calls=calls)

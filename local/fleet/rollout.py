@@ -100,7 +100,9 @@ def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, l
     except Exception as exc:  # noqa: BLE001 - one sensor's failure is an outcome, not the end of the rollout
         return DeviceOutcome(device, sensor, "failed", f"registration: {type(exc).__name__}", None)
     if result.status != "assigned":
-        return DeviceOutcome(device, sensor, "refused", result.error_code, None)
+        # The device sees only DPS's code (CustomAllocationFailed...); the reason a user can act on is the webhook's
+        # own code, which an operator reads in the audit table (provisioning_events.reason_code).
+        return DeviceOutcome(device, sensor, "refused", result.webhook_code or result.error_code, None)
     link = links.get(result.assigned_hub)
     if link is None:
         return DeviceOutcome(device, sensor, "failed", "unknown_hub", result.assigned_hub)

@@ -137,7 +137,9 @@ class Scenario:
         return DpsSimulator(enrollments, self.hubs, [root], links,
                             function_key=self.function_key,
                             state_file=self.state_dir / "dps" / "registrations.jsonl",
-                            enrollment_store=EnrollmentStore(self.state_dir))
+                            enrollment_store=EnrollmentStore(self.state_dir),
+                            # DPS's retries of a 429/5xx answer (1 s, then 9 s more each), scaled down locally
+                            retry_scale=float(os.environ.get("DPS_RETRY_SCALE", "0.01")))
 
     def revoke(self, sensor: SimulatedSensor) -> dict:
         """Revoke the sensor's certificate for cause as an operator would: the revoke function (admin key). The

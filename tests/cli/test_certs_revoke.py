@@ -122,3 +122,23 @@ def test_an_unpublished_crl_exits_1_with_its_code_and_the_revocation_kept(lifecy
 def test_refusals_exit_2_with_their_code(lifecycle, capsys, argv, code):  # noqa: F811
     assert cli_main.main(["certs", "revoke", *argv]) == 2
     assert capsys.readouterr().err.startswith(f"onboarding: error {code}: ")
+
+
+# -- a manufacturing lot ---------------------------------------------------------------------------------------
+def test_a_lot_makes_the_bulk_form_and_is_revoked_after_a_dry_run(lifecycle, capsys):  # noqa: F811
+    from tests.contract.test_partner_batch_contract import batch, entries
+
+    assert certs.revoke_body(args("--lot", "LOT-A"))["lot"] == "LOT-A"
+    _, body, _ = batch({"lot": "LOT-A", "csrs": entries("sensor-temp-FAC03-L1", "sensor-vib-FAC07-L2")})
+    serials = sorted(r["serialNumber"] for r in body["results"])
+    assert cli_main.main(["certs", "revoke", "--lot", "LOT-A", "--reason", "keyCompromise"]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("would revoke 2 certificate(s) of 2 device(s) as keyCompromise")
+    assert "confirmation_required" in err and revocations(lifecycle) == []
+    assert cli_main.main(["certs", "revoke", "--lot", "LOT-A", "--reason", "keyCompromise", "--yes"]) == 0
+    assert revocations(lifecycle) == serials
+    capsys.readouterr()
+    assert cli_main.main(["certs", "revoke", "--lot", "LOT-NONE"]) == 2
+    assert capsys.readouterr().err.startswith("onboarding: error lot_not_found: ")
+    assert cli_main.main(["certs", "revoke", "--lot", "bad lot"]) == 2
+    assert capsys.readouterr().err.startswith("onboarding: error invalid_lot: ")

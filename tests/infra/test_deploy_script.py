@@ -94,9 +94,10 @@ def test_first_run_issues_the_steps_in_order(first_deployment):
     scripts = [s["script"] for s in state["sql_scripts"]]
     assert scripts[0] == "schema_migrations.sql" and scripts[1].startswith("migration-0001.")
     assert scripts[2].startswith("migration-0002.") and scripts[3].startswith("migration-0003.")
-    assert scripts[4] == "grant-function.sql"
-    assert state["sql_migrations"] == ["0001", "0002", "0003"] and len(state["sql_tables"]) == 10
-    assert state["sql_columns"] == ["certificates.certificate_pem", "certificates.partner_id"]
+    assert scripts[4].startswith("migration-0004.") and scripts[5] == "grant-function.sql"
+    assert state["sql_migrations"] == ["0001", "0002", "0003", "0004"] and len(state["sql_tables"]) == 10
+    assert state["sql_columns"] == ["certificates.certificate_pem", "certificates.partner_id", "certificates.lot",
+                                   "certificates.issued_at"]
     # The app signs with each CA key, by a role assignment on that key alone (made once the key exists).
     assert sorted(a.rsplit("/", 1)[1] for a in state["role_assignments"]) == [f"intermediate-ca-{r}" for r in
                                                                               sorted(REGIONS)]
@@ -197,7 +198,7 @@ def test_a_database_from_before_migrations_is_adopted(fake_azure):
     run = fake_azure.run()
     assert run.returncode == 0, run.output
     state = fake_azure.state
-    assert state["sql_migrations"] == ["0001", "0002", "0003"]
+    assert state["sql_migrations"] == ["0001", "0002", "0003", "0004"]
     assert state["sql_created"] == ["hub_allocations", "certificates", "certificate_events", "partners"]
 
 
@@ -331,7 +332,7 @@ def test_sql_firewall_is_opened_for_this_run_only(fake_azure):
     assert mutations(run).count("az sql server firewall-rule create") == 1
     assert mutations(run).count("az sql server firewall-rule delete") == 1
     assert fake_azure.state["firewall_rules"] == []
-    assert fake_azure.state["sql_migrations"] == ["0001", "0002", "0003"]
+    assert fake_azure.state["sql_migrations"] == ["0001", "0002", "0003", "0004"]
 
 
 def test_facilities_are_loaded_from_a_validated_csv(fake_azure, tmp_path):

@@ -63,7 +63,7 @@ def test_all_migrations_give_the_combined_schema_and_the_seeds(connect):
     tables = [row[1] for row in schema(combined) if row[0] == "table"]
     assert len(tables) == 9 and {"facilities", "hub_allocations", "certificate_events"} <= set(tables)
     indexes = [row[1] for row in schema(combined) if row[0] == "index" and row[3]]
-    assert "ix_certificates_device" in indexes and len(indexes) == 5
+    assert {"ix_certificates_device", "ix_certificates_lot"} <= set(indexes) and len(indexes) == 6
     for table in tables:
         assert columns(migrated, table) == columns(combined, table), table
 
@@ -153,3 +153,18 @@ def test_0002_keeps_each_issued_certificate_beside_its_row(connect):
     pem = "-----BEGIN CERTIFICATE-----\n" + "A" * 3900 + "\n-----END CERTIFICATE-----\n"
     db.execute("UPDATE certificates SET certificate_pem = ? WHERE serial_number = 'AB'", [pem])
     assert db.fetch_one(select)["certificate_pem"] == pem
+
+
+def test_0004_records_the_lot_and_issue_time_of_each_certificate(connect):
+    # Added to a register that holds rows: they keep their values and get NULL (issued before lots existed).
+    db = connect()
+    for statement in migrations.migrations()[0].statements:
+        db.execute(statement)
+    db.execute("INSERT INTO certificates (issuer, serial_number, device_id, not_before, not_after) "
+               "VALUES ('CN=West', 'AB', 'sensor-temp-FAC01-SN1', '2026-01-01 00:00:00', '2028-01-01 00:00:00')")
+    assert "0004" in migrations.apply_migrations(db)
+    assert ("lot", "NVARCHAR(64)", 0, None, 0) in columns(db, "certificates")
+    assert ("issued_at", "DATETIME2", 0, None, 0) in columns(db, "certificates")
+    assert any(row[1] == "ix_certificates_lot" for row in schema(db))
+    assert db.fetch_one("SELECT lot, issued_at FROM certificates WHERE serial_number = 'AB'") == {
+        "lot": None, "issued_at": None}

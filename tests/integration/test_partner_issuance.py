@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from local.partners import partner_authorization
 from local.secrets import stack_secret
-from tests.stack_helpers import BASE_URL, new_partner, stack_values
+from tests.stack_helpers import BASE_URL, http, new_partner, stack_values
 
 SIGN = "/api/certificates/sign"
 
@@ -149,3 +149,45 @@ def test_the_daily_quota_answers_429_with_retry_after(stack, function_key):
     assert 1 <= int(headers["retry-after"]) <= 86400
     # a refusal for another reason takes no unit: the count stays at the quota, not above it
     assert sign(function_key, authorization, "sensor-temp-FAC99-SN1")[0] == 404
+
+
+def test_a_batch_returns_per_item_results_records_its_lot_and_the_lot_status_lists_it(stack, services, function_key):
+    partner_id, authorization = new_partner("batch", facilities=["FAC05", "FAC06"], daily_quota=3)
+    lot = f"LOT-{secrets.token_hex(4).upper()}"
+    devices = [cn(facility="FAC05"), cn(facility="FAC06"), cn(facility="FAC09"), cn(facility="FAC05"),
+               cn(facility="FAC06")]
+    body = {"lot": lot, "csrs": [{"csr": csr(d).decode()} for d in [*devices[:2], devices[0], *devices[2:]]]}
+    partner = {"Authorization": authorization}
+    assert http("POST", "/api/certificates/batch", body, key=function_key)[0] == 401  # the key alone
+    status, answer = http("POST", "/api/certificates/batch", body, key=function_key, headers=partner)
+    assert status == 200, answer
+    assert [r.get("error", {}).get("code", r["status"]) for r in answer["results"]] == [
+        200, 200, "certificate_exists", "facility_not_allowed", 200, "partner_quota_exceeded"]
+    assert answer["summary"]["issued"] == 3 and answer["summary"]["refused"] == 3
+    issued = {r["serialNumber"]: r["deviceId"] for r in answer["results"] if r["status"] == 200}
+    rows = services.database.fetch_all("SELECT serial_number, lot, partner_id FROM certificates WHERE lot = ?", [lot])
+    assert {r["serial_number"] for r in rows} == set(issued) and {r["partner_id"] for r in rows} == {partner_id}
+
+    status, listed = http("GET", f"/api/certificates/lots/{lot}", key=function_key, headers=partner)
+    assert status == 200, listed
+    assert {c["serialNumber"]: c["deviceId"] for c in listed["certificates"]} == issued
+    assert listed["summary"] == {"certificates": 3, "active": 3, "revoked": 0, "superseded": 0}
+    _, stranger = new_partner("stranger")
+    status, hidden = http("GET", f"/api/certificates/lots/{lot}", key=function_key,
+                          headers={"Authorization": stranger})
+    assert (status, code(hidden)) == (404, "lot_not_found")
+
+    status, dry = cli(stack, "certs", "revoke", "--lot", lot)  # a dry run first, as every selector
+    assert status == 2 and dry["certificates"] == 3, dry
+    status, revoked = cli(stack, "certs", "revoke", "--lot", lot, "--reason", "keyCompromise", "--yes")
+    assert status == 0, revoked
+    assert {r["serialNumber"] for r in revoked["revoked"]} == set(issued)
+    status, listed = http("GET", f"/api/certificates/lots/{lot}", key=function_key, headers=partner)
+    assert listed["summary"]["revoked"] == 3
+
+
+def test_the_openapi_document_is_served_anonymously(stack):
+    from cert_lifecycle.openapi import document
+
+    status, served = http("GET", "/api/partner-api/openapi.json")
+    assert status == 200 and served == document()

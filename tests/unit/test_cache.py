@@ -59,3 +59,40 @@ def test_concurrent_callers_share_one_load():
     for t in threads:
         t.join(5)
     assert results == ["v"] * 8 and len(calls) == 1
+
+
+def test_stale_value_is_served_while_one_refresh_is_in_flight_and_kept_when_it_fails():
+    clock = Clock()
+    cache = TtlCache(10, error_ttl_s=2, clock=clock, stale_s=10)
+    assert cache.get("k", lambda: "v1") == "v1"
+    clock.now = 11
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        entered.set()
+        release.wait(5)
+        raise ConnectionError("down")
+
+    refresher = threading.Thread(target=lambda: cache.get("k", slow))
+    refresher.start()
+    assert entered.wait(5)
+    assert cache.get("k", lambda: "never called") == "v1"  # not waiting behind the refresh
+    release.set()
+    refresher.join(5)
+    assert cache.get("k", lambda: "never called") == "v1"  # failure: last good value kept, retried after 2 s
+    clock.now = 21  # past the stale limit (10 + 10): nothing safe is held
+    with pytest.raises(ConnectionError):
+        cache.get("k", slow_fail := lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    del slow_fail
+
+
+def test_a_first_load_is_waited_for_at_most_wait_s():
+    cache = TtlCache(10, wait_s=0.1)
+    entered, release = threading.Event(), threading.Event()
+    loader = threading.Thread(target=lambda: cache.get("k", lambda: entered.set() or release.wait(5) or "v"))
+    loader.start()
+    assert entered.wait(5)
+    with pytest.raises(TimeoutError):
+        cache.get("k", lambda: "v")
+    release.set()
+    loader.join(5)

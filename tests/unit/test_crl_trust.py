@@ -226,14 +226,26 @@ def test_storage_down_refuses_with_crl_unavailable_and_recovers():
     world = World({WEST: west}, ttl_s=1)
     world.publish(west)
     device = west.issue("sensor-temp-FAC03-SN1")
-    world.check(device)
-    world.crls.down = True
-    world.later(2)
+    world.crls.down = True  # nothing held yet: fail closed
     error = refused(lambda: world.check(device))
     assert error.code == "crl_unavailable" and "ConnectionError" in error.detail
     world.crls.down = False
-    world.later(2)
+    world.later(6)
     assert world.check(device).name == WEST
+
+
+def test_storage_down_keeps_the_crl_held_until_its_next_update_then_fails_closed():
+    west = make_ca(WEST, "west")
+    world = World({WEST: west}, ttl_s=1)
+    world.publish(west, next_update=NOW + dt.timedelta(hours=1))
+    device = west.issue("sensor-temp-FAC03-SN1")
+    world.check(device)
+    world.crls.down = True
+    world.later(2)
+    assert world.check(device).name == WEST  # the verified CRL held is in date: still trusted
+    world.later(3600)
+    error = refused(lambda: world.check(device))
+    assert error.code == "crl_unavailable" and "past nextUpdate" in error.detail
 
 
 def test_a_request_does_not_wait_behind_another_one_rereading_a_crl_it_holds():
