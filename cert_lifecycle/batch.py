@@ -20,7 +20,6 @@ revocation's {"lot": ...} selector (cert_lifecycle/revocation.py), across partne
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -33,6 +32,7 @@ from cert_lifecycle.partners import Partner
 from shared.audit import AuditWriter
 from shared.certificates import CertificateRegister
 from shared.errors import OnboardingError
+from shared.http import json_object
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,7 @@ class BatchRequest:
 def parse_batch_request(body: bytes) -> BatchRequest:
     """The request as a whole: its size, JSON shape, the lot name and the number of CSRs; refusals of the whole
     request. The items themselves are checked at issuance, each with its own result."""
-    if len(body) > MAX_BATCH_BYTES:
-        raise OnboardingError("request_too_large", f"{len(body)} bytes (at most {MAX_BATCH_BYTES} per batch)")
-    try:
-        data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise OnboardingError("invalid_request", "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise OnboardingError("invalid_request", 'expected {"lot": ..., "csrs": [{"csr": PEM}, ...]}')
+    data = json_object(body, MAX_BATCH_BYTES, '{"lot": ..., "csrs": [{"csr": PEM}, ...]}')
     unknown = sorted(set(data) - {"lot", "csrs"})
     if unknown:
         raise OnboardingError("invalid_request", f"unknown field(s): {', '.join(k[:30] for k in unknown[:5])}")

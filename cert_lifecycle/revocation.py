@@ -43,7 +43,6 @@ allow CN`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 import time
@@ -59,6 +58,7 @@ from shared.audit import AuditWriter
 from shared.config import SettingError
 from shared.dps import DpsEnrollments, should_disallow
 from shared.errors import OnboardingError
+from shared.http import json_object
 from shared.identity import parse_device_id
 from shared.iothub import IotHub
 from shared.serials import normalise_serial
@@ -97,15 +97,7 @@ class RevocationRequest:
 
 
 def _json_object(body: bytes) -> dict:
-    if len(body) > MAX_BODY_BYTES:
-        raise OnboardingError("request_too_large", f"{len(body)} bytes (at most {MAX_BODY_BYTES})")
-    try:
-        data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise OnboardingError("invalid_request", "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise OnboardingError("invalid_request", "expected a JSON object")
-    return data
+    return json_object(body, MAX_BODY_BYTES)
 
 
 def _serial(value: object) -> str:
