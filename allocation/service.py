@@ -3,7 +3,6 @@ allocation/functions.py; the contract is docs/contracts.md 1."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -92,8 +91,7 @@ def _refuse(error: OnboardingError, request: AllocationRequest | None, started: 
 
 
 def _allocated(allocation: Allocation, started: float, until: float) -> func.HttpResponse:
-    now = dt.datetime.now(dt.UTC)
-    body = allocation_response(allocation, now)
+    body = allocation_response(allocation, times.utc_now())
     choice = allocation.choice
     duration_ms = (time.perf_counter() - started) * 1000
     _audit(allocation.request.registration_id, "allocated", None, choice.host_name, {

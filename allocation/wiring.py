@@ -63,11 +63,6 @@ def budget_for(svc: Services) -> DeadlineBudget:
     return DeadlineBudget(allocation_settings(svc.settings).deadline_s)
 
 
-# The webhook answers DPS within seconds: one quick retry of a throttled statistics read, then the hub is
-# decided on from its last safe count or left out (capacity.py) rather than holding the allocation.
-STATISTICS_RETRY = DeadlineBudget(5).statistics
-
-
 @cache
 def _database(connection_string: str, timeout_s: float) -> Database:
     return Database(connection_string, timeout_s=timeout_s)

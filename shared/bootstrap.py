@@ -41,10 +41,6 @@ class Services:
         return storage.message_queue(self.queue_service, name)
 
     @cached_property
-    def secrets(self):
-        return keyvault.secret_client(self.settings, self.credential)
-
-    @cached_property
     def certificates(self):
         return keyvault.certificate_client(self.settings, self.credential)
 

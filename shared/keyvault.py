@@ -1,5 +1,5 @@
-"""Key Vault clients (certificates: the regional CAs; keys: signing; secrets: none the product uses since the CRLs moved
-to Blob Storage)."""
+"""Key Vault clients (certificates: the regional CAs; keys: signing). The product reads and writes no secret since
+the CRLs moved to Blob Storage."""
 
 from __future__ import annotations
 
@@ -22,12 +22,6 @@ def deadline_options(timeout_s: float) -> dict:
 def _options(settings: Settings, options: dict | None = None) -> dict:
     return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource,
             **CLIENT_OPTIONS, **(options or {})}
-
-
-def secret_client(settings: Settings, credential):
-    from azure.keyvault.secrets import SecretClient
-
-    return SecretClient(settings.key_vault_url, credential, **_options(settings))
 
 
 def certificate_client(settings: Settings, credential, options: dict | None = None):

@@ -61,6 +61,14 @@ def message_queue(service, name: str):
                                     message_decode_policy=TextBase64DecodePolicy())
 
 
+class BlobTooLarge(Exception):
+    """The blob is larger than the reader accepts; it was not downloaded."""
+
+    def __init__(self, size: int):
+        super().__init__(f"{size} bytes")
+        self.size = size
+
+
 class BlobChanged(Exception):
     """A conditional write lost: the blob changed since it was read (412), or appeared when it was to be created
     (409). The writer reads again and decides again; it never overwrites what it has not seen."""
@@ -99,14 +107,18 @@ class BlobStore:
             self._container = self._factory()
         return self._container.get_blob_client(name)  # type: ignore[attr-defined]
 
-    def read(self, name: str, etag: str | None = None) -> BlobRead | None:
-        """The blob, or None when it does not exist; with etag, BlobRead(data=None) while it is unchanged."""
+    def read(self, name: str, etag: str | None = None, max_bytes: int | None = None) -> BlobRead | None:
+        """The blob, or None when it does not exist; with etag, BlobRead(data=None) while it is unchanged; with
+        max_bytes, BlobTooLarge before a larger blob is downloaded."""
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         conditions = {"etag": etag, "match_condition": MatchConditions.IfModified} if etag else {}
         try:
             downloader = self._blob(name).download_blob(**conditions)
+            size = downloader.properties.size
+            if max_bytes is not None and size is not None and size > max_bytes:
+                raise BlobTooLarge(size)
             data = downloader.readall()
         except ResourceNotFoundError:
             return None

@@ -2,9 +2,10 @@
 
 A template is downloaded once per change, not once per device: within TWIN_TEMPLATE_CACHE_SECONDS the cached
 copy is used without a request; after that one conditional GET (If-None-Match: <etag>) revalidates it, and a
-304 keeps the cached copy for another period. Concurrent devices wait for the same read (single flight).
-A missing blob is unknown_template, an invalid one invalid_template (both permanent for the device); a
-Storage failure is transient. Failures are remembered for a few seconds so a broken dependency is not hammered.
+304 keeps the cached copy for another period (shared.storage.BlobStore, the one conditional Blob reader).
+Concurrent devices wait for the same read (single flight). A missing blob is unknown_template, an invalid one
+invalid_template (both permanent for the device); a Storage failure is transient. Failures are remembered for a
+few seconds so a broken dependency is not hammered.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shared import telemetry
 from shared.cache import TtlCache
 from shared.errors import OnboardingError
 from shared.retry import TransientError
+from shared.storage import BlobStore, BlobTooLarge
 from twin_setup.configuration import Template, parse_template, template_blob_name
 from twin_setup.settings import TwinLimits
 
@@ -36,7 +38,7 @@ class TemplateReads:
 class TemplateStore:
     def __init__(self, container: Callable[[], Any], limits: TwinLimits, ttl_s: float, max_bytes: int,
                  clock: Callable[[], float] = time.monotonic):
-        self._container = container  # -> azure.storage.blob ContainerClient (created lazily, once)
+        self._blobs = BlobStore(container)  # container: -> azure.storage.blob ContainerClient, made once
         self._limits = limits
         self._max_bytes = max_bytes
         self._cache: TtlCache[Template] = TtlCache(ttl_s, error_ttl_s=min(5.0, ttl_s), clock=clock)
@@ -51,39 +53,34 @@ class TemplateStore:
         self._cache.invalidate()
 
     def _load(self, name: str) -> Template:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError
 
         blob_name = template_blob_name(name)
         previous = self._known.get(name)
         started = time.perf_counter()
-        conditions = {"etag": previous.etag, "match_condition": MatchConditions.IfModified} if previous else {}
         try:
-            downloader = self._container().get_blob_client(blob_name).download_blob(**conditions)
-            size = downloader.properties.size
-            if size is not None and size > self._max_bytes:
-                raise OnboardingError("invalid_template", f"{blob_name}: {size} bytes, more than {self._max_bytes}")
-            raw, etag = downloader.readall(), downloader.properties.etag
-        except ResourceNotFoundError:
-            self._count("missing", name, started, "missing")
-            raise OnboardingError("unknown_template", f"no blob {blob_name}") from None
-        except HttpResponseError as exc:
-            # 304 to If-None-Match: azure-storage-blob raises it as ResourceModifiedError (ConditionNotMet)
-            if exc.status_code != 304 or previous is None:
-                telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name,
-                               outcome="unavailable", error=f"HTTP {exc.status_code}")
-                raise TransientError(f"template {blob_name}: HTTP {exc.status_code}") from exc
-            self._count("not_modified", name, started, "notModified")
-            return previous
+            read = self._blobs.read(blob_name, previous.etag if previous else None, max_bytes=self._max_bytes)
+        except BlobTooLarge as exc:
+            raise OnboardingError("invalid_template", f"{blob_name}: {exc.size} bytes, more than {self._max_bytes}") \
+                from None
         except AzureError as exc:
+            status = getattr(exc, "status_code", None)
+            error = f"HTTP {status}" if status else type(exc).__name__
             telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name,
-                           outcome="unavailable", error=type(exc).__name__)
-            raise TransientError(f"template {blob_name}: {type(exc).__name__}") from exc
+                           outcome="unavailable", error=error)
+            raise TransientError(f"template {blob_name}: {error}") from exc
+        if read is None:
+            self._count("missing", name, started, "missing")
+            raise OnboardingError("unknown_template", f"no blob {blob_name}")
+        if read.not_modified:
+            self._count("not_modified", name, started, "notModified")
+            return previous  # type: ignore[return-value]
         self._count("downloads", name, started, "downloaded")
-        template = parse_template(name, raw, self._limits, etag)
+        template = parse_template(name, read.data, self._limits, read.etag)
         with self._lock:
             self._known[name] = template
-        log.info("template %s version %s loaded (etag %s, %d bytes)", name, template.version, etag, len(raw))
+        log.info("template %s version %s loaded (etag %s, %d bytes)", name, template.version, read.etag,
+                 len(read.data))
         return template
 
     def _count(self, field: str, name: str, started: float, outcome: str) -> None:

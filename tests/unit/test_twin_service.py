@@ -49,6 +49,7 @@ class FakeClock:
 class _Props:
     size: int
     etag: str
+    metadata: dict = field(default_factory=dict)
 
 
 class _Download:
