@@ -53,7 +53,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 run: deps
-	$(PY) -m local.stack run
+	$(PY) -m local.stack run $(if $(HUBS_PER_REGION),--hubs-per-region $(HUBS_PER_REGION))
 
 demo: deps
 	$(PY) -m local.demo

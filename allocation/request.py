@@ -31,6 +31,14 @@ class AllocationRequest:
     current_device_id: str | None
     device_payload: dict | None
     certificate: CertificateDetails | None
+    # The enrollment's reprovisionPolicy.migrateDeviceData (DPS's default: true). On re-provisioning it decides
+    # whether the hub keeps the device's twin; the answer leaves initialTwin out then (allocation/response.py).
+    migrate_device_data: bool = True
+
+    @property
+    def reprovisioning(self) -> bool:
+        """DPS names the hub the device is on only when it provisions again (docs/contracts.md 1)."""
+        return self.current_hub is not None
 
 
 def _object(parent: dict, key: str, required: bool = True) -> dict | None:
@@ -89,6 +97,21 @@ def _device_payload(context: dict) -> dict | None:
     return payload
 
 
+def _migrates_device_data(record: dict) -> bool:
+    """reprovisionPolicy.migrateDeviceData, true unless the enrollment says false (DPS's default policy is
+    "re-provision and migrate data": Microsoft Learn, "How to reprovision devices", azure-docs
+    articles/iot-dps/how-to-reprovision.md)."""
+    policy = record.get("reprovisionPolicy")
+    if policy is None:
+        return True
+    if not isinstance(policy, dict):
+        raise OnboardingError("invalid_request", "reprovisionPolicy must be an object")
+    value = policy.get("migrateDeviceData", True)
+    if not isinstance(value, bool):
+        raise OnboardingError("invalid_request", "reprovisionPolicy.migrateDeviceData must be a boolean")
+    return value
+
+
 def parse_allocation_request(raw: bytes) -> AllocationRequest:
     if not raw:
         raise OnboardingError("invalid_request", "empty body")
@@ -122,4 +145,5 @@ def parse_allocation_request(raw: bytes) -> AllocationRequest:
         current_device_id=_string(context, "currentDeviceId", required=False, max_len=128),
         device_payload=_device_payload(context),
         certificate=certificate,
+        migrate_device_data=_migrates_device_data(record),
     )

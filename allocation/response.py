@@ -17,16 +17,22 @@ def initial_tags(allocation: Allocation, now: dt.datetime) -> dict:
 
 
 def allocation_response(allocation: Allocation, now: dt.datetime) -> dict:
-    """The 200 body. The device learns its hub's region and its facility, nothing secret."""
-    return {
-        "iotHubHostName": allocation.choice.host_name,
-        "initialTwin": {
+    """The 200 body. The device learns its hub's region and its facility, nothing secret.
+
+    A device that provisions again (a renewed certificate: docs/contracts.md 7) under a policy that migrates its data
+    gets no initialTwin: an initialTwin in the answer is what DPS sets on the device, so it would put a configured
+    sensor back to awaitingConfiguration. Its twin stays as the hub has it; the renewal collector brings its
+    certificate tags up to date. Under "reset to initial config" (migrateDeviceData false) it gets the fresh one."""
+    body: dict = {"iotHubHostName": allocation.choice.host_name}
+    request = allocation.request
+    if not (request.reprovisioning and request.migrate_device_data):
+        body["initialTwin"] = {
             "tags": initial_tags(allocation, now),
             "properties": {"desired": {"onboarding": {"state": "awaitingConfiguration"}}},
-        },
-        "payload": {
-            "facility": allocation.facility.code,
-            "region": allocation.facility.region,
-            "hubRegion": allocation.choice.region,
-        },
+        }
+    body["payload"] = {
+        "facility": allocation.facility.code,
+        "region": allocation.facility.region,
+        "hubRegion": allocation.choice.region,
     }
+    return body

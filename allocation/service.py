@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -50,11 +51,12 @@ def _within(future: Future, until: float):
 
 
 def _audit(registration_id: str, outcome: str, reason_code: str | None, hub: str | None, details: dict,
-           until: float) -> None:
-    """The audit row, written by `until` or left to finish in the background; telemetry says when it was not
-    written (SQL down or slow), so the reason code of a refusal is never lost silently."""
+           until: float, write: Callable[[], bool] | None = None) -> None:
+    """The audit row (or `write`, which writes it and more), written by `until` or left to finish in the
+    background; telemetry says when it was not written (SQL down or slow), so the reason code of a refusal is
+    never lost silently."""
     audit = audit_trail()
-    future = _executor().submit(audit.record, registration_id, outcome, reason_code, hub, details)
+    future = _executor().submit(write or (lambda: audit.record(registration_id, outcome, reason_code, hub, details)))
     try:
         written = _within(future, until)
     except FutureTimeout:
@@ -94,11 +96,18 @@ def _allocated(allocation: Allocation, started: float, until: float) -> func.Htt
     body = allocation_response(allocation, times.utc_now())
     choice = allocation.choice
     duration_ms = (time.perf_counter() - started) * 1000
-    _audit(allocation.request.registration_id, "allocated", None, choice.host_name, {
+    request, cert = allocation.request, allocation.certificate
+    details = {
         "rule": choice.rule, "crossRegion": choice.cross_region, "utilisation": round(choice.utilisation, 4),
-        "issuer": allocation.ca.name, "serialNumber": allocation.certificate.serial_hex,
+        "issuer": allocation.ca.name, "serialNumber": cert.serial_hex,
         "certificateSource": allocation.certificate_source, "durationMs": round(duration_ms, 2),
-    }, until)
+        "reprovisioning": request.current_hub is not None, "twinKept": "initialTwin" not in body,
+    }
+    # Only a certificate DPS presented proves which one the device provisioned with (a register stand-in does not).
+    presented = (cert.issuer, cert.serial_hex) if allocation.certificate_source == "dps" else None
+    _audit(request.registration_id, "allocated", None, choice.host_name, details, until,
+           write=lambda: audit_trail().allocated(request.registration_id, choice.host_name, details, presented,
+                                                 times.utc_now()))
     telemetry.emit("allocation", duration_ms, outcome="allocated", registrationId=allocation.request.registration_id,
                    facility=allocation.facility.code, hub=choice.host_name, rule=choice.rule,
                    crossRegion=choice.cross_region)

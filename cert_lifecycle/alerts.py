@@ -74,15 +74,19 @@ def build_digests(decisions: Iterable[Decision], facilities: dict[str, Facility 
         if not to and escalation_email:  # nobody at the plant to tell: the escalation address gets it
             to, cc = (escalation_email,), ()
         members.sort(key=lambda d: (d.days_left if d.days_left is not None else 0, d.device_id))
+        members.sort(key=lambda d: not d.stranded)  # the sensors that need a visit first (stable: by days left)
         devices = [{"deviceId": d.device_id, "hub": d.hub, "serialNumber": d.serial_number,
                     "notAfter": iso_utc(d.not_after) if d.not_after else None, "daysLeft": d.days_left,
-                    "renewalState": d.state or "queued"} for d in members[:MAX_DIGEST_DEVICES]]
+                    "renewalState": d.state or "queued", "stranded": d.stranded,
+                    "lastActivity": iso_utc(d.last_activity) if d.last_activity else None}
+                   for d in members[:MAX_DIGEST_DEVICES]]
         date = now.date().isoformat()
         message = {
             "type": "certificateExpiryDigest", "id": f"{date}:{code}:{level}", "date": date, "scanId": scan_id,
             "facility": code, "facilityName": facility.name if facility else None, "level": level,
             "escalated": level in ESCALATED, "to": list(to), "cc": list(cc), "count": len(members),
             "devices": devices, "omitted": max(0, len(members) - MAX_DIGEST_DEVICES),
+            "stranded": sum(1 for d in members if d.stranded),
         }
         digests.append(Digest(code, level, date, to, cc, message))
     return digests
@@ -96,11 +100,29 @@ def email_content(digest: Digest) -> dict:
              "", "Renewal is automatic for sensors that are online; sensors listed below as expired or critical may",
              "need a visit.", ""]
     lines += [f"- {d['deviceId']}: {d['daysLeft']} days left (notAfter {d['notAfter']}, hub {d['hub']}, "
-              f"renewal {d['renewalState']})" for d in m["devices"]]
+              f"renewal {d['renewalState']})" + (f"; OFFLINE since {d['lastActivity'] or 'it was installed'}"
+                                                 if d.get("stranded") else "") for d in m["devices"]]
     if m["omitted"]:
         lines.append(f"... and {m['omitted']} more")
+    if m.get("stranded"):
+        lines += ["", f"{m['stranded']} of them are OFFLINE with an expired certificate. Such a sensor cannot renew "
+                  "by itself (the provisioning service refuses an expired certificate), so it needs re-onboarding:",
+                  *REONBOARDING_STEPS]
     subject = f"[{digest.level.upper()}] {m['count']} {title} - {m['facility']}"
     return {"subject": subject, "plainText": "\n".join(lines)}
+
+
+# What a facility manager does for a sensor stranded by an expired certificate (README "Sensors offline past
+# expiry"): the same path as a replacement sensor, keeping the device ID.
+REONBOARDING_STEPS = (
+    "  1. Ask the platform team to re-issue the sensor's certificate: onboarding certs reissue DEVICE_ID --reason "
+    "expired-offline (supersedes the expired one).",
+    "  2. Take the sensor to the line (or the partner's station) that loads certificates: it makes a new key and CSR, "
+    "and the certificate signed for it is written to its secure element.",
+    "  3. Mount it and power it on: it registers with the provisioning service with the new certificate, goes back to "
+    "its hub with its configuration, and reports within minutes.",
+    "  Until then, check its power and its network path to the provisioning endpoint (TCP 8883 or 443).",
+)
 
 
 class EmailSender:
@@ -121,14 +143,17 @@ class EmailSender:
                 self._client = EmailClient(self._settings.acs_endpoint, self._credential_factory())
         return self._client
 
-    def send(self, digest: Digest) -> None:
-        """Hand the e-mail to ACS (it accepts with 202 and delivers asynchronously; no waiting here)."""
-        message = {
+    def send_content(self, to: Iterable[str], content: dict, cc: Iterable[str] = ()) -> None:
+        """Hand an e-mail (content: subject and plainText) to ACS (it accepts with 202 and delivers asynchronously;
+        no waiting here)."""
+        self._email_client().begin_send({
             "senderAddress": self._settings.alert_sender,
-            "recipients": {"to": [{"address": a} for a in digest.to], "cc": [{"address": a} for a in digest.cc]},
-            "content": email_content(digest),
-        }
-        self._email_client().begin_send(message)
+            "recipients": {"to": [{"address": a} for a in to], "cc": [{"address": a} for a in cc]},
+            "content": content,
+        })
+
+    def send(self, digest: Digest) -> None:
+        self.send_content(digest.to, email_content(digest), digest.cc)
 
 
 class AlertSender:

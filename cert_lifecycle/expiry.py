@@ -63,6 +63,11 @@ def classify(not_after: dt.datetime, now: dt.datetime, thresholds: Thresholds,
     return OK
 
 
+def is_silent(last_activity: dt.datetime | None, now: dt.datetime, thresholds: Thresholds) -> bool:
+    """No activity on the hub for offline_hours (or none ever)."""
+    return last_activity is None or now - last_activity >= dt.timedelta(hours=thresholds.offline_hours)
+
+
 def query_cutoff(now: dt.datetime, thresholds: Thresholds) -> str:
     """notAfter below this string (ISO-8601, compared as strings by IoT Hub) can need action."""
     return iso_utc(now + dt.timedelta(days=thresholds.renew_days))
@@ -119,6 +124,10 @@ class Decision:
     tag_patch: dict | None = None  # tags.certificateRenewal patch once the sends succeeded
     state: str | None = None  # the renewal state when the scan saw it
     etag: str | None = None
+    # expired and silent for Thresholds.offline_hours: cannot renew by itself (DPS refuses an expired certificate at
+    # TLS), so its facility manager gets the re-onboarding steps
+    stranded: bool = False
+    last_activity: dt.datetime | None = None
 
 
 def _tag_patch(tag: dict, same_cycle: bool, level: str, cert: ReportedCertificate, now: dt.datetime,
@@ -148,7 +157,9 @@ def decide(twin: Twin, now: dt.datetime, thresholds: Thresholds) -> Decision | N
     previous = tag.get("level") if same_cycle and tag.get("level") in RANK else None
     base = {"device_id": twin.device_id, "hub": twin.hub, "facility": twin_facility(twin), "level": level,
             "serial_number": cert.serial_number, "not_after": cert.not_after, "days_left": days_left,
-            "state": tag.get("state") if same_cycle else None, "etag": twin.etag}
+            "state": tag.get("state") if same_cycle else None, "etag": twin.etag,
+            "stranded": level == EXPIRED and is_silent(twin.last_activity, now, thresholds),
+            "last_activity": twin.last_activity}
     if level == OK:
         return Decision(**base)
     queue = previous is None or RANK[level] > RANK[previous]

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PARTNER_ROLE = "Certificates.Request"  # the app role partners hold on the onboarding API (docs/partners.md)
 ALL = "*"
-REISSUE_REASONS = ("lost_secure_element", "rework")
+REISSUE_REASONS = ("lost_secure_element", "rework", "expired_offline")
 _COLUMNS = "partner_id, name, facilities, sensor_types, serial_prefix, daily_quota, quota_day, quota_used, active"
 
 

@@ -7,8 +7,14 @@
     collector   -> signs the CSR (sign_csr's checks; CN must be the device) ->
                    desired.certificateRenewal {status: issued, certificate, chain, newSerialNumber, notAfter}
                    (a bad CSR: {status: rejected, reasonCode}; the device may answer again)
-    device      -> reported.certificate {serialNumber: new, notBefore, notAfter}
-    collector   -> tags state completed, revokeAfter = now + CERT_SUPERSEDED_GRACE_HOURS; desired cleared of
+    device      -> installs it; its hub answers "unauthorized" (IoT Hub knows a DPS-provisioned device by its leaf
+                   certificate), so it registers with DPS again with the new certificate; DPS calls the webhook,
+                   which records the certificate's first provisioning on the register, and updates the identity
+                   (Microsoft Learn "How to roll X.509 device certificates", azure-docs
+                   articles/iot-dps/how-to-roll-certificates.md)
+    collector   -> once the register says DPS provisioned the device with the new certificate (never on the device's
+                   word): tags state completed, tags.certificate = the new one, revokeAfter = now +
+                   CERT_SUPERSEDED_GRACE_HOURS; desired cleared of
                    the certificate; after the grace period every other active certificate of the device on
                    record is revoked as `superseded` (one CRL per CA), tags state closed.
 
@@ -42,6 +48,7 @@ from shared.errors import OnboardingError
 from shared.identity import parse_device_id
 from shared.iothub import IotHub, PreconditionFailed, Twin, twin_patch
 from shared.serials import normalise_serial
+from shared.tags import CERTIFICATE
 from shared.times import iso_utc, parse_utc
 
 log = logging.getLogger(__name__)
@@ -93,12 +100,15 @@ class CollectReport:
     completed: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     waiting: int = 0
+    # Installed the new certificate (it says so) but DPS has not provisioned it with it yet: locked out of its hub
+    # until it does; the expiry scan escalates it on its old certificate if it never does.
+    awaiting_reprovisioning: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"queries": self.queries, "issued": self.issued, "rejected": self.rejected,
                 "completed": self.completed, "closed": self.closed, "waiting": self.waiting,
-                "failures": self.failures[:50]}
+                "awaitingReprovisioning": self.awaiting_reprovisioning[:50], "failures": self.failures[:50]}
 
 
 class RenewalService:
@@ -201,7 +211,8 @@ class RenewalService:
             self._supersede(to_supersede, report)
         telemetry.emit("certificate_renewal_collect", queries=report.queries, issued=len(report.issued),
                        rejected=len(report.rejected), completed=len(report.completed), closed=len(report.closed),
-                       waiting=report.waiting, failures=len(report.failures))
+                       waiting=report.waiting, awaitingReprovisioning=len(report.awaiting_reprovisioning),
+                       failures=len(report.failures))
         return report
 
     def _advance(self, twin: Twin, report: CollectReport, to_supersede: list) -> None:
@@ -210,9 +221,16 @@ class RenewalService:
         if state == "requested":
             self._collect_csr(twin, tag, report)
         elif state == "issued":
-            current = reported_certificate(twin.reported)
-            if current is None or current.serial_number != normalise_serial(tag.get("newSerialNumber")):
+            new_serial = normalise_serial(tag.get("newSerialNumber"))
+            # Not on the device's word: IoT Hub knows a DPS-provisioned device by its leaf certificate, so the new
+            # one is in use only once DPS has provisioned the device with it, as the webhook saw and recorded
+            # (shared/certificates.py mark_provisioned; docs/contracts.md 7). Until then the old one stays valid.
+            seen = self._records.provisioned_at(twin.device_id, new_serial) if new_serial else None
+            if seen is None:
                 report.waiting += 1
+                current = reported_certificate(twin.reported)
+                if current is not None and current.serial_number == new_serial:
+                    report.awaiting_reprovisioning.append(twin.device_id)
                 return
             grace = dt.timedelta(hours=self._settings.superseded_grace_hours)
             revoke_after = now + grace
@@ -220,10 +238,11 @@ class RenewalService:
                 twin, etag=twin.etag,
                 desired={TAG: {"status": "completed", "certificate": None, "chain": None}},
                 tags={TAG: {"state": "completed", "completedAt": iso_utc(now), "revokeAfter": iso_utc(revoke_after),
-                            "updatedAt": iso_utc(now)}})
+                            "reprovisionedAt": iso_utc(seen), "updatedAt": iso_utc(now)},
+                      **self._certificate_tag(twin.device_id, new_serial)})
             report.completed.append(twin.device_id)
-            self._step("completed", twin.device_id, twin.hub, serialNumber=current.serial_number,
-                       oldSerialNumber=tag.get("serialNumber"))
+            self._step("completed", twin.device_id, twin.hub, serialNumber=new_serial,
+                       oldSerialNumber=tag.get("serialNumber"), reprovisionedAt=iso_utc(seen))
             if grace <= dt.timedelta(0):
                 refreshed = self._hubs.get_twin(twin.hub, twin.device_id)
                 if refreshed is not None:
@@ -234,6 +253,16 @@ class RenewalService:
                 to_supersede.append((twin, tag))
             else:
                 report.waiting += 1
+
+    def _certificate_tag(self, device_id: str, serial: str) -> dict:
+        """tags.certificate for the device's new certificate, as the allocation wrote it for the first one (the hub
+        keeps the twin when the device re-provisions, so nothing else brings it up to date); {} if not on record."""
+        found = [r for r in self._records.certificates_with_serial(serial) if r.device_id == device_id]
+        if not found:
+            return {}
+        record = found[0]
+        return {CERTIFICATE: {"issuer": self._cas.resolve(record.issuer).name, "serialNumber": record.serial_number,
+                              "notBefore": iso_utc(record.not_before), "notAfter": iso_utc(record.not_after)}}
 
     def _collect_csr(self, twin: Twin, tag: dict, report: CollectReport) -> None:
         answer = twin.reported.get(TAG)

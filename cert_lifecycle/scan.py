@@ -74,6 +74,7 @@ class ScanReport:
     levels: dict[str, int]
     queued: list[str] = field(default_factory=list)
     notified: list[str] = field(default_factory=list)
+    stranded: list[str] = field(default_factory=list)  # expired and offline: re-onboarding needed
     digests: list[str] = field(default_factory=list)
     tags_written: int = 0
     failures: list[str] = field(default_factory=list)
@@ -87,6 +88,7 @@ class ScanReport:
         return {
             "scanId": self.scan_id, "at": self.at, "queries": self.queries, "levels": self.levels,
             "queued": len(self.queued), "notified": len(self.notified), "digests": self.digests,
+            "stranded": len(self.stranded), "strandedDevices": self.stranded[:MAX_LISTED],
             "tagsWritten": self.tags_written, "failures": self.failures[:50], "durationMs": round(self.duration_ms, 1),
             "hubs": [{"host": h.host, "queries": h.queries, "inWindow": h.in_window, "unreadable": h.unreadable[:20],
                       "withoutCertificate": h.without_certificate, "truncated": h.truncated,
@@ -166,7 +168,8 @@ class ExpiryScanner:
             hub_scan, found = self._scan_hub(host, now)
             hub_scans.append(hub_scan)
             decisions.extend(found)
-        report = ScanReport(scan_id, iso_utc(now), hub_scans, count_levels(decisions))
+        report = ScanReport(scan_id, iso_utc(now), hub_scans, count_levels(decisions),
+                            stranded=[d.device_id for d in decisions if d.stranded])
 
         queued_ok: set[str] = set()
         for decision in decisions:
@@ -213,11 +216,12 @@ class ExpiryScanner:
             if decision.level != OK:
                 telemetry.emit("certificate_expiry", deviceId=decision.device_id, facility=decision.facility,
                                hub=decision.hub, level=decision.level, daysLeft=decision.days_left,
-                               serialNumber=decision.serial_number, queued=decision.queue)
+                               serialNumber=decision.serial_number, queued=decision.queue,
+                               stranded=decision.stranded)
         without = sum(h.without_certificate for h in report.hubs)
         telemetry.emit("certificate_scan", report.duration_ms, scanId=report.scan_id, queries=report.queries,
                        hubs=len(report.hubs), queued=len(report.queued), digests=len(report.digests),
-                       withoutCertificate=without, failures=len(report.failures),
+                       withoutCertificate=without, stranded=len(report.stranded), failures=len(report.failures),
                        incompleteHubs=sum(1 for h in report.hubs if h.error),
                        **{f"level_{level}": report.levels[level] for level in LEVELS})
         self._audit.certificate_event("scan", actor="scan_expiring_certificates", details=report.to_dict())

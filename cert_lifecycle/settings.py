@@ -10,13 +10,14 @@
 | CERT_RENEW_FRACTION | 0.3333 | ... and once less than this share of the lifetime remains (both: see expiry.py) |
 | CERT_CRITICAL_DAYS | 30 | `critical` at most this many days before notAfter ... |
 | CERT_CRITICAL_FRACTION | 0.10 | ... and once less than this share of the lifetime remains |
+| CERT_OFFLINE_HOURS | 24 | an `expired` sensor with no activity on its hub for this long is stranded (visit needed) |
 | CERT_SCAN_PAGE_SIZE | 1000 | twins per query page (IoT Hub's maximum is 1000) |
 | CERT_SCAN_UNREPORTED_PAGES | 5 | pages of devices without a reported certificate listed per hub (then "at least") |
 | CERT_ESCALATION_EMAIL | (none) | also receives `critical` and `expired` digests |
 | CERT_ALERT_SENDER | (none) | ACS sender address (DoNotReply@...); e-mail only when this and an endpoint are set |
 | ACS_ENDPOINT | (none) | Azure Communication Services endpoint (managed identity) ... |
 | ACS_CONNECTION_STRING | (none) | ... or its connection string (development) |
-| CERT_SUPERSEDED_GRACE_HOURS | 24 | the old certificate is revoked this long after the device reports the new one |
+| CERT_SUPERSEDED_GRACE_HOURS | 24 | the old certificate is revoked this long after DPS provisions the renewed one |
 | CRL_VALIDITY_HOURS | 168 | nextUpdate - thisUpdate of every CRL issued |
 | CRL_REFRESH_BEFORE_HOURS | 96 | the refresh timer re-issues a CRL when less than this remains before nextUpdate |
 | CRL_CONTAINER | crl | (shared) the Blob container of the CRLs (`{ca}.crl`) and CA certificates (shared/crl.py) |
@@ -47,6 +48,9 @@ class Thresholds:
     renew_fraction: float = 1 / 3
     critical_days: float = 30
     critical_fraction: float = 0.10
+    # An expired sensor without activity for this long is stranded: DPS refuses its certificate at TLS, so it cannot
+    # renew by itself and needs a visit (README "Sensors offline past expiry").
+    offline_hours: float = 24
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def lifecycle_settings(settings: Settings) -> LifecycleSettings:
         renew_fraction=_fraction(settings, "CERT_RENEW_FRACTION", 1 / 3),
         critical_days=settings.number("CERT_CRITICAL_DAYS", 30),
         critical_fraction=_fraction(settings, "CERT_CRITICAL_FRACTION", 0.10),
+        offline_hours=settings.number("CERT_OFFLINE_HOURS", 24, minimum=0),
     )
     if thresholds.critical_days > thresholds.renew_days:
         raise SettingError("app setting CERT_CRITICAL_DAYS must not exceed CERT_RENEW_DAYS")

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
+from cert_lifecycle.partners import REISSUE_REASONS
 from cli.output import Outcome, render_fields
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
@@ -80,7 +81,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                     "path (reason superseded: only certificates issued to this device), the reason is audited, and "
                     "the partner's next CSR for the device is signed (without it: certificate_exists, 409).")
     reissue.add_argument("device_id", metavar="CN")
-    reissue.add_argument("--reason", required=True, choices=["lost_secure_element", "rework"])
+    reissue.add_argument("--reason", required=True, choices=list(REISSUE_REASONS))
     reissue.add_argument("--by", dest="revoked_by", metavar="WHO", help="recorded as the actor (default: cli:<user>)")
     reissue.set_defaults(run=run_reissue)
     refresh = certs.add_parser("refresh-crls", parents=[common], help="re-issue every CRL that is due")

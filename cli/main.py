@@ -22,7 +22,8 @@ from cli.errors import classify
 from cli.output import Outcome, print_json
 from cli.settings import load_settings
 
-GROUPS = ("cli.explain", "cli.preview", "cli.certs", "cli.alerts", "cli.health", "cli.partners")
+GROUPS = ("cli.explain", "cli.preview", "cli.certs", "cli.alerts", "cli.health", "cli.partners", "cli.hubs",
+          "cli.capacity")
 
 DESCRIPTION = """Operate the sensor onboarding app: the local stack by default (./local.settings.json), or a
 deployment (--settings FILE with its app settings, after `az login`). App settings in the environment win over

@@ -97,7 +97,7 @@ def run_rollout(args, state_dir: Path, settings_path: Path) -> int:
                               workers=args.workers, spill_devices=max(1, args.per_facility // 8))
     total = args.facilities * args.per_facility
     print(f"\nrolling out {total} sensors in {args.facilities} plants (seed {args.seed})", flush=True)
-    result = Scenario(services, state_dir, options, values.get("REQUESTS_CA_BUNDLE")).run()
+    result = Scenario(services, state_dir, options).run()
     print_summary(result)
     report = write_report(result, args.report_dir)
     print(f"\nreport: {report}")

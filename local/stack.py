@@ -24,6 +24,7 @@ from local.azurite import DEV_ACCOUNT, AzuritePorts, port_open, start_azurite
 from local.iothub.config import LOCAL_POLICIES
 from local.secrets import stack_secret
 from local.seed import data
+from local.seed.pki import ensure_root_ca
 from local.settings_file import (
     CRL_CONTAINER,
     DPS_SERVICE_PORT,
@@ -133,6 +134,9 @@ class Stack:
 
         self.children["azurite"] = start_azurite(self.state_dir / "azurite", AzuritePorts(),
                                                  log_file=self.state_dir / "logs" / "azurite.log")
+        # The hubs authenticate devices by certificates that chain to the device PKI's root: make it before they
+        # start (the seed reuses it), so that no device call meets a hub still waiting for its trust anchor.
+        ensure_root_ca(self.state_dir / "pki")
         for hub in self.hubs:  # a process per hub: each emulator is one event loop, and hubs are independent
             self._spawn(hub.name, ["-m", "local.iothub", "--state-dir", str(self.state_dir),
                                    "--hub", f"{hub.name}={hub.port}", "--event-grid-url", EVENT_GRID_URL,
@@ -228,10 +232,16 @@ def print_endpoints(hubs: list[data.LocalHub]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__)
     parser.add_argument("command", choices=["run"], help="run: start everything and stay in the foreground")
-    parser.parse_args(argv)
+    parser.add_argument("--hubs-per-region", type=int, default=1, metavar="N",
+                        help=f"IoT hub emulators per region, one process each (1-{data.MAX_HUBS_PER_REGION}; "
+                             f"the first of each region on 8441-8443, the others from {data.EXTRA_HUB_PORT} up); each "
+                             "gets its iot_hubs row and is listed in the app settings, so the webhook and DPS use it")
+    args = parser.parse_args(argv)
+    if not 1 <= args.hubs_per_region <= data.MAX_HUBS_PER_REGION:
+        parser.error(f"--hubs-per-region must be from 1 to {data.MAX_HUBS_PER_REGION}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs log every HTTP request at INFO
-    stack = Stack()
+    stack = Stack(hubs=data.hubs(args.hubs_per_region))
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt

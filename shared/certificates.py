@@ -176,6 +176,22 @@ class CertificateRegister:
         found = self._certificates("device_id LIKE ? AND status = ?", [f"sensor-%-{facility}-%", ACTIVE])
         return [r for r in found if facility_of(r.device_id) == facility]
 
+    def mark_provisioned(self, issuer: str, serial_number: str, device_id: str, at: dt.datetime) -> bool:
+        """Record that DPS provisioned device_id with this certificate (migration 0005), the first time only. False
+        when it is not on record for that device (another device's, or not issued by this product) or was seen
+        before: only the certificates this product issued to that device can complete its renewal."""
+        return self._db.execute(
+            "UPDATE certificates SET provisioned_at = ? WHERE issuer = ? AND serial_number = ? AND device_id = ? "
+            "AND provisioned_at IS NULL", [sql_utc(at), issuer, serial_number, device_id]) > 0
+
+    def provisioned_at(self, device_id: str, serial_number: str) -> dt.datetime | None:
+        """When DPS first provisioned device_id with the certificate of that serial (any issuer on record for the
+        device), or None: not yet, or not this device's."""
+        row = self._db.fetch_one(
+            "SELECT provisioned_at FROM certificates WHERE device_id = ? AND serial_number = ? "
+            "AND provisioned_at IS NOT NULL", [device_id, serial_number])
+        return parse_utc(row["provisioned_at"]) if row else None
+
     def set_status(self, issuer: str, serial_number: str, status: str) -> int:
         return self._db.execute("UPDATE certificates SET status = ? WHERE issuer = ? AND serial_number = ?",
                                 [status, issuer, serial_number])

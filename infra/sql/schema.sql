@@ -85,6 +85,8 @@ CREATE TABLE certificates (
     -- 0004, outside a batch, or by the renewal collector).
     lot             NVARCHAR(64)  NULL,
     issued_at       DATETIME2     NULL,
+    -- 0005: when the allocation webhook first saw DPS present it for this device (renewal completes on it).
+    provisioned_at  DATETIME2     NULL,
     PRIMARY KEY (issuer, serial_number)
 );
 

@@ -2,6 +2,12 @@
 enrollments (which take precedence, as in DPS). Shaped like DPS's service API so the webhook request carries
 what DPS would put in it.
 
+A group may hold two signing CA certificates, primary and secondary (service API X509Attestation
+signingCertificates): a device whose chain runs through either matches it, which is how an expiring CA is rolled
+("Enrollment groups and certificate expiration": add the new CA as the secondary, delete the primary once it has
+expired; azure-docs articles/iot-dps/how-to-roll-certificates.md). Groups too may come from the service API
+emulator's store (from_service_group_entry), where an operator or product code puts them.
+
 Individual enrollments come from two places: the ones a script hands the simulator (gateways), and the ones
 created through the service API emulator (local/dps/service.py), read from its store with from_service_entry():
 for example the disabled enrollment the function app creates for a revoked device."""
@@ -36,10 +42,16 @@ class Enrollment:
     secondary_certificate: x509.Certificate | None = None  # individual: the attestation's secondary certificate
     etag: str | None = None  # as the service API recorded it; None: made up from the ID
     allocation_policy: str = "custom"
+    secondary_ca_certificate: x509.Certificate | None = None  # group: the second signing CA (a CA being rolled)
 
     @property
     def is_group(self) -> bool:
         return self.individual_certificate is None
+
+    @property
+    def ca_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The signing CAs a device's chain may run through to match this group (primary, secondary)."""
+        return tuple(c for c in (self.ca_certificate, self.secondary_ca_certificate) if c is not None)
 
     @property
     def individual_certificates(self) -> tuple[x509.Certificate, ...]:
@@ -102,4 +114,27 @@ def from_service_entry(entry: dict, linked_hubs: list[str]) -> Enrollment:
         secondary_certificate=_pem(entry, "secondary"),
         etag=record.get("etag"),
         allocation_policy=record.get("allocationPolicy") or ("custom" if custom else "hashed"),
+    )
+
+
+def from_service_group_entry(entry: dict, linked_hubs: list[str]) -> Enrollment:
+    """An enrollment group of the service API emulator's store (signing certificates primary and secondary) as
+    the simulator uses it. Hubs default to every linked hub."""
+    record = entry["record"]
+    custom = record.get("customAllocationDefinition") or {}
+    policy = record.get("reprovisionPolicy") or {}
+    return Enrollment(
+        enrollment_id=record["enrollmentGroupId"],
+        ca_certificate=_pem(entry, "primary"),
+        iot_hubs=list(record.get("iotHubs") or linked_hubs),
+        webhook_url=custom.get("webhookUrl", ""),
+        iot_edge=bool((record.get("capabilities") or {}).get("iotEdge", False)),
+        provisioning_status=record.get("provisioningStatus", "enabled"),
+        reprovision=ReprovisionPolicy(policy.get("updateHubAssignment", True), policy.get("migrateDeviceData", True)),
+        initial_twin=record.get("initialTwin") or {},
+        api_version=custom.get("apiVersion", "2021-10-01"),
+        created=_parse_time(record.get("createdDateTimeUtc")),
+        etag=record.get("etag"),
+        allocation_policy=record.get("allocationPolicy") or ("custom" if custom else "hashed"),
+        secondary_ca_certificate=_pem(entry, "secondary"),
     )

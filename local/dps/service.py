@@ -1,4 +1,5 @@
-"""The DPS service API emulator: individual enrollments, as the Device Provisioning Service serves them.
+"""The DPS service API emulator: individual enrollments and enrollment groups, as the Device Provisioning Service
+serves them.
 
 Contract (azure-rest-api-specs, specification/deviceprovisioningservices/data-plane/DeviceProvisioningServices/
 stable/2021-10-01/service.json, host https://{dpsName}.azure-devices-provisioning.net):
@@ -26,7 +27,14 @@ Authentication, as DPS checks it (no credentials -> 401):
   key over `{url-encoded host}\\n{expiry}` (azure-iot-deviceprovisioning `_auth.py`, the same scheme as IoT Hub),
   with the stack secret `dps-provisioningserviceowner` as the key of policy provisioningserviceowner.
 
-Not served (answered 501): enrollment groups, registration states, bulk operations. Not known and so not
+Enrollment groups (`GET|PUT|DELETE /enrollmentGroups/{id}` with If-Match, `POST /enrollmentGroups/query`,
+`POST /enrollmentGroups/{id}/attestationmechanism`): EnrollmentGroup with attestation {type: "x509", x509:
+{signingCertificates: {primary: {certificate: PEM}, secondary: {certificate: PEM}}}} (X509Attestation; each a CA
+certificate), answered with `info` only as for individual enrollments; a slot given as the `info` a GET returned
+keeps the certificate the group holds (see _signing_certificates). caReferences is refused (400): the emulator
+keeps no CA certificates of the instance. The simulator matches devices under either signing certificate.
+
+Not served (answered 501): registration states, bulk operations. Not known and so not
 imitated: the service API's throttling figures. The six-digit errorCode values are the pattern DPS uses (e.g.
 404201, reported by users); which code DPS sends for which case is not published.
 """
@@ -52,7 +60,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from local.dps.store import EnrollmentStore, StoreConflict, StoreMissing
+from local.dps.store import GROUPS, EnrollmentStore, StoreConflict, StoreMissing
 from local.identity import verify_token
 from local.iothub.auth import AuthError, verify_sas
 from local.secrets import stack_secret
@@ -190,6 +198,59 @@ def _attestation(body: dict) -> tuple[dict, dict[str, str]]:
     return {"type": "x509", "x509": {"clientCertificates": rendered}}, pems
 
 
+def _signing_certificates(body: dict, current: dict | None) -> tuple[dict, dict[str, str]]:
+    """An enrollment group's X.509 attestation (signingCertificates primary and optional secondary) as rendered,
+    and the PEM certificates it carries. A slot may name a certificate the group already holds by its `info`
+    alone (what a GET returned: DPS does not send certificates back), so that GET, change, PUT with If-Match
+    works, e.g. adding a renewed CA as the secondary (team reading: UNCONFIRMED how DPS treats an info-only slot).
+    caReferences (names of CA certificates registered with the DPS instance) are not served: the emulator keeps
+    no such certificates."""
+    attestation = body.get("attestation")
+    if not isinstance(attestation, dict) or not isinstance(attestation.get("type"), str):
+        raise bad_request("attestation with a type is required")
+    if attestation["type"] != "x509":
+        raise bad_request(f"attestation type '{attestation['type']}' is not supported by the local DPS emulator "
+                          "(x509 only)")
+    x509_part = attestation.get("x509")
+    if not isinstance(x509_part, dict):
+        raise bad_request("attestation.x509 is required for attestation type x509")
+    if x509_part.get("clientCertificates"):
+        raise bad_request("an enrollment group attests with signingCertificates or caReferences, not "
+                          "clientCertificates")
+    if x509_part.get("caReferences"):
+        raise bad_request("attestation.x509.caReferences is not supported by the local DPS emulator (it holds no "
+                          "CA certificates of the instance): use signingCertificates")
+    signing = x509_part.get("signingCertificates")
+    if not isinstance(signing, dict) or not isinstance(signing.get("primary"), dict):
+        raise bad_request("attestation.x509.signingCertificates.primary is required")
+    held: dict[str, str] = {}  # SHA-1 thumbprint -> PEM of the certificates the group holds now
+    for text in ((current or {}).get("certificates") or {}).values():
+        cert = x509.load_pem_x509_certificate(text.encode())
+        held[certificate_info(cert)["sha1Thumbprint"]] = text
+    rendered: dict = {}
+    pems: dict[str, str] = {}
+    for slot in ("primary", "secondary"):
+        entry = signing.get(slot)
+        if entry is None:
+            continue
+        where = f"attestation.x509.signingCertificates.{slot}"
+        if not isinstance(entry, dict):
+            raise bad_request(f"{where} must be an object")
+        if entry.get("certificate") is None and isinstance(entry.get("info"), dict):
+            kept = held.get(str(entry["info"].get("sha1Thumbprint") or "").upper())
+            if kept is None:
+                raise bad_request(f"{where}: a certificate is required (its info names none the group holds)")
+            cert = x509.load_pem_x509_certificate(kept.encode())
+        else:
+            cert = parse_certificate(entry.get("certificate"), f"{where}.certificate")
+        basic = next((e.value for e in cert.extensions if isinstance(e.value, x509.BasicConstraints)), None)
+        if basic is None or not basic.ca:
+            raise bad_request(f"{where}: a CA certificate (basicConstraints cA) is required")
+        rendered[slot] = {"info": certificate_info(cert)}
+        pems[slot] = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return {"type": "x509", "x509": {"signingCertificates": rendered}}, pems
+
+
 def _optional_fields(body: dict) -> dict:
     out: dict = {}
     for name in ("deviceId", "iotHubHostName"):
@@ -258,6 +319,33 @@ def build_entry(path_id: str, body: dict, current: dict | None, now: dt.datetime
         **_optional_fields(body),
         "etag": new_etag(),
         "createdDateTimeUtc": created,
+        "lastUpdatedDateTimeUtc": _utc(now),
+    }
+    return {"record": record, "certificates": pems}
+
+
+GROUP_ONLY_ABSENT = ("deviceId", "optionalDeviceInformation")  # IndividualEnrollment fields an EnrollmentGroup lacks
+
+
+def build_group_entry(path_id: str, body: dict, current: dict | None, now: dt.datetime) -> dict:
+    """The stored entry for a PUT of an EnrollmentGroup body over current (None: a new group)."""
+    group_id = body.get("enrollmentGroupId")
+    if not isinstance(group_id, str):
+        raise bad_request("enrollmentGroupId is required")
+    if group_id.lower() != path_id.lower():
+        raise bad_request(f"enrollmentGroupId '{group_id}' does not match the ID in the URL '{path_id}'")
+    status = body.get("provisioningStatus", "enabled")
+    if status not in ("enabled", "disabled"):
+        raise bad_request("provisioningStatus must be enabled or disabled")
+    attestation, pems = _signing_certificates(body, current)
+    optional = {k: v for k, v in _optional_fields(body).items() if k not in GROUP_ONLY_ABSENT}
+    record = {
+        "enrollmentGroupId": current["record"]["enrollmentGroupId"] if current else group_id,
+        "attestation": attestation,
+        "provisioningStatus": status,
+        **optional,
+        "etag": new_etag(),
+        "createdDateTimeUtc": current["record"]["createdDateTimeUtc"] if current else _utc(now),
         "lastUpdatedDateTimeUtc": _utc(now),
     }
     return {"record": record, "certificates": pems}
@@ -346,30 +434,80 @@ class Service:
         return self.get(ctx, registration_id)["attestation"]
 
     def query(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
+        return _page(ctx, [e["record"] for e in self.store.entries()], "enrollment")
+
+
+def _page(ctx: Ctx, records: list[dict], item_type: str) -> tuple[list[dict], dict[str, str]]:
+    """One page of a query for everything ('*'), as POST /enrollments/query and /enrollmentGroups/query answer."""
+    body = ctx.json()
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        raise bad_request("A QuerySpecification {\"query\": ...} is required")
+    if not QUERY_ALL.match(body["query"]):
+        raise bad_request("The local DPS emulator answers only the query '*' (SELECT * FROM enrollments)")
+    size_text = ctx.headers.get("x-ms-max-item-count")
+    size = DEFAULT_PAGE_SIZE
+    if size_text is not None:
+        if not size_text.strip().isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
+            raise bad_request(f"x-ms-max-item-count must be between 1 and {MAX_PAGE_SIZE}")
+        size = int(size_text)
+    start = 0
+    token = ctx.headers.get("x-ms-continuation")
+    if token:
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode())
+        except (ValueError, binascii.Error):
+            raise bad_request("x-ms-continuation is not a token this service issued") from None
+    page = records[start:start + size]
+    headers = {"x-ms-item-type": item_type, "x-ms-max-item-count": str(size)}
+    if start + size < len(records):
+        headers["x-ms-continuation"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+    return page, headers
+
+
+class GroupService:
+    """/enrollmentGroups: the same operations as /enrollments, on EnrollmentGroup records."""
+
+    def __init__(self, store: EnrollmentStore, now=lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.store = store
+        self._now = now
+
+    def get(self, ctx: Ctx, group_id: str) -> dict:
+        entry = self.store.get(check_registration_id(group_id), GROUPS)
+        if entry is None:
+            raise _group_missing(group_id)
+        return entry["record"]
+
+    def put(self, ctx: Ctx, group_id: str) -> dict:
+        check_registration_id(group_id)
         body = ctx.json()
-        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-            raise bad_request("A QuerySpecification {\"query\": ...} is required")
-        if not QUERY_ALL.match(body["query"]):
-            raise bad_request("The local DPS emulator answers only the query '*' (SELECT * FROM enrollments)")
-        size_text = ctx.headers.get("x-ms-max-item-count")
-        size = DEFAULT_PAGE_SIZE
-        if size_text is not None:
-            if not size_text.strip().isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
-                raise bad_request(f"x-ms-max-item-count must be between 1 and {MAX_PAGE_SIZE}")
-            size = int(size_text)
-        start = 0
-        token = ctx.headers.get("x-ms-continuation")
-        if token:
-            try:
-                start = int(base64.urlsafe_b64decode(token.encode()).decode())
-            except (ValueError, binascii.Error):
-                raise bad_request("x-ms-continuation is not a token this service issued") from None
-        records = [e["record"] for e in self.store.entries()]
-        page = records[start:start + size]
-        headers = {"x-ms-item-type": "enrollment", "x-ms-max-item-count": str(size)}
-        if start + size < len(records):
-            headers["x-ms-continuation"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
-        return page, headers
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be an EnrollmentGroup object")
+        if_match = ctx.headers.get("if-match")
+        build_group_entry(group_id, body, self.store.get(group_id, GROUPS), self._now())  # validate first
+        try:
+            entry = self.store.put(group_id, lambda current: build_group_entry(group_id, body, current, self._now()),
+                                   if_match, GROUPS)
+        except StoreConflict as exc:
+            raise _precondition(str(exc)) from None
+        return entry["record"]
+
+    def delete(self, ctx: Ctx, group_id: str) -> None:
+        try:
+            self.store.delete(check_registration_id(group_id), ctx.headers.get("if-match"), GROUPS)
+        except StoreMissing:
+            raise _group_missing(group_id) from None
+        except StoreConflict as exc:
+            raise _precondition(str(exc)) from None
+
+    def attestation(self, ctx: Ctx, group_id: str) -> dict:
+        return self.get(ctx, group_id)["attestation"]
+
+    def query(self, ctx: Ctx) -> tuple[list[dict], dict[str, str]]:
+        return _page(ctx, [e["record"] for e in self.store.entries(GROUPS)], "enrollmentGroup")
+
+
+def _group_missing(group_id: str) -> DpsError:
+    return DpsError(404, 404202, f"Enrollment group with ID '{group_id}' not found")
 
 
 def _missing(registration_id: str) -> DpsError:
@@ -384,9 +522,10 @@ def _method_not_allowed(method: str) -> DpsError:
     return DpsError(405, 405000, f"The requested resource does not support http method '{method}'")
 
 
-def route(service: Service, method: str, segments: list[str]):
+def route(service: Service, method: str, segments: list[str], groups: GroupService | None = None):
     """(handler, args) for a request path; DpsError for paths DPS has and this emulator does not serve."""
     head, rest = (segments[0], segments[1:]) if segments else ("", [])
+    groups = groups or GroupService(service.store)
     if head == "enrollments":
         if not rest:
             if method == "POST":
@@ -403,7 +542,23 @@ def route(service: Service, method: str, segments: list[str]):
             if method != "POST":
                 raise _method_not_allowed(method)
             return service.attestation, (rest[0],)
-    if head in ("enrollmentGroups", "registrations"):
+    if head == "enrollmentGroups":
+        if not rest:
+            if method == "POST":
+                raise not_implemented("The bulk enrollment group operation")
+            raise _method_not_allowed(method)
+        if len(rest) == 1 and rest[0] == "query" and method == "POST":
+            return groups.query, ()
+        if len(rest) == 1 and rest[0]:
+            handlers = {"GET": groups.get, "PUT": groups.put, "DELETE": groups.delete}
+            if method not in handlers:
+                raise _method_not_allowed(method)
+            return handlers[method], (rest[0],)
+        if len(rest) == 2 and rest[1].lower() == "attestationmechanism":
+            if method != "POST":
+                raise _method_not_allowed(method)
+            return groups.attestation, (rest[0],)
+    if head == "registrations":
         raise not_implemented(f"/{head}")
     raise DpsError(404, 404000, "The requested resource was not found")
 
@@ -415,7 +570,8 @@ def create_app(state_dir: Path, identity_signing_key: bytes | None, host_name: s
     Bearer tokens must come from the local identity endpoint (signed with identity_signing_key) for audience
     https://azure-devices-provisioning.net; SAS tokens must be signed with a key of sas_policies for host_name.
     """
-    service = Service(EnrollmentStore(Path(state_dir)))
+    store = EnrollmentStore(Path(state_dir))
+    service, groups = Service(store), GroupService(store)
     policies = dict(sas_policies or {})
 
     def authenticate(request: Request) -> None:
@@ -462,7 +618,7 @@ def create_app(state_dir: Path, identity_signing_key: bytes | None, host_name: s
                 raise bad_request(f"The api-version '{api_version}' is not supported; the latest is "
                                   f"{LATEST_API_VERSION}")
             segments = [s for s in request.url.path.split("/") if s]
-            handler, args = route(service, request.method, segments)
+            handler, args = route(service, request.method, segments, groups)
             body = await read_body(request) if request.method in ("PUT", "POST") else b""
             ctx = Ctx(request.method, segments, {k.lower(): v for k, v in request.headers.items()}, body)
             result = await run_in_threadpool(handler, ctx, *args)

@@ -1,4 +1,4 @@
-"""The DPS emulator's individual enrollments, persisted under {state dir}/dps/enrollments.json.
+"""The DPS emulator's individual enrollments and enrollment groups, persisted under {state dir}/dps/enrollments.json.
 
 One JSON document, rewritten atomically (temp file, fsync, rename) after each change, so a crash never leaves half
 a store and readers in other processes (the DPS simulator, `python -m local.dps enrollments`) always see a whole
@@ -9,6 +9,11 @@ certificates' `info`, provisioningStatus, etag, timestamps, the optional fields 
 PEM certificates of its X.509 attestation (`certificates`: primary, secondary), which DPS keeps to attest devices
 but does not send back (the simulator needs them to match a device's certificate). Registration IDs are
 case-insensitive in DPS (service API, IndividualEnrollment.registrationId): entries are keyed by the lower-case ID.
+
+Enrollment groups live beside them in the same document (collection GROUPS, keyed by the lower-case
+enrollmentGroupId; case-insensitive here too, team reading), their `certificates` being the signing (CA)
+certificates of the group's X.509 attestation, primary and secondary (a file written before groups existed
+simply has none).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import threading
 from pathlib import Path
 
 SCHEMA = 1
+ENROLLMENTS = "enrollments"  # individual enrollments
+GROUPS = "enrollmentGroups"
+COLLECTIONS = (ENROLLMENTS, GROUPS)
 
 
 class StoreConflict(Exception):
@@ -41,7 +49,7 @@ class EnrollmentStore:
         self.path = store_path(state_dir)
         self._lock = threading.RLock()
         self._stamp: tuple[int, int, int] | None = None
-        self._entries: dict[str, dict] = {}
+        self._entries: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
         self.refresh()
 
     # --- persistence -----------------------------------------------------------------------------------------
@@ -61,11 +69,11 @@ class EnrollmentStore:
             if stamp == self._stamp:
                 return
             if stamp is None:
-                self._entries, self._stamp = {}, None
+                self._entries, self._stamp = {c: {} for c in COLLECTIONS}, None
                 return
             # A corrupt file is an error, not an empty store: silently forgetting a disallowed device lets it in.
             data = json.loads(self.path.read_text())
-            self._entries = dict(data.get("enrollments", {}))
+            self._entries = {c: dict(data.get(c, {})) for c in COLLECTIONS}
             self._stamp = stamp
 
     def _save(self) -> None:
@@ -73,7 +81,7 @@ class EnrollmentStore:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"schema": SCHEMA, "enrollments": self._entries}, fh, sort_keys=True, indent=1)
+            json.dump({"schema": SCHEMA, **self._entries}, fh, sort_keys=True, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -81,43 +89,44 @@ class EnrollmentStore:
 
     # --- reads -----------------------------------------------------------------------------------------------
 
-    def get(self, registration_id: str) -> dict | None:
+    def get(self, registration_id: str, collection: str = ENROLLMENTS) -> dict | None:
         """A copy of the entry ({"record": ..., "certificates": ...}), or None."""
         with self._lock:
             self.refresh()
-            entry = self._entries.get(registration_id.lower())
+            entry = self._entries[collection].get(registration_id.lower())
             return copy.deepcopy(entry) if entry is not None else None
 
-    def entries(self) -> list[dict]:
-        """Copies of every entry, ordered by registration ID."""
+    def entries(self, collection: str = ENROLLMENTS) -> list[dict]:
+        """Copies of every entry, ordered by registration ID (or enrollment group ID)."""
         with self._lock:
             self.refresh()
-            return [copy.deepcopy(self._entries[k]) for k in sorted(self._entries)]
+            found = self._entries[collection]
+            return [copy.deepcopy(found[k]) for k in sorted(found)]
 
     # --- writes (the emulator) -------------------------------------------------------------------------------
 
-    def put(self, registration_id: str, build, if_match: str | None) -> dict:
+    def put(self, registration_id: str, build, if_match: str | None, collection: str = ENROLLMENTS) -> dict:
         """Create or replace the entry built by build(current entry or None) under the lock; If-Match (when
         given) must match the current etag (`*`: any existing entry), as RFC 7232 section 3.1 has it."""
         key = registration_id.lower()
         with self._lock:
             self.refresh()
-            current = self._entries.get(key)
+            current = self._entries[collection].get(key)
             _check_if_match(current, if_match)
             entry = build(copy.deepcopy(current) if current is not None else None)
-            self._entries[key] = entry
+            self._entries[collection][key] = entry
             self._save()
             return copy.deepcopy(entry)
 
-    def delete(self, registration_id: str, if_match: str | None) -> None:
+    def delete(self, registration_id: str, if_match: str | None, collection: str = ENROLLMENTS) -> None:
         key = registration_id.lower()
         with self._lock:
             self.refresh()
-            current = self._entries.get(key)
+            current = self._entries[collection].get(key)
             if current is None:
                 raise StoreMissing(registration_id)
             _check_if_match(current, if_match)
-            del self._entries[key]
+            del self._entries[collection][key]
             self._save()
 
 

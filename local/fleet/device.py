@@ -1,7 +1,13 @@
 """A simulated sensor: key pair and CSR at the factory, a certificate from sign_csr, DPS registration at
-power-on, then the behaviour of the reference fleet's firmware: wait for desired properties, apply them,
-report the configuration and the certificate, acknowledge the desired version applied. Its private key
-never leaves this object."""
+power-on, then the behaviour of the reference fleet's firmware: connect to the assigned hub with its certificate
+(mutual TLS, local/fleet/device_link.py), wait for desired properties, apply them, report the configuration and
+the certificate, acknowledge the desired version applied. Its private key never leaves this object (the TLS
+context loads it from a file that is removed at once).
+
+Renewal, as Microsoft's "How to roll X.509 device certificates" describes it (docs/contracts.md 7.3): the sensor
+answers a renewal request with a CSR for a new key, installs the certificate issued for it, and from then on
+presents the new certificate. Its hub knows it by the old one and answers "unauthorized", so the sensor registers
+with DPS again (same registration ID, new certificate), which updates its identity, and connects again."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from local.dps.simulator import DpsSimulator, RegistrationResult
-from local.fleet.device_link import DeviceLink
+from local.fleet.device_link import DeviceConnection, DeviceUnauthorized
 
 
 @dataclass
@@ -43,8 +49,30 @@ class SimulatedSensor:
     applied: dict | None = None
     timeline: Timeline = field(default_factory=Timeline)
     renewed_from: x509.Certificate | None = None
+    hub_ca: str | None = None  # the file that verifies the hub's server certificate
     _next_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
     _answered_request: str | None = field(default=None, repr=False)
+    _connection: DeviceConnection | None = field(default=None, repr=False)
+
+    @property
+    def hub(self) -> str | None:
+        return self.registration.assigned_hub if self.registration else None
+
+    def connection(self) -> DeviceConnection:
+        """The connection to the assigned hub with the certificate the sensor holds now (opened when first needed)."""
+        if self.hub is None:
+            raise RuntimeError(f"{self.device_id} is not assigned to a hub")
+        if self._connection is None or self._connection.certificate != self.certificate:
+            self.release()
+            self._connection = DeviceConnection(self.hub, self.certificate, self._key, self.chain, self.hub_ca,
+                                                device_id=self.device_id)
+        return self._connection
+
+    def release(self) -> None:
+        """Close the connection (a sensor between duties holds no socket)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def csr_pem(self) -> str:
         csr = (x509.CertificateSigningRequestBuilder()
@@ -61,27 +89,50 @@ class SimulatedSensor:
         self.chain = [x509.load_pem_x509_certificate(p.encode()) for p in answer.get("caCertificates", [])]
         self.timeline.manufactured = time.monotonic()
 
-    def power_on(self, dps: DpsSimulator) -> RegistrationResult:
+    def power_on(self, dps: DpsSimulator, hub_ca: str | None = None) -> RegistrationResult:
         if self.certificate is None:
             raise RuntimeError(f"{self.device_id} has no certificate")
+        self.hub_ca = hub_ca or self.hub_ca
         self.timeline.powered_on = time.monotonic()
         self.registration = dps.register(self.certificate, self.chain)
         if self.registration.status == "assigned":
             self.timeline.assigned = time.monotonic()
         return self.registration
 
-    def answer_renewal(self, link: DeviceLink) -> str | None:
+    def rejoin(self, dps: DpsSimulator) -> dict:
+        """After installing a renewed certificate: connect with it; when the hub answers "unauthorized" (it knows
+        the device by its old certificate), register with DPS again and connect; then report the certificate.
+        Returns what happened: refused (the hub's 401), reprovisioned (DPS assigned it again), connected."""
+        what = {"refused": False, "reprovisioned": False, "connected": False, "hub": self.hub}
+        try:
+            self.connection().twin()
+        except DeviceUnauthorized:
+            what["refused"] = True
+            self.release()
+            registration = dps.register(self.certificate, self.chain)
+            if registration.status != "assigned":
+                what["error"] = registration.webhook_code or registration.error_code
+                return what
+            self.registration = registration
+            what["reprovisioned"] = registration.reprovisioned
+            what["sameHub"] = registration.assigned_hub == what["hub"]
+        self.connection().report({"certificate": self.certificate_report()})
+        what["connected"] = True
+        return what
+
+    def answer_renewal(self) -> str | None:
         """One look at the twin, as the firmware does when desired properties change: answer a renewal request
-        with a CSR for a new key (the key stays here), or install an issued certificate for that key.
-        Returns what it did: "csr", "installed", or None."""
-        renewal = link.twin(self.device_id)["desired"].get("certificateRenewal") or {}
+        with a CSR for a new key (the key stays here), or install an issued certificate for that key (from then on
+        the sensor presents it: see rejoin). Returns what it did: "csr", "installed", or None."""
+        link = self.connection()
+        renewal = link.twin()["desired"].get("certificateRenewal") or {}
         request_id = renewal.get("requestId")
         if renewal.get("status") == "requested" and request_id and request_id != self._answered_request:
             self._next_key = ec.generate_private_key(ec.SECP256R1())
             csr = (x509.CertificateSigningRequestBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.device_id)]))
                    .sign(self._next_key, hashes.SHA256()))
-            link.report(self.device_id, {"certificateRenewal": {
+            link.report({"certificateRenewal": {
                 "requestId": request_id, "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}})
             self._answered_request = request_id
             return "csr"
@@ -91,7 +142,7 @@ class SimulatedSensor:
                 return None
             self.renewed_from = self.certificate
             self.certificate, self._key, self._next_key = certificate, self._next_key, None
-            link.report(self.device_id, {"certificate": self.certificate_report()})
+            self.release()  # the next connection presents the new certificate
             return "installed"
         return None
 
@@ -102,19 +153,20 @@ class SimulatedSensor:
                 "notBefore": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "notAfter": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
-    def await_configuration(self, link: DeviceLink, timeout_s: float = 60) -> bool:
+    def await_configuration(self, timeout_s: float = 60) -> bool:
         """Wait for desired onboarding.state == configured, apply, report and acknowledge. False on timeout."""
+        link = self.connection()
         deadline = time.monotonic() + timeout_s
         version = 0
         while time.monotonic() < deadline:
-            twin = link.twin(self.device_id, desired_version_above=version,
+            twin = link.twin(desired_version_above=version,
                              timeout_s=max(1, int(min(30, deadline - time.monotonic()))))
             desired = twin["desired"]
             version = desired.get("$version", version)
             onboarding = desired.get("onboarding") or {}
             if onboarding.get("state") == "configured":
                 self.applied = {k: v for k, v in desired.items() if not k.startswith("$")}
-                link.report(self.device_id, {
+                link.report({
                     "configuration": {"hash": onboarding.get("configurationHash"), "desiredVersion": version,
                                       "appliedAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
                     "certificate": self.certificate_report(),

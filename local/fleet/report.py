@@ -28,8 +28,10 @@ def print_summary(result: ScenarioResult) -> None:
           f"sensors, {storm.get('rewritten', 0)} twins rewritten")
     life = result.lifecycle
     if life:
-        print(f"{'certificate renewals (time travel)':<40}{life['installed']}/{life['agedSensors']} aged sensors "
-              f"renewed, {life['supersededRevoked']} old certificates revoked as superseded")
+        print(f"{'certificate renewals (time travel)':<40}{life['reprovisioned']}/{life['agedSensors']} renewed and "
+              f"re-provisioned through DPS ({life['refusedUnauthorized']} refused unauthorized before "
+              f"re-provisioning), {life['supersededRevoked']} superseded"
+              + (f"; {life['movedHub']} moved back to their region's hub" if life.get("movedHub") else ""))
     for name, value in result.incidents.items():
         print(f"{'incident ' + name:<40}{value}")
     print(f"{'wall time':<40}{result.wall_s:.1f} s (manufacture {result.manufacture_s:.1f} s, "

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from local.dps.simulator import DpsSimulator
 from local.fleet.device import SimulatedSensor
-from local.fleet.device_link import DeviceLink
 from local.fleet.plan import PlannedDevice
 from local.json_client import HttpError, JsonClient
 
@@ -92,24 +91,24 @@ def run_parallel(items: Iterable, work: Callable, workers: int, label: str) -> l
     return results
 
 
-def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, links: dict[str, DeviceLink],
+def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, hub_ca: str | None,
             configure_timeout_s: float) -> DeviceOutcome:
-    """Power on one manufactured sensor and follow it until it runs its configuration (or is refused)."""
+    """Power on one manufactured sensor and follow it until it runs its configuration (or is refused). hub_ca
+    verifies the hubs' server certificates; the sensor presents its own certificate to its hub."""
     try:
-        result = sensor.power_on(dps)
+        result = sensor.power_on(dps, hub_ca)
     except Exception as exc:  # noqa: BLE001 - one sensor's failure is an outcome, not the end of the rollout
         return DeviceOutcome(device, sensor, "failed", f"registration: {type(exc).__name__}", None)
     if result.status != "assigned":
         # The device sees only DPS's code (CustomAllocationFailed...); the reason a user can act on is the webhook's
         # own code, which an operator reads in the audit table (provisioning_events.reason_code).
         return DeviceOutcome(device, sensor, "refused", result.webhook_code or result.error_code, None)
-    link = links.get(result.assigned_hub)
-    if link is None:
-        return DeviceOutcome(device, sensor, "failed", "unknown_hub", result.assigned_hub)
     try:
-        configured = sensor.await_configuration(link, configure_timeout_s)
+        configured = sensor.await_configuration(configure_timeout_s)
     except HttpError as exc:
         return DeviceOutcome(device, sensor, "failed", f"device_link: {exc.status or exc}", result.assigned_hub)
+    finally:
+        sensor.release()
     if configured:
         return DeviceOutcome(device, sensor, "configured", None, result.assigned_hub)
     reason = ((sensor.applied or {}).get("onboarding") or {}).get("reason")

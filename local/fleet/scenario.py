@@ -34,13 +34,13 @@ from local.dps.enrollments import Enrollment
 from local.dps.simulator import DpsSimulator
 from local.dps.store import EnrollmentStore
 from local.fleet.device import SimulatedSensor
-from local.fleet.device_link import DeviceLink
 from local.fleet.plan import PlannedDevice, plan_fleet
 from local.fleet.rollout import DeviceOutcome, Factory, onboard, run_parallel
 from local.fleet.verify import ExpectedConfigurations, configuration_errors
 from local.iothub.config import stack_connection_string
 from local.secrets import stack_secret
 from local.seed import data
+from local.tls import ensure_tls
 from shared.bootstrap import Services
 from shared.identity import parse_device_id
 from shared.times import sql_utc
@@ -87,7 +87,7 @@ class ScenarioResult:
 
 
 class Scenario:
-    def __init__(self, services: Services, state_dir: Path, options: ScenarioOptions, ca_bundle: str | None):
+    def __init__(self, services: Services, state_dir: Path, options: ScenarioOptions):
         self.services = services
         self.state_dir = state_dir
         self.options = options
@@ -96,8 +96,8 @@ class Scenario:
         self.hubs = services.settings.iot_hub_host_names
         names = dict(item.split("=", 1) for item in services.settings.get("IOT_HUB_NAMES", "").split(",") if item)
         self.hub_names = {host: name for name, host in names.items()}
-        self.links = {host: DeviceLink(host, stack_secret(state_dir, f"iothub-{self.hub_names[host]}-service"),
-                                       ca_bundle) for host in self.hubs}
+        # What a sensor trusts for its hub's server certificate: the stack's own CA (cheap to load per device).
+        self.hub_ca = str(ensure_tls(state_dir).ca_cert)
         self.factory = Factory(BASE_URL, self.function_key, self._factory_partner(), reissue=self._rework)
         self._spill_limit = self._spill_held = 0
         self._revoked_at = dt.datetime.now(dt.UTC)
@@ -201,20 +201,33 @@ class Scenario:
         print(f"lifecycle: {what} did not complete within {timeout_s:g}s", file=sys.stderr)
         return False
 
-    def renewal_round(self, cohort: list[DeviceOutcome], timeout_s: float = 90) -> dict[str, int]:
-        """Daily scan -> renewal queue -> request in desired -> device CSR -> collector signs -> device installs
-        -> collector closes and revokes the old certificate as superseded."""
-        def renewal_status(o: DeviceOutcome) -> str | None:
-            twin = self.links[o.hub].twin(o.device.device_id)
-            return (twin["desired"].get("certificateRenewal") or {}).get("status")
+    def renewal_round(self, cohort: list[DeviceOutcome], dps: DpsSimulator, timeout_s: float = 90) -> dict[str, int]:
+        """Daily scan -> renewal queue -> request in desired -> device CSR -> collector signs -> device installs ->
+        its hub refuses the new certificate ("unauthorized") -> the device registers with DPS again, which updates
+        its identity -> it connects and reports -> the collector completes the renewal, having seen on the register
+        that DPS provisioned it with the new certificate -> the old one is revoked as superseded (after the grace
+        period). Microsoft's "How to roll X.509 device certificates"; docs/contracts.md 7.3."""
+        hubs = self.services.iothub()
+
+        def renewal(o: DeviceOutcome) -> dict:
+            twin = hubs.get_twin(o.sensor.hub, o.device.device_id)  # the hub DPS assigned it last
+            return {"status": (twin.desired.get("certificateRenewal") or {}).get("status"),
+                    "state": (twin.tags.get("certificateRenewal") or {}).get("state")} if twin else {}
 
         self.admin("scan_expiring_certificates")
-        requested = self._wait(lambda: all(renewal_status(o) == "requested" for o in cohort), timeout_s, "requests")
-        csrs = sum(1 for o in cohort if o.sensor.answer_renewal(self.links[o.hub]) == "csr")
+        requested = self._wait(lambda: all(renewal(o).get("status") == "requested" for o in cohort), timeout_s,
+                               "requests")
+        csrs = sum(1 for o in cohort if o.sensor.answer_renewal() == "csr")
         self.admin("collect_renewal_csrs")
-        self._wait(lambda: all(renewal_status(o) == "issued" for o in cohort), timeout_s, "issuance")
-        installed = sum(1 for o in cohort if o.sensor.answer_renewal(self.links[o.hub]) == "installed")
+        self._wait(lambda: all(renewal(o).get("status") == "issued" for o in cohort), timeout_s, "issuance")
+        installed = sum(1 for o in cohort if o.sensor.answer_renewal() == "installed")
+        rejoined = [o.sensor.rejoin(dps) for o in cohort]
+        for o in cohort:
+            o.sensor.release()
+            o.hub = o.sensor.hub  # a sensor placed out of its region for lack of room goes home when it can
         self.admin("collect_renewal_csrs")
+        self._wait(lambda: all(renewal(o).get("state") in ("completed", "closed") for o in cohort), timeout_s,
+                   "completions")
         old = [format(o.sensor.renewed_from.serial_number, "X") for o in cohort if o.sensor.renewed_from]
 
         def revoked_count() -> int:
@@ -228,6 +241,11 @@ class Scenario:
         far = dt.datetime.now(dt.UTC) + dt.timedelta(days=700)
         return {"agedSensors": len(cohort), "requested": len(cohort) if requested else 0, "csrs": csrs,
                 "installed": installed,
+                "refusedUnauthorized": sum(1 for r in rejoined if r["refused"]),
+                "reprovisioned": sum(1 for r in rejoined if r["reprovisioned"]),
+                "movedHub": sum(1 for r in rejoined if r["reprovisioned"] and not r.get("sameHub")),
+                "connected": sum(1 for r in rejoined if r["connected"]),
+                "completed": sum(1 for o in cohort if renewal(o).get("state") in ("completed", "closed")),
                 "renewedTwoYears": sum(1 for o in cohort if o.sensor.certificate.not_valid_after_utc > far),
                 "supersededRevoked": revoked_count(), "graceHours": int(grace)}
 
@@ -237,8 +255,10 @@ class Scenario:
         concurrent batches as Event Grid retries arrive; returns how many twins were written again (must be 0)."""
         configured = [o for o in outcomes if o.status == "configured"][:sample]
 
+        hubs = self.services.iothub()
+
         def desired_version(o: DeviceOutcome) -> int:
-            return self.links[o.hub].twin(o.device.device_id)["desired"]["$version"]
+            return hubs.get_twin(o.hub, o.device.device_id).desired_version
 
         def event(o: DeviceOutcome) -> dict:
             twin = self.services.registry_manager(o.hub).get_twin(o.device.device_id)
@@ -308,7 +328,7 @@ class Scenario:
             self._spill_limit = limit
 
         def power_on(device: PlannedDevice) -> DeviceOutcome:
-            return onboard(device, sensors[device.device_id], dps, self.links, opts.configure_timeout_s)
+            return onboard(device, sensors[device.device_id], dps, self.hub_ca, opts.configure_timeout_s)
 
         dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
         lap("incidents")
@@ -325,9 +345,9 @@ class Scenario:
             """Sensors installed two years ago, whose certificates are now due, through a renewal round."""
             cohort_plan = self.aged_stock(facilities[: min(3, len(facilities))])
             aged = run_parallel(
-                cohort_plan, lambda pair: onboard(pair[0], pair[1], dps, self.links, opts.configure_timeout_s),
+                cohort_plan, lambda pair: onboard(pair[0], pair[1], dps, self.hub_ca, opts.configure_timeout_s),
                 opts.workers, "aged-stock")
-            return aged, self.renewal_round([o for o in aged if o.status == "configured"])
+            return aged, self.renewal_round([o for o in aged if o.status == "configured"], dps)
 
         # The storm and the lifecycle touch different sensors and mostly wait (on Event Grid's batches, on the
         # renewal queue's polling): they run side by side, as they would in a live system.
@@ -391,7 +411,8 @@ class Scenario:
             result.failures.append(f"{len(lost)} sensors lost (powered on, never configured): "
                                    + ", ".join(f"{o.device.device_id} {o.status} {o.reason}" for o in lost[:5]))
         life = result.lifecycle
-        if life and (life["installed"] != life["agedSensors"] or life["renewedTwoYears"] != life["agedSensors"]):
+        if life and any(life[k] != life["agedSensors"] for k in (
+                "installed", "renewedTwoYears", "refusedUnauthorized", "reprovisioned", "connected", "completed")):
             result.failures.append(f"certificate renewals incomplete: {life}")
         if life and life["graceHours"] == 0 and life["supersededRevoked"] != life["agedSensors"]:
             result.failures.append(f"superseded certificates not all revoked: {life}")

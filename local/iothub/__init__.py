@@ -1,7 +1,9 @@
-"""Local IoT Hub emulator: the service REST API that azure-iot-hub calls, served over TLS, one app per hub.
+"""Local IoT Hub emulator: the service REST API that azure-iot-hub calls, and the device side (devices
+authenticated by their client certificates), served over TLS, one app per hub.
 
 Modules: config (HubConfig), app (create_app), routes (REST surface), service / edge (operations),
 twin / devices (pure document rules), query (query language), auth (SAS and bearer tokens),
+device_auth (who may act as a device),
 ratelimit (S1 throttles), events (Event Grid delivery), store (durable state), http, errors.
 """
 

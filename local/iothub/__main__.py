@@ -3,6 +3,12 @@
 Each `--hub NAME=PORT` serves https://localhost:PORT. NAME may be short ("west": hub iothub-west-local) or the
 full hub name ("iothub-west-local"); the SAS keys are the stack secrets `iothub-{NAME}-{policy}` (policies
 iothubowner, service, registryReadWrite) and bearer tokens are checked with the stack's identity signing key.
+
+Devices authenticate with client certificates (mutual TLS, local/serve.py): a presented certificate must chain
+to a `--device-ca` root, by default the device PKI's root `{state-dir}/pki/root-ca.pem` (local/seed/pki.py). On
+a first start that file may not exist yet (the seed makes it); the hub then loads it as soon as it appears, and
+until then devices that present a certificate fail the handshake. Callers without a certificate (the service
+SDKs) are never affected.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-rate-limit", action="store_true", help="turn the throttles off")
     parser.add_argument("--desired-limit-kb", type=int, default=32, help="desired properties size limit")
     parser.add_argument("--listen", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--device-ca", type=Path, action="append", metavar="FILE",
+                        help="root CA (PEM) that device certificates chain to; repeatable "
+                             "(default: STATE_DIR/pki/root-ca.pem)")
     return parser.parse_args(argv)
 
 
@@ -49,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     rates = RateLimits(enabled=not args.no_rate_limit, multiplier=args.rate_multiplier, units=args.units)
     limits = replace(TwinLimits(), desired_bytes=args.desired_limit_kb * 1024)
     event_types = frozenset(t.strip() for t in args.event_types.split(",") if t.strip())
+    device_cas = args.device_ca or [args.state_dir / "pki" / "root-ca.pem"]
     configs = []
     for name, port in args.hub:
         config = local_hub_config(
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             event_grid_url=args.event_grid_url,
             event_types=event_types,
         )
-        configs.append(server_config(create_app(config), port, tls, host=args.listen))
+        configs.append(server_config(create_app(config), port, tls, host=args.listen, client_ca=device_cas))
     run_servers(configs)
 
 

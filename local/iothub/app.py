@@ -103,6 +103,7 @@ def create_app(config: HubConfig) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            hub.store.devices.flush()  # lastActivityTime and message counters (store.py, volatile fields)
 
     app = Starlette(
         routes=ROUTES,

@@ -2,8 +2,9 @@
 
 Figures are the S1 column of "IoT Hub quotas and throttling": identity registry operations 100/min/unit,
 queries 20/min/unit, configurations and edge deployments 20/min/unit, twin reads 100/s and twin updates
-50/s (per hub, not per unit, on S1). A bucket holds what the throttle allows in its own window (a minute or
-a second), which approximates IoT Hub's traffic shaping of short bursts.
+50/s (per hub, not per unit, on S1), device-to-cloud sends 12/s/unit but at least 100/s. A bucket holds what
+the throttle allows in its own window (a minute or a second), which approximates IoT Hub's traffic shaping of
+short bursts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ TWIN_READ = "twin_read"
 TWIN_UPDATE = "twin_update"
 QUERY = "query"
 CONFIGURATION = "configuration"
+D2C_SEND = "d2c_send"
 
 # operation class -> (allowed per window, window seconds, scales with units)
 S1_THROTTLES: dict[str, tuple[float, float, bool]] = {
@@ -29,7 +31,10 @@ S1_THROTTLES: dict[str, tuple[float, float, bool]] = {
     CONFIGURATION: (20, 60, True),
     TWIN_READ: (100, 1, False),
     TWIN_UPDATE: (50, 1, False),
+    D2C_SEND: (12, 1, True),
 }
+# operation class -> the least a hub allows whatever its units ("100/sec or 12/sec/unit, whichever is higher")
+S1_MINIMUMS: dict[str, float] = {D2C_SEND: 100}
 # The operation type names IoT Hub puts in its throttling message.
 OPERATION_NAMES = {
     REGISTRY: "RegistryOperations",
@@ -37,6 +42,7 @@ OPERATION_NAMES = {
     CONFIGURATION: "Configurations",
     TWIN_READ: "TwinRead",
     TWIN_UPDATE: "TwinUpdate",
+    D2C_SEND: "DeviceToCloudSends",
 }
 
 
@@ -65,7 +71,8 @@ class RateLimiter:
         now = clock()
         self._buckets: dict[str, TokenBucket] = {}
         for op, (allowed, window, per_unit) in S1_THROTTLES.items():
-            capacity = max(1.0, allowed * (limits.units if per_unit else 1) * limits.multiplier)
+            allowed = max(allowed * (limits.units if per_unit else 1), S1_MINIMUMS.get(op, 0))
+            capacity = max(1.0, allowed * limits.multiplier)
             self._buckets[op] = TokenBucket(capacity / window, capacity, capacity, now)
 
     def check(self, operation: str) -> int | None:

@@ -1,12 +1,25 @@
-"""The REST surface: IoT Hub service API paths (those azure-iot-hub's protocol layer calls) and two
-emulator-only device-side routes, since real devices use MQTT/AMQP for twins and the emulator speaks neither:
+"""The REST surface: IoT Hub service API paths (those azure-iot-hub's protocol layer calls), IoT Hub's HTTPS
+device API for device-to-cloud messages, and emulator-only routes.
 
-- `GET /devices/{id}/twin?api-version=...[&desiredVersionAbove=N&timeoutSeconds=S]`: the twin as the device
-  sees it ({"desired", "reported"} with $metadata/$version); with desiredVersionAbove it waits (long poll,
-  up to 60 s) until desired.$version exceeds N, which is how a simulated sensor waits for its configuration.
-- `PATCH /devices/{id}/twin/properties/reported?api-version=...`: merge-patch of reported properties (null
-  deletes), as the MQTT `$iothub/twin/PATCH/properties/reported/` topic does.
-Both accept a device SAS token (sr={host}/devices/{id}, signed with the device's key) or a service credential.
+Device side (each authenticates the device itself, by the credential its registry identity names: the client
+certificate presented in the TLS handshake for X.509 identities, a device-scoped SAS token for `sas` ones;
+device_auth.py. A service credential is refused, as are unknown and disabled devices: 401
+IotHubUnauthorizedAccess. A successful call moves the device's lastActivityTime.):
+- `POST /devices/{id}/messages/events?api-version=2020-03-13`: IoT Hub's documented HTTPS device-to-cloud send
+  (REST "Device - Send Device Event", https://learn.microsoft.com/rest/api/iothub/device/send-device-event):
+  any body up to 256 KB (413 MessageTooLarge above: "IoT Hub quotas and throttling", message size), optional
+  `iothub-app-*` headers as application properties, answered 204; throttled as S1 device-to-cloud sends. The
+  emulator routes the message nowhere: it counts it per device (count, bytes, first and last time).
+- Emulator-only, since devices read and write their twins over MQTT or AMQP only and the emulator speaks
+  neither: `GET /devices/{id}/twin?api-version=...[&desiredVersionAbove=N&timeoutSeconds=S]`, the twin as the
+  device sees it ({"desired", "reported"} with $metadata/$version); with desiredVersionAbove it waits (long
+  poll, up to 60 s) until desired.$version exceeds N, which is how a simulated sensor waits for its
+  configuration. `PATCH /devices/{id}/twin/properties/reported?api-version=...`: merge-patch of reported
+  properties (null deletes), as the MQTT `$iothub/twin/PATCH/properties/reported/` topic does.
+
+Service side, emulator-only (no IoT Hub equivalent: real messages go to Event Hubs-compatible endpoints):
+`GET /devices/{id}/messages/stats` (that device's counters) and `GET /statistics/messages` (the hub's), with
+a service credential (RegistryRead or ServiceConnect), not throttled.
 """
 
 from __future__ import annotations
@@ -23,8 +36,8 @@ from starlette.routing import Route
 
 from local.iothub import auth as au
 from local.iothub import ratelimit as rl
-from local.iothub.devices import device_keys
-from local.iothub.errors import throttled, unauthorized
+from local.iothub.device_auth import authenticate_device, client_certificate
+from local.iothub.errors import HubError, throttled, unauthorized
 from local.iothub.http import (
     int_param,
     json_response,
@@ -36,18 +49,13 @@ from local.iothub.http import (
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
 MAX_LONG_POLL_S = 60
+MAX_D2C_BYTES = 256 * 1024  # "IoT Hub quotas and throttling": device-to-cloud message size, up to 256 KB
+APP_PROPERTY_PREFIX = "iothub-app-"
 
 
-def _keys_of(hub) -> Callable[[str], list[str]]:
-    def keys(device_id: str) -> list[str]:
-        record = hub.store.devices.get(device_id)
-        return device_keys(record["device"]) if record else []
-
-    return keys
-
-
-def endpoint(operation: str, rights: set[str], device_self: bool = False) -> Callable[[Handler], Callable]:
-    """Wrap a handler with IoT Hub's checks, in its order: api-version, authentication, rights, throttle."""
+def endpoint(operation: str | None, rights: set[str]) -> Callable[[Handler], Callable]:
+    """Wrap a service-side handler with IoT Hub's checks, in its order: api-version, authentication, rights,
+    throttle (none when operation is None)."""
 
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -59,17 +67,42 @@ def endpoint(operation: str, rights: set[str], device_self: bool = False) -> Cal
                     hub.config.host_name,
                     hub.config.policies,
                     hub.config.identity_signing_key,
-                    _keys_of(hub) if device_self else None,
                 )
             except au.AuthError as exc:
                 raise unauthorized(str(exc)) from exc
-            is_self = principal.kind == "device" and principal.name == request.path_params.get("id")
-            if not (principal.rights & rights) and not (device_self and is_self):
+            if not (principal.rights & rights):
                 raise unauthorized(f"{principal.kind} '{principal.name}' lacks {' or '.join(sorted(rights))}")
+            if operation is not None:
+                wait = hub.limiter.check(operation)
+                if wait is not None:
+                    raise throttled(rl.OPERATION_NAMES[operation], wait)
+            return await handler(request, hub)
+
+        return run
+
+    return wrap
+
+
+def device_endpoint(operation: str) -> Callable[[Handler], Callable]:
+    """Wrap a device-side handler: api-version, the device's own authentication (device_auth.py), throttle;
+    a call that succeeds moves the device's lastActivityTime."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            hub = request.app.state.hub
+            require_api_version(request)
+            device_id = _id(request)
+            try:
+                authenticate_device(device_id, hub.store.devices.peek(device_id), client_certificate(request.scope),
+                                    request.headers.get("authorization"), hub.config.host_name)
+            except au.AuthError as exc:
+                raise unauthorized(str(exc)) from exc
             wait = hub.limiter.check(operation)
             if wait is not None:
                 raise throttled(rl.OPERATION_NAMES[operation], wait)
-            return await handler(request, hub)
+            response = await handler(request, hub)
+            hub.service.touch_activity(device_id)
+            return response
 
         return run
 
@@ -159,8 +192,30 @@ async def query_devices(request: Request, hub) -> Response:
     return json_response(items, headers=headers)
 
 
-# -- emulator-only device side ----------------------------------------------------------------------------
-@endpoint(rl.TWIN_READ, {SERVICE}, device_self=True)
+# -- device side ------------------------------------------------------------------------------------------
+async def _read_message(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_D2C_BYTES:
+        raise HubError(413, "MessageTooLarge", f"The message is larger than {MAX_D2C_BYTES} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_D2C_BYTES:
+            raise HubError(413, "MessageTooLarge", f"The message is larger than {MAX_D2C_BYTES} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@device_endpoint(rl.D2C_SEND)
+async def send_device_event(request: Request, hub) -> Response:
+    body = await _read_message(request)
+    properties = {name[len(APP_PROPERTY_PREFIX):]: value for name, value in request.headers.items()
+                  if name.startswith(APP_PROPERTY_PREFIX)}
+    hub.service.record_message(_id(request), len(body), properties)
+    return Response(status_code=204)
+
+
+@device_endpoint(rl.TWIN_READ)
 async def device_twin(request: Request, hub) -> Response:
     above = int_param(request.query_params.get("desiredVersionAbove"), "desiredVersionAbove")
     timeout = int_param(request.query_params.get("timeoutSeconds"), "timeoutSeconds") or 30
@@ -175,11 +230,21 @@ async def device_twin(request: Request, hub) -> Response:
             await asyncio.wait_for(changed.wait(), timeout=min(remaining, 1.0))
 
 
-@endpoint(rl.TWIN_UPDATE, {SERVICE}, device_self=True)
+@device_endpoint(rl.TWIN_UPDATE)
 async def patch_reported(request: Request, hub) -> Response:
     body = await read_object(request, hub.config.max_body_bytes, "reported properties")
     hub.service.update_reported(_id(request), body)
     return json_response(hub.service.device_side_twin(_id(request)))
+
+
+@endpoint(None, {READ, SERVICE})
+async def device_message_stats(request: Request, hub) -> Response:
+    return json_response(hub.service.message_stats(_id(request)))
+
+
+@endpoint(None, {READ, SERVICE})
+async def hub_message_stats(request: Request, hub) -> Response:
+    return json_response(hub.service.hub_message_stats())
 
 
 # -- IoT Edge and configurations --------------------------------------------------------------------------
@@ -239,6 +304,8 @@ ROUTES = [
     Route("/devices/{id}", put_device, methods=["PUT"]),
     Route("/devices/{id}", delete_device, methods=["DELETE"]),
     Route("/devices/{id}/applyConfigurationContent", apply_configuration_content, methods=["POST"]),
+    Route("/devices/{id}/messages/events", send_device_event, methods=["POST"]),
+    Route("/devices/{id}/messages/stats", device_message_stats, methods=["GET"]),
     Route("/devices/{id}/modules", list_modules, methods=["GET"]),
     Route("/devices/{id}/modules/{mid}", get_module, methods=["GET"]),
     Route("/devices/{id}/twin", device_twin, methods=["GET"]),
@@ -249,6 +316,7 @@ ROUTES = [
     Route("/twins/{id}/modules/{mid}", get_module_twin, methods=["GET"]),
     Route("/statistics/devices", device_statistics, methods=["GET"]),
     Route("/statistics/service", service_statistics, methods=["GET"]),
+    Route("/statistics/messages", hub_message_stats, methods=["GET"]),
     Route("/configurations", list_configurations, methods=["GET"]),
     Route("/configurations/{id}", get_configuration, methods=["GET"]),
     Route("/configurations/{id}", put_configuration, methods=["PUT"]),

@@ -198,6 +198,45 @@ class HubService:
             self.store.devices.put(device_id, record)
         return self.twin_view(record)
 
+    # -- the device side -----------------------------------------------------------------------------------
+    def touch_activity(self, device_id: str, now: str | None = None) -> None:
+        """A device call succeeded: its lastActivityTime ("the last time the device authenticated, sent a
+        message, or received a message": azure-iothub's Device model) moves, in memory only (store.py,
+        volatile fields). connectionState is left alone: IoT Hub keeps it for MQTT and AMQP connections, not
+        HTTPS ones (same source: "or if the device is using HTTPS to connect")."""
+        with self.store.lock:
+            self.store.devices.touch(device_id, {"device": {"lastActivityTime": now or event_time()}})
+
+    def record_message(self, device_id: str, size: int, properties: dict[str, str]) -> dict[str, Any]:
+        """Count one device-to-cloud message (the emulator routes no messages anywhere: it keeps per-device
+        counters that tests and the demo read, volatile as lastActivityTime is)."""
+        now = event_time()
+        with self.store.lock:
+            record = self.store.devices.peek(device_id)
+            if record is None:
+                raise device_not_found(device_id)
+            stats = record.get("messages") or {}
+            stats = {
+                "messageCount": stats.get("messageCount", 0) + 1,
+                "totalBytes": stats.get("totalBytes", 0) + size,
+                "firstMessageTime": stats.get("firstMessageTime") or now,
+                "lastMessageTime": now,
+                "lastProperties": properties,
+            }
+            self.store.devices.touch(device_id, {"messages": stats})
+        return stats
+
+    def message_stats(self, device_id: str) -> dict[str, Any]:
+        stats = self.record(device_id).get("messages") or {}
+        return {"deviceId": device_id, "messageCount": stats.get("messageCount", 0),
+                "totalBytes": stats.get("totalBytes", 0), "firstMessageTime": stats.get("firstMessageTime"),
+                "lastMessageTime": stats.get("lastMessageTime"), "lastProperties": stats.get("lastProperties") or {}}
+
+    def hub_message_stats(self) -> dict[str, int]:
+        with self.store.lock:
+            counts = [(r.get("messages") or {}).get("messageCount", 0) for r in self.store.devices.values()]
+        return {"messageCount": sum(counts), "devicesWithMessages": sum(1 for c in counts if c)}
+
     def device_side_twin(self, device_id: str) -> dict[str, Any]:
         """The twin as a device sees it (MQTT GET): desired and reported, no tags."""
         return tw.properties_view(self.record(device_id)["twin"])

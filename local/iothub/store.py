@@ -11,6 +11,11 @@ records is written to a temporary file (fsynced: it is rare) and renamed over th
 either the old or the new journal, never half of one. Old one-file-per-record directories are migrated on open.
 Everything is also held in memory; a lock per collection serialises its writes, and HubStore.lock makes a
 caller's read-modify-write atomic across threads.
+
+Volatile fields (`Collection.touch`): what changes on every device call (lastActivityTime, the emulator's
+device-to-cloud message counters) is changed in memory only, with no journal line: it is written with the
+record's next put, by a compaction, or by `flush()` (the hub calls it when it stops). A crash loses at most
+those fields' changes since; a journal line per device call would cost far more at fleet scale.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Collection:
         self._lines = 0  # lines in the journal file, live or superseded
         self._broken = False  # a failed append may have left part of a line: rewrite before appending again
         self._closed = False
+        self._dirty: set[str] = set()  # keys with volatile changes not yet in the journal
         self._handle = _Handle()
         self._finalizer = weakref.finalize(self, self._handle.close)
         legacy = []
@@ -159,6 +165,7 @@ class Collection:
                 self._handle.open(self._journal)  # the new journal, or the old one if the rename failed
         self._lines = len(self._items)
         self._broken = False
+        self._dirty.clear()
 
     def _append(self, line: bytes) -> None:
         if self._closed:
@@ -191,6 +198,36 @@ class Collection:
         value = self._items.get(key)  # stored values are replaced on put, never modified, so no lock needed
         return copy_json(value) if value is not None else None
 
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The stored record itself, not a copy (cheap, for checks on every call): callers must not modify it."""
+        return self._items.get(key)
+
+    def touch(self, key: str, changes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """Merge changes ({section: {field: value}}) into the record's sections in memory only (the module's
+        volatile fields); returns the new record, or None when there is none. Like put, it replaces the stored
+        value rather than modifying it, so readers without the lock see the old record or the new one."""
+        with self._lock:
+            record = self._items.get(key)
+            if record is None:
+                return None
+            record = {**record, **{name: {**(record.get(name) or {}), **fields} for name, fields in changes.items()}}
+            self._items[key] = record
+            self._dirty.add(key)
+            return record
+
+    def flush(self) -> int:
+        """Write the records with volatile changes not yet in the journal; returns how many."""
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        keys = [k for k in self._dirty if k in self._items]
+        for key in keys:
+            self._append(_put_line(key, json.dumps(self._items[key], separators=_SEPARATORS)))
+        self._dirty.clear()
+        self._maybe_compact()
+        return len(keys)
+
     def put(self, key: str, value: dict[str, Any]) -> None:
         if not isinstance(key, str):
             raise TypeError(f"keys are strings, not {type(key).__name__}")
@@ -199,6 +236,7 @@ class Collection:
         with self._lock:
             self._append(_put_line(key, text))
             self._items[key] = stored
+            self._dirty.discard(key)
             self._maybe_compact()
 
     def delete(self, key: str) -> bool:
@@ -207,12 +245,16 @@ class Collection:
                 return False
             self._append(b'{"k":%s,"d":1}\n' % json.dumps(key).encode())
             del self._items[key]
+            self._dirty.discard(key)
             self._maybe_compact()
             return True
 
     def close(self) -> None:
-        """Close the journal; later writes raise. Also happens when the collection is garbage-collected."""
+        """Close the journal (after writing volatile changes); later writes raise. Also happens, without the
+        volatile changes, when the collection is garbage-collected."""
         with self._lock:
+            if not self._closed and self._dirty:
+                self._flush_locked()
             self._closed = True
             self._finalizer()
 

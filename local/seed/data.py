@@ -24,6 +24,32 @@ HUBS = [
     LocalHub("central", "iothub-central-local", 8442),
     LocalHub("east", "iothub-east-local", 8443),
 ]
+# More hubs per region (`python -m local.stack run --hubs-per-region N`): the first hub of each region keeps its name
+# and port above; hub k (k >= 2) of region i is iothub-{region}{k}-local on EXTRA_HUB_PORT + (k - 2) x 3 + i, a range
+# of its own past the other emulators (identity 8449, Key Vault 8450, DPS service API 8451).
+EXTRA_HUB_PORT = 8460
+MAX_HUBS_PER_REGION = 20  # extra hubs on ports 8460-8516
+
+
+def hubs(per_region: int = 1) -> list[LocalHub]:
+    """The stack's hubs with per_region hubs in each region: the first hubs (HUBS), then the others by port."""
+    if not 1 <= per_region <= MAX_HUBS_PER_REGION:
+        raise ValueError(f"hubs per region must be from 1 to {MAX_HUBS_PER_REGION}, got {per_region}")
+    extra = [LocalHub(first.region, f"iothub-{first.region}{k}-local", EXTRA_HUB_PORT + (k - 2) * len(HUBS) + i)
+             for k in range(2, per_region + 1) for i, first in enumerate(HUBS)]
+    return [*HUBS, *extra]
+
+
+def region_of(host_name: str) -> str | None:
+    """The region of a stack hub by its host name (localhost:PORT), whatever the number of hubs per region."""
+    port = int(host_name.rsplit(":", 1)[1]) if ":" in host_name and host_name.rsplit(":", 1)[1].isdigit() else None
+    for i, first in enumerate(HUBS):
+        extra = port is not None and 0 <= port - EXTRA_HUB_PORT < (MAX_HUBS_PER_REGION - 1) * len(HUBS)
+        if port == first.port or (extra and (port - EXTRA_HUB_PORT) % len(HUBS) == i):
+            return first.region
+    return None
+
+
 HUB_MAX_DEVICES = 2000
 HUB_MAX_DAILY_MESSAGES = 8_000_000  # four S1 units
 

@@ -7,8 +7,14 @@ which a device acknowledges when it applies a configuration, is kept apart.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.times import parse_utc
+
+# IoT Hub's lastActivityTime for a device that never connected (the twin and the identity carry it).
+NEVER = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
 
 def without_system_keys(section: Any) -> dict[str, Any]:
@@ -33,6 +39,8 @@ class Twin:
     is_edge: bool = False
     status: str | None = None  # enabled | disabled, as the twin reports the identity's status
     desired_version: int | None = field(default=None, compare=False)
+    # The device's last connect or message (twin lastActivityTime); None when it never had any.
+    last_activity: dt.datetime | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, hub: str, doc: dict[str, Any]) -> Twin:
@@ -49,7 +57,13 @@ class Twin:
             is_edge=_object(doc.get("capabilities")).get("iotEdge") is True,
             status=doc.get("status") if isinstance(doc.get("status"), str) else None,
             desired_version=version if isinstance(version, int) else None,
+            last_activity=_activity(doc.get("lastActivityTime")),
         )
+
+
+def _activity(value: Any) -> dt.datetime | None:
+    moment = parse_utc(value)
+    return None if moment is None or moment <= NEVER else moment
 
 
 def twin_patch(tags: dict[str, Any] | None = None, desired: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -31,11 +31,14 @@ def assert_allocation_response(body: dict, linked_hubs: list[str]) -> None:
     assert isinstance(body["payload"], dict)
 
 
-@pytest.mark.parametrize("name", ["x509-group.json", "x509-group-payload.json", "x509-individual.json",
-                                  "x509-reprovision.json"])
-def test_x509_requests_get_the_documented_response(webhook, name):
+@pytest.mark.parametrize("name,migrate", [("x509-group.json", True), ("x509-group-payload.json", True),
+                                          ("x509-individual.json", False), ("x509-reprovision.json", False)])
+def test_x509_requests_get_the_documented_response(webhook, name, migrate):
+    """A first registration, and a re-provisioning under "reset to initial config", get the initial twin."""
     cert = webhook.ca.issue(RID)
     request = fill(fixture(name), DEVICE_CERT=der_b64(cert))
+    enrollment = request.get("enrollmentGroup") or request["individualEnrollment"]
+    enrollment["reprovisionPolicy"] = {"updateHubAssignment": True, "migrateDeviceData": migrate}
     status, body = webhook.post(request)
     assert status == 200, body
     assert_allocation_response(body, request["linkedHubs"])
@@ -52,6 +55,24 @@ def test_x509_requests_get_the_documented_response(webhook, name):
     assert body["initialTwin"]["properties"]["desired"] == {"onboarding": {"state": "awaitingConfiguration"}}
     assert body["payload"] == {"facility": "FAC03", "region": "west", "hubRegion": "west"}
     assert "key" not in json.dumps(body).lower()
+
+
+@pytest.mark.parametrize("name", ["x509-individual.json", "x509-reprovision.json"])
+def test_reprovisioning_that_migrates_device_data_keeps_the_twin_the_hub_has(webhook, name):
+    """A renewed sensor provisions again (docs/contracts.md 7): an initialTwin in the answer would be set on the
+    device and put a configured sensor back to awaitingConfiguration, so under the default policy there is none."""
+    request = fill(fixture(name), DEVICE_CERT=der_b64(webhook.ca.issue(RID)))
+    status, body = webhook.post(request)
+    assert status == 200, body
+    assert set(body) == {"iotHubHostName", "payload"}
+    assert body["iotHubHostName"] in request["linkedHubs"]
+
+
+def test_a_reprovision_policy_that_is_not_an_object_is_refused(webhook):
+    request = fill(fixture("x509-reprovision.json"), DEVICE_CERT=der_b64(webhook.ca.issue(RID)))
+    request["enrollmentGroup"]["reprovisionPolicy"] = "migrate"
+    status, body = webhook.post(request)
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
 
 
 def test_initial_registration_goes_to_the_preferred_hub(webhook):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import secrets
 import ssl
@@ -27,6 +28,8 @@ from cert_lifecycle.crl import CRL_CONTENT_TYPE
 from cert_lifecycle.expiry import TAG
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.wiring import Lifecycle
+from local.fleet.device import SimulatedSensor
+from local.fleet.scenario import Scenario, ScenarioOptions
 from local.iothub.auth import make_sas
 from local.secrets import stack_secret
 from local.seed import data
@@ -34,7 +37,7 @@ from local.tls import ensure_tls
 from shared.iothub import IotHub
 from shared.retry import RetryPolicy
 from shared.serials import serial_hex
-from tests.stack_helpers import VaultCa, dps_request, http, sign_headers
+from tests.stack_helpers import VaultCa, app_environment, dps_request, http, sign_headers
 
 pytestmark = pytest.mark.integration
 CACHE_TTL = 1.0
@@ -59,18 +62,23 @@ def root(stack) -> x509.Certificate:
     return x509.load_pem_x509_certificate((stack.state_dir / "pki" / "root-ca.pem").read_bytes())
 
 
-@pytest.fixture(scope="module")
-def device_http(stack):
-    """The emulator's device-side twin routes, as a simulated sensor uses them (service SAS per hub)."""
+@pytest.fixture
+def sas_device(stack, services):
+    """A device with symmetric keys on a hub, and an HTTP client that acts as that device (a device SAS token):
+    the emulator's device routes accept only the device's own credential, as IoT Hub does."""
     context = ssl.create_default_context(cafile=str(ensure_tls(stack.state_dir).ca_bundle))
-    clients = {}
-    for hub in data.HUBS:
-        key = stack_secret(stack.state_dir, f"iothub-{hub.name}-iothubowner")
-        clients[hub.host_name] = httpx.Client(
-            base_url=f"https://{hub.host_name}", verify=context, timeout=70,
-            headers={"Authorization": make_sas(hub.host_name, key, "iothubowner")})
-    yield clients
-    for client in clients.values():
+    clients = []
+
+    def make(host_name: str, device_id: str) -> httpx.Client:
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        services.registry_manager(host_name).create_device_with_sas(device_id, key, key, "enabled")
+        client = httpx.Client(base_url=f"https://{host_name}", verify=context, timeout=70,
+                              headers={"Authorization": make_sas(f"{host_name}/devices/{device_id}", key)})
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
         client.close()
 
 
@@ -282,15 +290,14 @@ EXPECTED = {  # (days before expiry, lifetime days) -> level; None: outside the 
 }
 
 
-def test_expiry_scan_classifies_queues_each_device_once_and_escalates(stack, services, device_http):
+def test_expiry_scan_classifies_queues_each_device_once_and_escalates(stack, services, sas_device):
     now = dt.datetime.now(dt.UTC)
     devices = {}
     for i, (days, lifetime) in enumerate(EXPECTED):
         hub = (WEST, CENTRAL)[i % 2]
         device_id = serial_cn(f"EXP{days + 1}L{lifetime}", "FAC01" if hub is WEST else "FAC05")
-        services.registry_manager(hub.host_name).create_device_with_certificate_authority(device_id, "enabled")
         not_after = now + dt.timedelta(days=days)
-        report_certificate(device_http[hub.host_name], device_id, {
+        report_certificate(sas_device(hub.host_name, device_id), device_id, {
             "serialNumber": format(secrets.randbits(120), "X"), "notAfter": iso(not_after),
             "notBefore": iso(not_after - dt.timedelta(days=lifetime)), "issuer": "intermediate-ca-west"})
         devices[(days, lifetime)] = (hub.host_name, device_id)
@@ -333,6 +340,17 @@ def test_expiry_scan_classifies_queues_each_device_once_and_escalates(stack, ser
     all_critical = [d["deviceId"] for digest in digests if digest["level"] == "critical" for d in digest["devices"]]
     assert escalated[1] in all_critical
 
+    # Three days on and nothing heard from them (the hub's lastActivityTime): the expired sensors cannot renew by
+    # themselves any more (DPS refuses an expired certificate), so they are stranded and their digest says so.
+    later = scanner.run(now + 3 * DAY)
+    expired = {devices[k][1] for k, level in EXPECTED.items() if level == "expired"}
+    assert expired <= set(later.stranded)
+    assert not set(later.stranded) & {devices[(29, 730)][1], devices[(5, 60)][1]}  # due, not expired: no visit yet
+    digests = [json.loads(t) for t in queue_texts(services, "certificate-alerts")]
+    stranded = [d for digest in digests if digest["level"] == "expired" and digest.get("stranded")
+                for d in digest["devices"] if d["stranded"]]
+    assert expired <= {d["deviceId"] for d in stranded}
+
 
 # -- the renewal loop -----------------------------------------------------------------------------------
 def admin_run(function: str, keys) -> None:
@@ -340,29 +358,11 @@ def admin_run(function: str, keys) -> None:
     assert status == 202
 
 
-def device_twin(client: httpx.Client, device_id: str, until=None, timeout: float = 30) -> dict:
-    """The twin as the device sees it; with `until`, long-poll desired changes until until(twin) holds."""
-    deadline = time.monotonic() + timeout
-    version = None
-    while True:
-        params = dict(API)
-        if version is not None:
-            params.update(desiredVersionAbove=str(version), timeoutSeconds="10")
-        answer = client.get(f"/devices/{device_id}/twin", params=params)
-        assert answer.status_code == 200, answer.text
-        twin = answer.json()
-        if until is None or until(twin):
-            return twin
-        if time.monotonic() > deadline:
-            raise AssertionError(f"desired properties never satisfied the condition: {twin['desired']}")
-        version = twin["desired"]["$version"]
-
-
-def renewal_status(status: str):
-    return lambda twin: (twin["desired"].get(TAG) or {}).get("status") == status
-
-
-def test_full_renewal_loop_without_any_private_key_leaving_the_device(stack, services, keys, device_http, root):
+def test_full_renewal_loop_without_any_private_key_leaving_the_device(stack, services, keys, root):
+    """Microsoft's "How to roll X.509 device certificates", end to end: a sensor provisioned by DPS with its factory
+    certificate renews through its twin, is refused by its hub with the new certificate, registers with DPS again
+    (the webhook keeps its hub and twin, DPS updates the identity's thumbprint), connects, and only then is the old
+    certificate superseded. No private key ever leaves the sensor."""
     west_ca = VaultCa.load(services, "intermediate-ca-west")
     device_id = serial_cn("RENEW")
     old_key = ec.generate_private_key(ec.SECP256R1())
@@ -379,36 +379,55 @@ def test_full_renewal_loop_without_any_private_key_leaving_the_device(stack, ser
         "VALUES (?, ?, ?, ?, ?, 'active')",
         [old.issuer.rfc4514_string(), old_serial, device_id, old.not_valid_before_utc.replace(tzinfo=None),
          old.not_valid_after_utc.replace(tzinfo=None)])
-    services.registry_manager(WEST.host_name).create_device_with_certificate_authority(device_id, "enabled")
-    client = device_http[WEST.host_name]
-    report_certificate(client, device_id, {"serialNumber": old_serial, "notAfter": iso(old.not_valid_after_utc),
-                                           "notBefore": iso(old.not_valid_before_utc)})
-    admin_run("scan_expiring_certificates", keys)  # -> certificate-renewals -> process_renewal (queue trigger)
-    twin = device_twin(client, device_id, until=renewal_status("requested"))
-    request = twin["desired"][TAG]
-    assert (request["status"], request["serialNumber"]) == ("requested", old_serial)
-
-    new_key = ec.generate_private_key(ec.SECP256R1())  # generated on the device; only its CSR leaves
-    csr = csr_pem(device_id, new_key)[0].decode()
-    assert client.patch(f"/devices/{device_id}/twin/properties/reported", params=API,
-                        json={TAG: {"requestId": request["requestId"], "csr": csr}}).status_code == 200
-    admin_run("collect_renewal_csrs", keys)
-    twin = device_twin(client, device_id, until=renewal_status("issued"))
-    answer = twin["desired"][TAG]
-    assert answer["status"] == "issued", answer
-    new = x509.load_pem_x509_certificate(answer["certificate"].encode())
-    assert new.public_key() == new_key.public_key()
-    verify_chain(answer["certificate"], answer["chain"], root)
-
-    report_certificate(client, device_id, {"serialNumber": answer["newSerialNumber"],
-                                           "notAfter": iso(new.not_valid_after_utc),
-                                           "notBefore": iso(new.not_valid_before_utc)})
-    client.patch(f"/devices/{device_id}/twin/properties/reported", params=API,
-                 json={TAG: {"requestId": request["requestId"], "csr": None, "status": "installed"}})
-    admin_run("collect_renewal_csrs", keys)
+    with app_environment(stack.settings_path):
+        dps = Scenario(services, stack.state_dir, ScenarioOptions()).dps([])
+    sensor = SimulatedSensor(device_id, _key=old_key)
+    pem = serialization.Encoding.PEM
+    sensor.install_certificate({"certificate": old.public_bytes(pem).decode(),
+                                "caCertificates": [west_ca.certificate.public_bytes(pem).decode()]})
+    first = sensor.power_on(dps, str(ensure_tls(stack.state_dir).ca_cert))
+    assert (first.status, first.assigned_hub) == ("assigned", WEST.host_name), first
     registry = services.registry_manager(WEST.host_name)
+    assert registry.get_device(device_id).authentication.x509_thumbprint.primary_thumbprint.upper() == \
+        thumbprint(old)
+    sensor.connection().report({"certificate": sensor.certificate_report()})
+    hubs = services.iothub()
+
+    def renewal(status: str) -> dict:
+        def desired() -> dict | None:
+            found = hubs.get_twin(WEST.host_name, device_id).desired.get(TAG) or {}
+            return found if found.get("status") == status else None
+        found = wait_for(desired)
+        assert found, f"renewal never reached {status}"
+        return found
+
+    admin_run("scan_expiring_certificates", keys)  # -> certificate-renewals -> process_renewal (queue trigger)
+    request = renewal("requested")
+    assert request["serialNumber"] == old_serial
+    assert sensor.answer_renewal() == "csr"  # its new key stays in the sensor; only the CSR is reported
+    admin_run("collect_renewal_csrs", keys)
+    answer = renewal("issued")
+    new = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    verify_chain(answer["certificate"], answer["chain"], root)
+    assert sensor.answer_renewal() == "installed" and sensor.certificate == new
+
+    admin_run("collect_renewal_csrs", keys)  # installed, by the device's word only: nothing completes yet
+    time.sleep(1)
+    assert (hubs.get_twin(WEST.host_name, device_id).tags[TAG]["state"]) == "issued"
+    assert services.database.fetch_one(
+        "SELECT COUNT(*) AS n FROM revocations WHERE serial_number = ?", [old_serial])["n"] == 0
+
+    rejoined = sensor.rejoin(dps)
+    assert rejoined == {"refused": True, "reprovisioned": True, "connected": True, "hub": WEST.host_name,
+                        "sameHub": True}
+    assert registry.get_device(device_id).authentication.x509_thumbprint.primary_thumbprint.upper() == \
+        thumbprint(new)
+    sensor.release()
+    admin_run("collect_renewal_csrs", keys)
     closed = wait_for(lambda: ((registry.get_twin(device_id).tags or {}).get(TAG) or {}).get("state") == "closed")
     assert closed
+    twin = hubs.get_twin(WEST.host_name, device_id)
+    assert twin.tags["certificate"]["serialNumber"] == serial_hex(new.serial_number)
 
     assert services.database.fetch_one(
         "SELECT reason FROM revocations WHERE serial_number = ?", [old_serial]) == {"reason": "superseded"}
@@ -423,7 +442,11 @@ def test_full_renewal_loop_without_any_private_key_leaving_the_device(stack, ser
     admin_run("refresh_crls", keys)  # the CRL timer runs in the host too
     log_file = Path(stack.state_dir) / "logs" / "functions-host.log"
     wait_for(lambda: "Functions.refresh_crls' (Succeeded" in log_file.read_text(errors="replace"))
-    assert_no_private_key_anywhere(services, stack, [old_key, new_key])
+    assert_no_private_key_anywhere(services, stack, [old_key, sensor._key])
+
+
+def thumbprint(certificate: x509.Certificate) -> str:
+    return hashlib.sha1(certificate.public_bytes(serialization.Encoding.DER)).hexdigest().upper()  # noqa: S324
 
 
 def _fingerprints(key) -> list[str]:

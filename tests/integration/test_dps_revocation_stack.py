@@ -37,8 +37,7 @@ def keys(stack):
 def dps(stack, services):
     """The DPS simulator as `make demo` builds it: a group per regional CA, and the emulator's enrollment store."""
     with app_environment(stack.settings_path):
-        ca_bundle = json.loads(stack.settings_path.read_text())["Values"]["REQUESTS_CA_BUNDLE"]
-        return Scenario(services, stack.state_dir, ScenarioOptions(), ca_bundle).dps([])
+        return Scenario(services, stack.state_dir, ScenarioOptions()).dps([])
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from cryptography import x509
 from msrest.exceptions import HttpOperationError
 
 from local.dps.enrollments import Enrollment
+from local.dps.linked_hub import thumbprint
 from local.dps.simulator import DpsSimulator
 from local.dps.store import EnrollmentStore
 from local.iothub.config import stack_connection_string
@@ -44,14 +45,17 @@ def cn(facility="FAC06", type_code="press") -> str:
 
 def test_sensor_is_registered_in_its_plant_hub_with_the_webhook_twin(dps, cas, services):
     ca = cas["central"]
-    result = dps.register(ca.issue(cn("FAC06")), [ca.certificate], payload={"firmware": "2.4.1"})
+    leaf = ca.issue(cn("FAC06"))
+    result = dps.register(leaf, [ca.certificate], payload={"firmware": "2.4.1"})
     assert result.status == "assigned", result
     assert result.assigned_hub == "localhost:8442"
     assert result.payload == {"facility": "FAC06", "region": "central", "hubRegion": "central"}
     twin = services.registry_manager(result.assigned_hub).get_twin(result.device_id)
     assert twin.tags["facility"] == "FAC06" and twin.tags["sensorType"] == "pressure"
     device = services.registry_manager(result.assigned_hub).get_device(result.device_id)
-    assert device.authentication.type == "certificateAuthority"
+    # DPS creates X.509 devices as self-signed identities holding the leaf's thumbprint (local/dps/linked_hub.py)
+    assert device.authentication.type == "selfSigned"
+    assert device.authentication.x509_thumbprint.primary_thumbprint == thumbprint(leaf) == result.thumbprint
 
 
 def test_registering_again_keeps_the_device_where_it_is(dps, cas, services):

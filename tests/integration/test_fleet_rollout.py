@@ -19,10 +19,9 @@ STACK_SETTINGS = {"CERT_SUPERSEDED_GRACE_HOURS": "0"}
 
 def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp_path):
     with app_environment(stack.settings_path):
-        ca_bundle = json.loads(stack.settings_path.read_text())["Values"]["REQUESTS_CA_BUNDLE"]
         options = ScenarioOptions(facilities=2, per_facility=10, seed=11, workers=8, configure_timeout_s=60,
                                   spill_hub="localhost:8441", spill_devices=4)
-        result = Scenario(services, stack.state_dir, options, ca_bundle).run()
+        result = Scenario(services, stack.state_dir, options).run()
 
     assert result.ok, result.failures
     rows = summary_rows(result)
@@ -44,10 +43,17 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp
         "SELECT max_devices FROM iot_hubs WHERE host_name = ?", ["localhost:8441"])["max_devices"]
     assert limit == 2000  # the spill incident's limit is undone
 
-    # time travel: two aged sensors per plant renewed through scan, queue, device CSR and collector
-    assert result.lifecycle["agedSensors"] == 4
-    assert result.lifecycle["installed"] == result.lifecycle["renewedTwoYears"] == 4
-    assert result.lifecycle["supersededRevoked"] == 4
+    # time travel: two aged sensors per plant renewed through scan, queue, device CSR and collector; each then
+    # refused by its hub with the new certificate, re-provisioned through DPS to the same hub, connected again
+    life = result.lifecycle
+    assert life["agedSensors"] == 4
+    assert life["installed"] == life["renewedTwoYears"] == 4
+    assert life["refusedUnauthorized"] == life["reprovisioned"] == life["connected"] == life["completed"] == 4
+    assert life["supersededRevoked"] == 4
+    for outcome in result.aged:
+        twin = services.iothub().get_twin(outcome.hub, outcome.device.device_id)
+        assert twin.tags["certificate"]["serialNumber"] == format(outcome.sensor.certificate.serial_number, "X")
+        assert twin.desired["onboarding"]["state"] == "configured"  # the hub kept its twin (migrate data)
 
     report = write_report(result, tmp_path / "report")
     page = report.read_text()

@@ -188,14 +188,22 @@ def test_query_pages_through_matching_twins_with_continuation_tokens(registry):
     assert [d for p in pages for d in p] == created
 
 
-def test_query_selects_expiring_certificates_from_reported_properties(registry, http):
+def device_client(registry, hub, tls, device_id: str) -> httpx.Client:
+    """Create a SAS device and return a client with its own device token: only the device may use the
+    device-side routes (certificate devices: tests/integration/test_iothub_device_auth.py)."""
+    keys = registry.create_device_with_sas(device_id, None, None, "enabled").authentication.symmetric_key
+    token = make_sas(f"{hub.host_name}/devices/{device_id}", keys.primary_key)
+    return https_client(hub.host_name, tls, headers={"Authorization": token})
+
+
+def test_query_selects_expiring_certificates_from_reported_properties(registry, http, hub, tls):
     batch = unique("expiry")
     expiring, fresh = unique("sensor-temp-FAC06"), unique("sensor-temp-FAC06")
     for device_id, not_after in ((expiring, "2027-01-15T00:00:00Z"), (fresh, "2028-06-01T00:00:00Z")):
-        registry.create_device_with_certificate_authority(device_id, "enabled")
-        registry.update_twin(device_id, Twin(tags={"batch": batch}))
-        reported = {"certificate": {"notAfter": not_after, "serialNumber": "01AB"}}
-        answer = http.patch(f"/devices/{device_id}/twin/properties/reported", params=API, json=reported)
+        with device_client(registry, hub, tls, device_id) as device:
+            registry.update_twin(device_id, Twin(tags={"batch": batch}))
+            reported = {"certificate": {"notAfter": not_after, "serialNumber": "01AB"}}
+            answer = device.patch(f"/devices/{device_id}/twin/properties/reported", params=API, json=reported)
         assert answer.status_code == 200, answer.text
 
     query = where(f"tags.batch = '{batch}' AND properties.reported.certificate.notAfter < '2027-02-01T00:00:00Z'")
@@ -317,19 +325,19 @@ def test_device_reports_with_its_own_sas_and_cannot_write_another_device(registr
     assert registry.get_twin(device_id).properties.reported["fw"] == "1.2"
 
 
-def test_device_long_poll_returns_when_desired_properties_change(registry, http):
+def test_device_long_poll_returns_when_desired_properties_change(registry, hub, tls):
     device_id = unique("sensor-wait")
-    registry.create_device_with_certificate_authority(device_id, "enabled")
-    version = http.get(f"/devices/{device_id}/twin", params=API).json()["desired"]["$version"]
-    timer = threading.Timer(
-        0.5, registry.update_twin, (device_id, Twin(properties=TwinProperties(desired={"interval": 10})))
-    )
-    timer.start()
-    started = time.monotonic()
-    answer = http.get(
-        f"/devices/{device_id}/twin", params={**API, "desiredVersionAbove": version, "timeoutSeconds": 10}
-    )
-    timer.join()
+    with device_client(registry, hub, tls, device_id) as device:
+        version = device.get(f"/devices/{device_id}/twin", params=API).json()["desired"]["$version"]
+        timer = threading.Timer(
+            0.5, registry.update_twin, (device_id, Twin(properties=TwinProperties(desired={"interval": 10})))
+        )
+        timer.start()
+        started = time.monotonic()
+        answer = device.get(
+            f"/devices/{device_id}/twin", params={**API, "desiredVersionAbove": version, "timeoutSeconds": 10}
+        )
+        timer.join()
     assert answer.json()["desired"]["interval"] == 10
     assert 0.3 < time.monotonic() - started < 5
 

@@ -118,3 +118,42 @@ def test_devices_without_a_readable_certificate_are_not_decided():
     assert decide(Twin("sensor-temp-FAC03-SN1", "h", None, {}, {}, {}), NOW, T) is None
     assert decide(twin(400), NOW, T).queue is False
     assert decide(twin(10, device_id="filler-1"), NOW, T).facility is None
+
+
+def twin_with_activity(days_left: float, last_activity: str | None) -> Twin:
+    not_after = NOW + dt.timedelta(days=days_left)
+    doc = {"deviceId": "sensor-temp-FAC03-S1", "etag": "1", "tags": {},
+           "properties": {"reported": {"certificate": {"serialNumber": "AB",
+                                                       "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ")}}}}
+    if last_activity is not None:
+        doc["lastActivityTime"] = last_activity
+    return Twin.from_json("hub", doc)
+
+
+@pytest.mark.parametrize("days_left,last_activity,stranded", [
+    (-3, "2026-11-19T06:00:00Z", True),  # expired, silent for four days: cannot renew by itself
+    (-3, "0001-01-01T00:00:00Z", True),  # IoT Hub's "never connected"
+    (-3, None, True),
+    (-3, "2026-11-23T05:00:00Z", False),  # expired but active an hour ago: not (yet) offline
+    (5, "2026-11-01T06:00:00Z", False),  # silent but not expired: it can still renew once it is back
+])
+def test_an_expired_sensor_without_recent_activity_is_stranded(days_left, last_activity, stranded):
+    decision = decide(twin_with_activity(days_left, last_activity), NOW, T)
+    assert decision.stranded is stranded
+
+
+def test_a_stranded_sensor_s_digest_carries_the_re_onboarding_steps():
+    from cert_lifecycle.alerts import build_digests, email_content
+    from shared.facilities import Facility
+
+    stranded = decide(twin_with_activity(-3, "2026-11-19T06:00:00Z"), NOW, T)
+    online = decide(twin_with_activity(-1, "2026-11-23T05:30:00Z"), NOW, T)
+    online = type(online)(**{**online.__dict__, "device_id": "sensor-temp-FAC03-S2"})
+    facility = Facility("FAC03", "Reno Machining", "west", "hub", "manager@example.com", True)
+    [digest] = build_digests([stranded, online], {"FAC03": facility}, NOW, None, "scan1")
+    assert digest.message["stranded"] == 1
+    assert [d["stranded"] for d in digest.message["devices"]] == [True, False]
+    text = email_content(digest)["plainText"]
+    assert "OFFLINE since 2026-11-19T06:00:00Z" in text and "onboarding certs reissue" in text
+    [healthy] = build_digests([online], {"FAC03": facility}, NOW, None, "scan1")
+    assert "reissue" not in email_content(healthy)["plainText"]

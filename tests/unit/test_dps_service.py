@@ -181,7 +181,8 @@ def test_attestation_mechanism_and_unserved_paths(service, ca):
     mechanism = service.post(f"/enrollments/{device}/attestationmechanism", params=API)
     assert mechanism.status_code == 200 and mechanism.json()["type"] == "x509"
     assert service.post("/enrollments", params=API, json={"mode": "create", "enrollments": []}).status_code == 501
-    assert service.get("/enrollmentGroups/sensors-west", params=API).status_code == 501
+    missing = service.get("/enrollmentGroups/sensors-west", params=API)  # groups are served: this one is unknown
+    assert missing.status_code == 404 and missing.json()["errorCode"] == 404202
     assert service.patch(f"/enrollments/{device}", params=API, json={}).status_code == 405
 
 

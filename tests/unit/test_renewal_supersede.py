@@ -114,3 +114,42 @@ def test_an_unpublished_crl_still_closes_the_renewal_and_is_reported(records):
     assert report.closed == [DEVICE]
     assert report.failures == ["superseded revocations recorded, CRL of intermediate-ca-west not published yet "
                                "(dependency_unavailable)"]
+
+
+def issued_renewal(hubs: FakeHubs, old: str, new: str, reported: str) -> None:
+    hubs.add(DEVICE, 700, serial=reported, tags={TAG: {
+        "state": "issued", "requestId": "r1", "serialNumber": old, "newSerialNumber": new}})
+
+
+def test_a_renewal_completes_only_once_dps_provisioned_the_device_with_its_new_certificate(records):
+    """The device's word (its reported certificate) is not enough: IoT Hub locks it out until it re-provisions."""
+    on_record(records, DEVICE, "AA01")
+    on_record(records, DEVICE, "BB02")
+    hubs, revoker, audit = FakeHubs(), Revoker(), FakeAudit()
+    issued_renewal(hubs, "AA01", "BB02", reported="BB02")
+    service = collector(hubs, records, revoker, audit)
+    report = service.collect()
+    assert report.completed == [] and report.awaiting_reprovisioning == [DEVICE] and revoker.calls == []
+    assert hubs.twins[DEVICE]["tags"][TAG]["state"] == "issued"
+
+    assert records.mark_provisioned(WEST.subject, "BB02", DEVICE, NOW - dt.timedelta(minutes=5))
+    report = service.collect()
+    assert report.completed == [DEVICE] and report.awaiting_reprovisioning == []
+    tags = hubs.twins[DEVICE]["tags"]
+    assert tags[TAG]["state"] == "completed"
+    assert tags[TAG]["reprovisionedAt"] == (NOW - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert tags["certificate"] == {"issuer": WEST.name, "serialNumber": "BB02",
+                                   "notBefore": (NOW - dt.timedelta(days=700)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                   "notAfter": (NOW + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert revoker.calls == []  # superseded only after the grace period (24 h by default)
+
+
+def test_a_sighting_of_another_devices_certificate_does_not_complete_a_renewal(records):
+    on_record(records, DEVICE, "AA01")
+    on_record(records, "sensor-temp-FAC01-OTHER", "BB02")
+    hubs, revoker, audit = FakeHubs(), Revoker(), FakeAudit()
+    issued_renewal(hubs, "AA01", "BB02", reported="BB02")
+    assert not records.mark_provisioned(WEST.subject, "BB02", DEVICE, NOW)
+    records.mark_provisioned(WEST.subject, "BB02", "sensor-temp-FAC01-OTHER", NOW)
+    report = collector(hubs, records, revoker, audit).collect()
+    assert report.completed == [] and report.awaiting_reprovisioning == [DEVICE]

@@ -1,0 +1,34 @@
+"""Capacity planning's functions. Thin: the service does the work (capacity/service.py).
+
+| function | trigger | |
+|---|---|---|
+| capacity_report | timer, daily 06:30 UTC | per region: use, growth, days until full, hubs to add; alert |
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+REPORT_SCHEDULE = "0 30 6 * * *"  # after the expiry scan (06:00), so the operations mailbox gets both together
+
+
+@bp.function_name("capacity_report")
+@bp.timer_trigger(schedule=REPORT_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
+def capacity_report(timer: func.TimerRequest) -> None:
+    from capacity.service import alert, emit_report
+    from capacity.wiring import capacity
+
+    cap = capacity()
+    report, counts = cap.planner.report()
+    emit_report(report)
+    sent = alert(report, [cap.settings.alert_email] if cap.settings.alert_email else [], cap.queue, cap.email)
+    log.info("capacity report: %s", "; ".join(f"{r.region} {r.status}" for r in report.regions) or "no hubs")
+    if sent is None:
+        log.info("capacity report: every region ok")
+    if counts and all(c.source in ("unavailable", "not_configured") for c in counts):
+        raise RuntimeError("capacity report reached no hub: " + "; ".join(report.notes))
