@@ -3,6 +3,8 @@
 #
 #   infra/deploy.sh -e <environment> -l <azure-region> [options]     deploy (safe to run again)
 #   infra/deploy.sh -e <environment> -l <azure-region> --what-if     print the plan, change nothing
+#   infra/deploy.sh -e <environment> --rotate-ca <region>             CA rotation, stage 1 (docs/ca-rotation.md)
+#   infra/deploy.sh -e <environment> --promote-ca <region>            CA rotation, stage 2
 #
 # Steps: preflight (login, azure-iot extension, names) -> Bicep (infra/main.bicep) -> code package (zip,
 # remote build) -> DeviceCreated Event Grid subscriptions -> SQL migrations, database user, hubs, facilities ->
@@ -26,7 +28,7 @@ readonly SCRIPT_DIR REPO_ROOT
 readonly TEMPLATE="${SCRIPT_DIR}/main.bicep"
 readonly DPS_WEBHOOK_API_VERSION="2021-10-01"
 # The deployable app: function_app.py, its blueprints and shared/. Never local/, tests/, bench/ or .local/.
-readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation twin_setup cert_lifecycle health shared)
+readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation twin_setup cert_lifecycle health capacity shared)
 readonly POLL_SECONDS="${DEPLOY_POLL_SECONDS:-10}"
 readonly POLL_ATTEMPTS="${DEPLOY_POLL_ATTEMPTS:-30}"
 
@@ -51,10 +53,14 @@ FACILITIES_CSV=""
 HUB_MAX_DEVICES=100000
 HUB_DAILY_MESSAGES_PER_UNIT=400000
 OVERWRITE_TEMPLATES=false
+CA_ACTION=""                   # rotate | promote: a CA rotation stage instead of a deployment (docs/ca-rotation.md)
+CA_REGION=""
 
 usage() {
   cat <<'EOF'
 Usage: infra/deploy.sh -e ENV -l LOCATION [options]
+       infra/deploy.sh -e ENV --rotate-ca REGION [--sign-with-root CERT KEY] [--ca-dir DIR] [--what-if]
+       infra/deploy.sh -e ENV --promote-ca REGION [--what-if]
 
   -e, --environment NAME     environment name (resource names derive from it; default $AZURE_ENV_NAME)
   -l, --location REGION      Azure region, e.g. westeurope (default $AZURE_LOCATION)
@@ -64,6 +70,7 @@ Usage: infra/deploy.sh -e ENV -l LOCATION [options]
       --enable-email         create Azure Communication Services e-mail for certificate alerts [ENABLE_EMAIL]
       --disable-email        no Communication Services e-mail                                 [ENABLE_EMAIL]
       --always-ready N       always-ready instances of the HTTP functions              [ALWAYS_READY_INSTANCES]
+      --hubs-per-region N    IoT hubs in each facility region (1-16; the first keeps its name) [HUBS_PER_REGION]
       --private-network      VNet, private endpoints, no public access to Key Vault, SQL, Storage [VNET_ENABLED]
       --sql-admin-name NAME  display name of the SQL Entra administrator (you)           [AZURE_PRINCIPAL_NAME]
   -p, --parameter NAME=VALUE any parameter of infra/main.bicep (e.g. -p vnetEnabled=true)
@@ -74,6 +81,15 @@ Usage: infra/deploy.sh -e ENV -l LOCATION [options]
       --hub-max-devices N    capacity of each hub in iot_hubs (default 100000)
       --overwrite-templates  upload the sample templates even where a template already exists
   -h, --help                 this text
+
+CA rotation (docs/ca-rotation.md), run instead of a deployment, on an environment already deployed (-l not needed):
+      --rotate-ca REGION     stage 1: a new version, with a new key, of Key Vault certificate intermediate-ca-REGION
+                             (its CSR is written to --ca-dir; merged by the run after the offline root has signed it,
+                             at once with --sign-with-root), registered verified in DPS as intermediate-ca-REGION-YYYYMMDD (the new
+                             certificate's notBefore) and set as the SECONDARY CA of enrollment group sensors-REGION.
+                             Devices of both CA versions provision. Safe to run again: a done rotation is left as it is
+      --promote-ca REGION    stage 2, once every certificate of the old CA version has expired or been renewed: the
+                             group's secondary CA becomes its primary and the secondary is removed
 
 Parameters: an option above wins; else the [VARIABLE] of infra/main.parameters.json from the environment (azd
 exports its environment's values to hooks; or export it yourself); else `azd env get-values` of environment ENV
@@ -118,6 +134,7 @@ parse_args() {
       --enable-email) GIVEN[ENABLE_EMAIL]=true; shift ;;
       --disable-email) GIVEN[ENABLE_EMAIL]=false; shift ;;
       --always-ready) GIVEN[ALWAYS_READY_INSTANCES]="${2:?}"; shift 2 ;;
+      --hubs-per-region) GIVEN[HUBS_PER_REGION]="${2:?}"; shift 2 ;;
       --private-network) GIVEN[VNET_ENABLED]=true; shift ;;
       --sql-admin-name) GIVEN[AZURE_PRINCIPAL_NAME]="${2:?}"; shift 2 ;;
       -p | --parameter) given_parameter "${2:?}"; shift 2 ;;
@@ -126,17 +143,28 @@ parse_args() {
       --facilities) FACILITIES_CSV="${2:?}"; shift 2 ;;
       --hub-max-devices) HUB_MAX_DEVICES="${2:?}"; shift 2 ;;
       --overwrite-templates) OVERWRITE_TEMPLATES=true; shift ;;
+      --rotate-ca) ca_action rotate "${2:?}"; shift 2 ;;
+      --promote-ca) ca_action promote "${2:?}"; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; die 64 "unknown option $1" ;;
     esac
   done
   [[ -n "${ENV_NAME}" ]] || { usage >&2; die 64 "an environment name is required (-e)"; }
-  [[ -n "${LOCATION}" ]] || { usage >&2; die 64 "a location is required (-l)"; }
+  [[ -n "${LOCATION}" || -n "${CA_ACTION}" ]] || { usage >&2; die 64 "a location is required (-l)"; }
   [[ "${ENV_NAME}" =~ ^[a-zA-Z0-9-]{1,64}$ ]] || die 64 "environment name: letters, digits and '-' only"
   [[ "${HUB_MAX_DEVICES}" =~ ^[0-9]+$ ]] || die 64 "--hub-max-devices must be a number"
   [[ "${GIVEN[ALWAYS_READY_INSTANCES]:-0}" =~ ^[0-9]+$ ]] || die 64 "--always-ready must be a number"
+  [[ "${GIVEN[HUBS_PER_REGION]:-1}" =~ ^[1-9][0-9]*$ ]] || die 64 "--hubs-per-region must be a number from 1"
   DEPLOYMENT_NAME="onboarding-${ENV_NAME}"
   CA_DIR="${CA_DIR:-${REPO_ROOT}/.azure/${ENV_NAME}/ca}"
+}
+
+# --rotate-ca / --promote-ca REGION: one CA rotation stage per run.
+ca_action() {
+  [[ -z "${CA_ACTION}" ]] || die 64 "--rotate-ca and --promote-ca: one stage per run"
+  [[ "$2" =~ ^[a-z0-9-]{1,32}$ ]] || die 64 "--${1}-ca: a region name such as west, got '$2'"
+  CA_ACTION=$1
+  CA_REGION=$2
 }
 
 # --- preflight ------------------------------------------------------------------------------------------------
@@ -157,7 +185,8 @@ preflight() {
   log "Preflight"
   command -v az >/dev/null 2>&1 || die 2 "the Azure CLI (az) is not installed: https://learn.microsoft.com/cli/azure/install-azure-cli"
   local account iot_version
-  if ! account="$(az account show --query "[id, user.name, user.type]" -o tsv 2>/dev/null)"; then
+  # A list holding one list: one tab-separated row (see "-o tsv" at read_outputs).
+  if ! account="$(az account show --query "[[id, user.name, user.type]]" -o tsv 2>/dev/null)"; then
     die 2 "not logged in to Azure: run 'az login' (and 'az account set --subscription <id>')"
   fi
   IFS=$'\t' read -r SUBSCRIPTION_ID PRINCIPAL_NAME PRINCIPAL_KIND <<<"${account}"
@@ -177,7 +206,7 @@ preflight() {
     PRINCIPAL_ID="$(az ad signed-in-user show --query id -o tsv)"
   fi
   [[ -n "${PRINCIPAL_ID}" ]] || die 2 "could not resolve the object id of ${PRINCIPAL_NAME}"
-  if [[ "${WHAT_IF}" != true ]] && ! command -v sqlcmd >/dev/null 2>&1; then
+  if [[ "${WHAT_IF}" != true && -z "${CA_ACTION}" ]] && ! command -v sqlcmd >/dev/null 2>&1; then
     die 5 "sqlcmd (go-sqlcmd) is needed to create the database schema and user: https://learn.microsoft.com/sql/tools/sqlcmd/go-sqlcmd-utility"
   fi
   if [[ -n "${ROOT_CERT}" ]]; then
@@ -195,28 +224,50 @@ preflight() {
 readonly OUTPUT_NAMES=(AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME SERVICE_ONBOARDING_BASE_URL FUNCTION_PRINCIPAL_ID
   AZURE_STORAGE_ACCOUNT_NAME TEMPLATES_CONTAINER CRL_CONTAINER AZURE_KEY_VAULT_NAME AZURE_SQL_SERVER_NAME
   AZURE_SQL_SERVER_FQDN AZURE_SQL_DATABASE_NAME AZURE_DPS_NAME REGIONS IOT_HUB_HOSTNAMES DEVICE_CREATED_SUBSCRIBED
-  AZURE_VNET_NAME)
+  AZURE_VNET_NAME IOT_HUB_REGIONS)
 
 for _name in "${OUTPUT_NAMES[@]}"; do printf -v "${_name}" '%s' ""; done
 unset _name
 
+# `-o tsv` (knack's TSV output, which azure-cli uses) prints a list one item per line: "[a.value, b.value]" would be
+# one output per line. The outputs are asked for as a list holding one list, "[[a.value, b.value]]": one row, its
+# values tab-separated (a missing output prints as None, a bool as True/False).
 outputs_query() {
   local fields=() name
   for name in "${OUTPUT_NAMES[@]}"; do fields+=("${name}.value"); done
   local joined
   joined="$(IFS=,; echo "${fields[*]}")"
-  printf 'properties.outputs.[%s]' "${joined// /}"
+  printf 'properties.outputs.[[%s]]' "${joined// /}"
 }
 
-# Reads the outputs of a deployment result (tab-separated, in OUTPUT_NAMES order) into shell variables.
+# Reads the outputs of a deployment result (one row, tab-separated, in OUTPUT_NAMES order) into shell variables. The
+# row is split at every tab (an empty output keeps its place: `read` with IFS=tab would merge adjacent tabs), and
+# a result that is not one row of exactly that many values stops the script instead of shifting values into the
+# wrong names.
 read_outputs() {
-  local line=$1 name value i=0
-  IFS=$'\t' read -r -a values <<<"${line}"
+  local row=$1 name value rest count=${#OUTPUT_NAMES[@]} tabs
+  tabs="${row//[!$'\t']/}"
+  if [[ "${row}" == *$'\n'* || ${#tabs} -ne $((count - 1)) ]]; then
+    die 1 "the outputs of deployment ${DEPLOYMENT_NAME} are not one row of ${count} tab-separated values: $(head -c 300 <<<"${row}")"
+  fi
+  rest="${row}"
   for name in "${OUTPUT_NAMES[@]}"; do
-    value="${values[$i]:-}"
+    value="${rest%%$'\t'*}"
+    rest="${rest#*$'\t'}"
     [[ "${value}" == "None" ]] && value=""
     printf -v "${name}" '%s' "${value}"
-    i=$((i + 1))
+  done
+}
+
+# HUB_REGION[host] = the facility region of each IoT hub, from the deployment's IOT_HUB_REGIONS (host=region,...).
+declare -A HUB_REGION=()
+read_hub_regions() {
+  local entries=() entry
+  HUB_REGION=()
+  IFS=, read -r -a entries <<<"${IOT_HUB_REGIONS:-}"
+  for entry in "${entries[@]}"; do
+    [[ "${entry}" == ?*=?* ]] || die 1 "deployment ${DEPLOYMENT_NAME}: IOT_HUB_REGIONS entry '${entry}' is not host=region"
+    HUB_REGION[${entry%%=*}]="${entry#*=}"
   done
 }
 
@@ -319,6 +370,7 @@ resolve_parameters() {
   done < <(parameter_bindings)
   [[ ${#PARAMETER_ORDER[@]} -gt 0 ]] || die 1 "no parameter binding read from ${PARAMETERS_FILE}"
   [[ "${PARAMETER[alwaysReadyInstances]:-0}" =~ ^[0-9]+$ ]] || die 64 "alwaysReadyInstances must be a number, got '${PARAMETER[alwaysReadyInstances]}'"
+  [[ "${PARAMETER[hubsPerRegion]:-1}" =~ ^[1-9][0-9]*$ ]] || die 64 "hubsPerRegion must be a number from 1, got '${PARAMETER[hubsPerRegion]}'"
   log "Parameters (option > environment > azd environment > infra/main.parameters.json)"
   printf '    %s\n' "${shown[@]}" "${EXTRA_PARAMETERS[@]}"
 }
@@ -467,7 +519,7 @@ deploy_infrastructure() {
     explain_deployment_error "$(cat "${errors}")"
   fi
   rm -f "${errors}"
-  read_outputs "$(tail -n 1 <<<"${line}")"
+  read_outputs "${line}"
   note "resource group ${AZURE_RESOURCE_GROUP}, function app ${AZURE_FUNCTION_APP_NAME}"
 }
 
@@ -666,12 +718,16 @@ setup_database() {
   sql_reachable
   apply_migrations
   mutate sql -i "${SCRIPT_DIR}/sql/grant-function.sql" -v "APP_NAME=${AZURE_FUNCTION_APP_NAME}" "APP_OBJECT_ID=${FUNCTION_PRINCIPAL_ID}"
-  local regions=() hosts=() i units_messages
-  IFS=, read -r -a regions <<<"${REGIONS:-}"
+  # One iot_hubs row per hub of the deployment (an existing row keeps its limits), in the region the deployment gives
+  # each hub (IOT_HUB_REGIONS): with hubsPerRegion > 1 a region has several hubs, so hosts and regions do not pair up
+  # by position.
+  local hosts=() host units_messages
   IFS=, read -r -a hosts <<<"${IOT_HUB_HOSTNAMES}"
+  read_hub_regions
   units_messages=$((HUB_DAILY_MESSAGES_PER_UNIT))
-  for i in "${!hosts[@]}"; do
-    mutate sql -i "${SCRIPT_DIR}/sql/upsert-hub.sql" -v "HOST_NAME=${hosts[$i]}" "REGION=${regions[$i]}" \
+  for host in "${hosts[@]}"; do
+    [[ -n "${HUB_REGION[${host}]:-}" ]] || die 1 "the deployment outputs give IoT hub ${host} no region (IOT_HUB_REGIONS: ${IOT_HUB_REGIONS:-none})"
+    mutate sql -i "${SCRIPT_DIR}/sql/upsert-hub.sql" -v "HOST_NAME=${host}" "REGION=${HUB_REGION[${host}]}" \
       "MAX_DEVICES=${HUB_MAX_DEVICES}" "MAX_DAILY_MESSAGES=${units_messages}"
   done
   if [[ -n "${FACILITIES_CSV}" ]]; then
@@ -683,9 +739,11 @@ setup_database() {
       if ! valid_field "${email}" || [[ "${email}" != *@* ]]; then
         die 64 "facilities: bad manager e-mail for ${code}"
       fi
-      hub=""
-      for i in "${!regions[@]}"; do [[ "${regions[$i]}" == "${region}" ]] && hub="${hosts[$i]}"; done
-      [[ -n "${hub}" ]] || die 64 "facilities: ${code} is in unknown region '${region}' (regions: ${REGIONS})"
+      hub=""  # the region's first hub (the first of IOT_HUB_HOSTNAMES in that region)
+      for host in "${hosts[@]}"; do
+        if [[ "${HUB_REGION[${host}]}" == "${region}" ]]; then hub="${host}"; break; fi
+      done
+      [[ -n "${hub}" ]] || die 64 "facilities: ${code} is in unknown region '${region}' (regions: ${REGIONS:-})"
       mutate sql -i "${SCRIPT_DIR}/sql/upsert-facility.sql" -v "CODE=${code}" "NAME=${name}" "REGION=${region}" \
         "PREFERRED_HUB=${hub}" "MANAGER_EMAIL=${email}"
     done <"${FACILITIES_CSV}"
@@ -792,24 +850,32 @@ ensure_ca() {
 }
 
 register_ca_in_dps() {
-  local region=$1 ca="intermediate-ca-$1" verified file etag
+  register_dps_certificate "intermediate-ca-$1" "intermediate-ca-$1"
+}
+
+# Key Vault certificate $2 (version $3, else the current one) as DPS CA certificate $1, verified: DPS takes a CA
+# certificate uploaded as verified (--verified true) in place of the proof-of-possession round. Idempotent.
+register_dps_certificate() {
+  local name=$1 kv_name=$2 version=${3:-} verified file etag version_option=()
   verified="$(az iot dps certificate show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
-    --certificate-name "${ca}" --query properties.isVerified -o tsv 2>/dev/null || true)"
+    --certificate-name "${name}" --query properties.isVerified -o tsv 2>/dev/null || true)"
   if [[ "${verified,,}" == "true" ]]; then
-    note "${ca}: verified in DPS"
+    note "${name}: verified in DPS"
     return 0
   fi
-  file="${CA_DIR}/${ca}.cer.pem"
+  file="${CA_DIR}/${name}.cer.pem"
+  [[ -z "${version}" ]] || version_option=(--version "${version}")
   [[ "${WHAT_IF}" == true ]] || mkdir -p "${CA_DIR}"
-  mutate az keyvault certificate download --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --file "${file}" --encoding PEM
+  mutate az keyvault certificate download --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${kv_name}" \
+    ${version_option[@]+"${version_option[@]}"} --file "${file}" --encoding PEM
   if [[ -z "${verified}" ]]; then
     mutate az iot dps certificate create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
-      --certificate-name "${ca}" --path "${file}" --verified true >/dev/null
+      --certificate-name "${name}" --path "${file}" --verified true >/dev/null
   else
     etag="$(az iot dps certificate show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
-      --certificate-name "${ca}" --query etag -o tsv)"
+      --certificate-name "${name}" --query etag -o tsv)"
     mutate az iot dps certificate update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
-      --certificate-name "${ca}" --path "${file}" --etag "${etag}" --verified true >/dev/null
+      --certificate-name "${name}" --path "${file}" --etag "${etag}" --verified true >/dev/null
   fi
 }
 
@@ -830,7 +896,7 @@ setup_cas() {
 setup_enrollment_groups() {
   log "DPS enrollment groups (X.509 CA per region, custom allocation -> /api/allocate)"
   local host="${SERVICE_ONBOARDING_BASE_URL:-https://${AZURE_FUNCTION_APP_NAME:-<function app>}.azurewebsites.net}"
-  local key="<function key>" url hubs=() region group current
+  local key="<function key>" url hubs=() region group current shown linked wanted
   if [[ ${#READY_CAS[@]} -eq 0 ]]; then
     warn "no regional CA is ready: no enrollment group was created"
     return 0
@@ -848,24 +914,248 @@ setup_enrollment_groups() {
     [[ "${WHAT_IF}" == true ]] || die 1 "the deployment outputs name no IoT hub (IOT_HUB_HOSTNAMES)"
     hubs=("<iot hub host names>")
   fi
+  wanted="$(IFS=$'\t'; printf '%s' "${hubs[*]}")"
   for region in "${READY_CAS[@]}"; do
     group="sensors-${region}"
-    current="$(az iot dps enrollment-group show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
-      --enrollment-id "${group}" --query customAllocationDefinition.webhookUrl -o tsv 2>/dev/null || true)"
+    # Two rows: the webhook URL, then the group's hubs (a list inside the result list: one row, tab-separated).
+    shown="$(az iot dps enrollment-group show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --enrollment-id "${group}" --query "[customAllocationDefinition.webhookUrl, iotHubs]" -o tsv 2>/dev/null || true)"
+    current="" linked=""
+    { IFS= read -r current || true; IFS= read -r linked || true; } <<<"${shown}"
+    [[ "${current}" != None ]] || current=""
     if [[ -z "${current}" ]]; then
       mutate az iot dps enrollment-group create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
         --enrollment-id "${group}" --root-ca-name "intermediate-ca-${region}" --allocation-policy custom \
         --webhook-url "${url}" --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs[@]}" \
         --provisioning-status enabled --reprovision-policy reprovisionandmigratedata \
         --initial-twin-tags "{\"onboarding\": {\"region\": \"${region}\"}}" >/dev/null
-    elif [[ "${current}" != "${url}" ]]; then
+    elif [[ "${current}" != "${url}" || "${linked}" != "${wanted}" ]]; then
+      # A new webhook key, or hubs added (hubsPerRegion): DPS offers the webhook only the group's hubs (linkedHubs).
       mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
         --enrollment-id "${group}" --allocation-policy custom --webhook-url "${url}" \
         --api-version "${DPS_WEBHOOK_API_VERSION}" --iot-hubs "${hubs[@]}" >/dev/null
     else
-      note "${group}: present, webhook current"
+      note "${group}: present, webhook and hubs current"
     fi
   done
+}
+
+# --- CA rotation (docs/ca-rotation.md) ---------------------------------------------------------------------------
+# A regional CA renewed with a new key inside the fleet's life, as Microsoft's "How to roll X.509 device
+# certificates" rolls an expiring CA certificate of an enrollment group
+# (https://learn.microsoft.com/azure/iot-dps/how-to-roll-certificates): stage 1 (--rotate-ca) makes a new version of
+# the Key Vault certificate with a new key, registers it verified in DPS under a dated name and sets it as the
+# group's SECONDARY CA reference, so devices with a certificate of either version provision; stage 2 (--promote-ca),
+# once no device certificate of the old version is in use, makes it the primary and removes the secondary.
+#
+# `-o tsv` prints a list one item per line (knack's TSV output makes each item of a list a row); the queries below
+# that read several values ask for a list holding one list: one tab-separated row. A JSON null prints as None.
+
+CA_PRIMARY=""
+CA_SECONDARY=""
+KV_THUMBPRINT=""
+KV_NOT_BEFORE=""
+KV_VERSION=""
+DPS_THUMBPRINT=""
+DPS_VERIFIED=""
+DPS_EXPIRY=""
+
+# The CA certificates enrollment group $1 references (attestation.x509.caReferences): CA_PRIMARY, CA_SECONDARY.
+read_ca_references() {
+  local group=$1 line
+  if ! line="$(az iot dps enrollment-group show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --enrollment-id "${group}" --query "[[attestation.x509.caReferences.primary, attestation.x509.caReferences.secondary]]" \
+    -o tsv 2>/dev/null)"; then
+    die 1 "enrollment group ${group} is not in ${AZURE_DPS_NAME}: deploy the environment first"
+  fi
+  IFS=$'\t' read -r CA_PRIMARY CA_SECONDARY <<<"${line}"
+  [[ "${CA_PRIMARY}" != None ]] || CA_PRIMARY=""
+  [[ "${CA_SECONDARY}" != None ]] || CA_SECONDARY=""
+  [[ -n "${CA_PRIMARY}" ]] || die 1 "enrollment group ${group} references no primary CA certificate (attestation.x509.caReferences)"
+}
+
+# The current version of Key Vault certificate $1: KV_THUMBPRINT (SHA-1, hex), KV_NOT_BEFORE, KV_VERSION.
+read_kv_current() {
+  local line id
+  line="$(az keyvault certificate show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "$1" \
+    --query "[[x509ThumbprintHex, attributes.notBefore, id]]" -o tsv 2>/dev/null || true)"
+  IFS=$'\t' read -r KV_THUMBPRINT KV_NOT_BEFORE id <<<"${line}"
+  KV_THUMBPRINT="${KV_THUMBPRINT^^}"
+  [[ "${KV_THUMBPRINT}" != NONE ]] || KV_THUMBPRINT=""
+  KV_VERSION="${id##*/}"
+  [[ "${KV_VERSION}" != None ]] || KV_VERSION=""
+}
+
+# DPS CA certificate $1: DPS_THUMBPRINT (SHA-1, hex; empty when there is no such certificate), DPS_VERIFIED, DPS_EXPIRY.
+read_dps_certificate() {
+  local line
+  line="$(az iot dps certificate show --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --certificate-name "$1" --query "[[properties.thumbprint, properties.isVerified, properties.expiry]]" -o tsv \
+    2>/dev/null || true)"
+  IFS=$'\t' read -r DPS_THUMBPRINT DPS_VERIFIED DPS_EXPIRY <<<"${line}"
+  DPS_THUMBPRINT="${DPS_THUMBPRINT^^}"
+  [[ "${DPS_THUMBPRINT}" != NONE ]] || DPS_THUMBPRINT=""
+  DPS_VERIFIED="${DPS_VERIFIED,,}"
+}
+
+# True while Key Vault certificate $1 has a creation operation in progress (a new version waiting for its merge).
+ca_version_pending() {
+  local status
+  status="$(az keyvault certificate pending show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "$1" --query status \
+    -o tsv 2>/dev/null || true)"
+  [[ "${status,,}" == "inprogress" ]]
+}
+
+# The DPS name of CA $1's current version: $1-YYYYMMDD, the day of its notBefore (so every run finds the same name).
+ca_version_name() {
+  if [[ "${KV_NOT_BEFORE}" =~ ^([0-9]{4})-([0-9]{2})-([0-9]{2}) ]]; then
+    printf '%s-%s%s%s' "$1" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[3]}"
+  else
+    printf '%s-%s' "$1" "$(date -u +%Y%m%d)"
+  fi
+}
+
+# $1, or $1-2, $1-3 ... when a DPS certificate of that name holds another certificate than KV_THUMBPRINT (two
+# versions made on one day): the first name that is free or holds this version, the same on every run.
+free_dps_name() {
+  local candidate=$1 n=1
+  while :; do
+    read_dps_certificate "${candidate}"
+    if [[ -z "${DPS_THUMBPRINT}" || "${DPS_THUMBPRINT}" == "${KV_THUMBPRINT}" ]]; then
+      printf '%s' "${candidate}"
+      return 0
+    fi
+    n=$((n + 1))
+    ((n <= 9)) || die 1 "DPS certificates $1 to $1-9 all hold other certificates than ${KV_THUMBPRINT}"
+    candidate="$1-${n}"
+  done
+}
+
+# The pending new version of CA $1: its CSR goes to ${CA_DIR}/$1.rotation.csr; true once ${CA_DIR}/$1.rotation.pem
+# holds the chain the offline root signed (made now with --sign-with-root), false while it is missing. Called as a
+# condition, where set -e is off: every failure here is a die.
+rotation_chain_ready() {
+  local ca=$1 region=$2 stem="${CA_DIR}/$1.rotation" csr request
+  mkdir -p "${CA_DIR}" || die 1 "cannot create ${CA_DIR}"
+  csr="$(az keyvault certificate pending show --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --query csr -o tsv)" ||
+    die 1 "${ca}: cannot read the CSR of its pending version"
+  request="$(pem_csr "${csr}")"
+  if [[ -s "${stem}.pem" && -s "${stem}.csr" && "$(cat "${stem}.csr")" != "${request}" ]]; then
+    die 1 "${stem}.pem was signed for another CSR than the pending version of ${ca}: move ${stem}.pem and ${stem}.csr away and run again"
+  fi
+  printf '%s\n' "${request}" >"${stem}.csr" || die 1 "cannot write ${stem}.csr"
+  if [[ ! -s "${stem}.pem" && -n "${ROOT_CERT}" ]]; then
+    sign_csr_with_root "${ca}.rotation" || die 1 "openssl could not sign ${stem}.csr with ${ROOT_CERT}"
+  fi
+  [[ -s "${stem}.pem" ]] && return 0
+  warn "${ca}: the new version's key is in Key Vault; sign ${stem}.csr with the offline root (CA:true, pathlen 0, 5 years; see infra/ca/intermediate-ca.ext), save the chain as ${stem}.pem and run again (infra/deploy.sh -e ${ENV_NAME} --rotate-ca ${region})"
+  return 1
+}
+
+# Stage 1. Each step looks before it acts: a rotation that stopped (waiting for the offline root, or halfway) goes on
+# where it stopped, and one that is done (the group's secondary is the current Key Vault version) changes nothing.
+rotate_ca() {
+  local region=$1 ca="intermediate-ca-$1" group="sensors-$1" policy name new_version=false
+  log "CA rotation, stage 1: ${ca} gets a new key; DPS enrollment group ${group} trusts it as its secondary CA"
+  read_ca_references "${group}"
+  note "${group}: primary CA ${CA_PRIMARY}, secondary CA ${CA_SECONDARY:-(none)}"
+  if [[ -n "${CA_SECONDARY}" ]]; then
+    read_kv_current "${ca}"
+    read_dps_certificate "${CA_SECONDARY}"
+    if [[ -n "${KV_THUMBPRINT}" && "${DPS_THUMBPRINT}" == "${KV_THUMBPRINT}" ]]; then
+      note "${ca}: rotated: the secondary CA ${CA_SECONDARY} is its current Key Vault version (${KV_THUMBPRINT}); nothing to do"
+      note "stage 2, once every device certificate of ${CA_PRIMARY} has expired or been renewed: infra/deploy.sh -e ${ENV_NAME} --promote-ca ${region}"
+      return 0
+    fi
+    die 1 "${group} has a secondary CA, ${CA_SECONDARY}, that is not the current version of ${ca} in Key Vault: finish that rotation (--promote-ca ${region}) or remove the secondary before another"
+  fi
+  if ca_version_pending "${ca}"; then
+    note "${ca}: a new version waits for its signed certificate"
+    new_version=true
+  else
+    read_kv_current "${ca}"
+    read_dps_certificate "${CA_PRIMARY}"
+    [[ -n "${KV_THUMBPRINT}" ]] || die 1 "${ca} is not in Key Vault ${AZURE_KEY_VAULT_NAME}: deploy the environment first"
+    [[ -n "${DPS_THUMBPRINT}" ]] || die 1 "the primary CA of ${group}, ${CA_PRIMARY}, is not a CA certificate of ${AZURE_DPS_NAME}"
+    if [[ "${KV_THUMBPRINT}" == "${DPS_THUMBPRINT}" ]]; then
+      # A new version of the certificate, with a new key (the policy's reuseKey is false): pending until merged.
+      policy="$(mktemp)"
+      sed "s/__REGION__/${region}/" "${SCRIPT_DIR}/ca/intermediate-ca-policy.json" >"${policy}"
+      mutate az keyvault certificate create --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --policy "@${policy}" >/dev/null
+      rm -f "${policy}"
+      new_version=true
+    else
+      note "${ca}: its current Key Vault version (${KV_THUMBPRINT}) is newer than the group's primary CA: registering it"
+    fi
+  fi
+  if [[ "${new_version}" == true && "${WHAT_IF}" == true ]]; then
+    name="${ca}-<YYYYMMDD>"
+    note "[what-if] ${ca}: would write ${CA_DIR}/${ca}.rotation.csr and merge ${CA_DIR}/${ca}.rotation.pem once the offline root has signed it, then register the new version as ${name} (the day of its notBefore)"
+    mutate az keyvault certificate pending merge --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" --file "${CA_DIR}/${ca}.rotation.pem"
+    mutate az iot dps certificate create --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --certificate-name "${name}" --path "${CA_DIR}/${name}.cer.pem" --verified true
+    mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+      --enrollment-id "${group}" --secondary-root-ca-name "${name}"
+    return 0
+  fi
+  if [[ "${new_version}" == true ]]; then
+    rotation_chain_ready "${ca}" "${region}" || return 0
+    mutate az keyvault certificate pending merge --vault-name "${AZURE_KEY_VAULT_NAME}" --name "${ca}" \
+      --file "${CA_DIR}/${ca}.rotation.pem" >/dev/null
+    read_kv_current "${ca}"
+    [[ -n "${KV_THUMBPRINT}" ]] || die 1 "${ca}: Key Vault shows no certificate for the merged version"
+    note "${ca}: new version ${KV_VERSION} (${KV_THUMBPRINT}); the app signs new certificates and CRLs with its key"
+  fi
+  name="$(free_dps_name "$(ca_version_name "${ca}")")"
+  if [[ "${new_version}" == true ]]; then  # the signed chain is merged: kept under the version's name, out of the way
+    mv -f "${CA_DIR}/${ca}.rotation.pem" "${CA_DIR}/${name}.pem"
+    mv -f "${CA_DIR}/${ca}.rotation.csr" "${CA_DIR}/${name}.csr"
+    rm -f "${CA_DIR}/${ca}.rotation.signed.pem"
+  fi
+  register_dps_certificate "${name}" "${ca}" "${KV_VERSION}"
+  mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --enrollment-id "${group}" --secondary-root-ca-name "${name}" >/dev/null
+  note "${group}: devices whose certificate chains to ${CA_PRIMARY} or to ${name} provision"
+  note "stage 2, once every device certificate of ${CA_PRIMARY} has expired or been renewed: infra/deploy.sh -e ${ENV_NAME} --promote-ca ${region}"
+}
+
+# Stage 2: the group's secondary CA, the current Key Vault version, becomes its primary; the secondary is removed.
+promote_ca() {
+  local region=$1 ca="intermediate-ca-$1" group="sensors-$1" old
+  log "CA rotation, stage 2: the secondary CA of DPS enrollment group ${group} becomes its primary"
+  read_ca_references "${group}"
+  [[ -n "${CA_SECONDARY}" ]] || die 1 "${group} has no secondary CA to promote (its primary is ${CA_PRIMARY}): run stage 1 first (--rotate-ca ${region})"
+  read_dps_certificate "${CA_SECONDARY}"
+  [[ "${DPS_VERIFIED}" == true ]] || die 1 "the secondary CA of ${group}, ${CA_SECONDARY}, is not a verified CA certificate of ${AZURE_DPS_NAME}: run --rotate-ca ${region} again"
+  read_kv_current "${ca}"
+  if [[ "${DPS_THUMBPRINT}" != "${KV_THUMBPRINT}" ]]; then
+    die 1 "the secondary CA of ${group}, ${CA_SECONDARY} (${DPS_THUMBPRINT}), is not the current version of ${ca} in Key Vault (${KV_THUMBPRINT:-none}), which signs new certificates: settle that first"
+  fi
+  old="${CA_PRIMARY}"
+  read_dps_certificate "${old}"
+  note "${group}: ${old} (expires ${DPS_EXPIRY:-unknown}) stops being trusted: a device whose certificate it issued and that was not renewed can no longer provision"
+  mutate az iot dps enrollment-group update --dps-name "${AZURE_DPS_NAME}" --resource-group "${AZURE_RESOURCE_GROUP}" \
+    --enrollment-id "${group}" --root-ca-name "${CA_SECONDARY}" --remove-secondary-certificate true >/dev/null
+  note "${group}: primary CA ${CA_SECONDARY}, no secondary; DPS certificate ${old} stays registered, referenced by no group"
+}
+
+run_ca_action() {
+  previous_outputs || die 1 "no deployment ${DEPLOYMENT_NAME} in this subscription: deploy the environment first (infra/deploy.sh -e ${ENV_NAME} -l LOCATION)"
+  local known="${REGIONS:-west,central,east}"
+  [[ ",${known}," == *",${CA_REGION},"* ]] || die 64 "region ${CA_REGION}: the regions of ${ENV_NAME} are ${known}"
+  if [[ -z "${AZURE_KEY_VAULT_NAME}" || -z "${AZURE_DPS_NAME}" || -z "${AZURE_RESOURCE_GROUP}" ]]; then
+    die 1 "the outputs of deployment ${DEPLOYMENT_NAME} name no Key Vault, DPS or resource group"
+  fi
+  if [[ -n "${AZURE_VNET_NAME}" ]]; then
+    note "private networking: Key Vault takes its private endpoint only; run this from a machine in ${AZURE_VNET_NAME} (or a network connected to it)"
+  fi
+  case "${CA_ACTION}" in
+    rotate) rotate_ca "${CA_REGION}" ;;
+    promote) promote_ca "${CA_REGION}" ;;
+  esac
+  if [[ "${WHAT_IF}" == true ]]; then
+    log "What-if complete: nothing was changed"
+  fi
 }
 
 # --- CRLs and smoke check -------------------------------------------------------------------------------------
@@ -925,6 +1215,10 @@ smoke_check() {
 main() {
   parse_args "$@"
   preflight
+  if [[ -n "${CA_ACTION}" ]]; then
+    run_ca_action
+    return 0
+  fi
   resolve_parameters
   plan
   if [[ "${WHAT_IF}" == true ]]; then

@@ -34,7 +34,7 @@ param principalType string = 'User'
 @description('Display name of the SQL Entra administrator (the principal behind principalId).')
 param principalName string = 'onboarding-deployer'
 
-@description('Facility regions; one IoT hub, one intermediate CA and one DPS enrollment group per region. location empty = the primary location.')
+@description('Facility regions; hubsPerRegion IoT hubs, one intermediate CA and one DPS enrollment group per region. location empty = the primary location.')
 param regions array = [
   {
     name: 'west'
@@ -49,6 +49,17 @@ param regions array = [
     location: ''
   }
 ]
+
+// One count for every region rather than a map region -> count: it binds to one azd variable (HUBS_PER_REGION) and
+// one deploy.sh option like every other scalar here, takes @minValue/@maxValue, and matches the local stack's
+// HUBS_PER_REGION; the webhook allocates among the hubs of a region that have room, so a region that needs fewer
+// leaves hubs it does not fill (`onboarding hubs set HOST --accepting false` keeps them out of allocation).
+// At most 16: DPS links at most 50 hubs (a limit that cannot be raised) and a subscription holds 50 IoT hubs by
+// default, so 16 for the default three regions; keep length(regions) * hubsPerRegion within both.
+@description('IoT hubs per facility region. Raising it adds hubs and changes none: the first hub of a region keeps the name {prefix}{region}-{token}, hub k >= 2 is {prefix}{region}{k}-{token}; DPS links, role assignments, Event Grid subscriptions, alerts, app settings and (deploy.sh) iot_hubs rows cover every hub. Lowering it removes no hub (incremental deployment) but drops the hubs above the count from DPS and the app settings.')
+@minValue(1)
+@maxValue(16)
+param hubsPerRegion int = 1
 
 @description('IoT Hub SKU of every regional hub (S1 and up: the product needs device twins and Event Grid).')
 @allowed([
@@ -225,6 +236,7 @@ module hubs 'modules/iothubs.bicep' = {
     location: location
     tags: tags
     regions: regions
+    hubsPerRegion: hubsPerRegion
     namePrefix: abbrs.devicesIotHubs
     systemTopicPrefix: abbrs.eventGridSystemTopics
     resourceToken: resourceToken
@@ -274,6 +286,8 @@ module privateEndpoints 'modules/private-endpoints.bicep' = if (vnetEnabled) {
     storageAccountId: storage.outputs.id
     sqlServerId: sql.outputs.serverId
     hubIds: hubs.outputs.ids
+    hubOrdinals: hubs.outputs.ordinals
+    hubKeys: hubs.outputs.keys
     dpsId: dps.outputs.id
     zoneIds: vnetEnabled ? {
       keyVault: network.outputs.keyVaultZoneId
@@ -430,6 +444,8 @@ output REGIONS string = join(regionNames, ',')
 output REGIONAL_CAS string = join(regionalCas, ',')
 output IOT_HUB_NAMES string = join(hubs.outputs.names, ',')
 output IOT_HUB_HOSTNAMES string = join(hubs.outputs.hostNames, ',')
+// host=region for every hub (deploy.sh: the region of each hub's iot_hubs row, whatever the hubs' order).
+output IOT_HUB_REGIONS string = join(map(range(0, length(hubs.outputs.hostNames)), i => '${hubs.outputs.hostNames[i]}=${hubs.outputs.hubRegions[i]}'), ',')
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output DEVICE_CREATED_SUBSCRIBED bool = subscribeDeviceCreated
 output VNET_ENABLED bool = vnetEnabled

@@ -1,4 +1,5 @@
-// One IoT hub per facility region, each with an Event Grid system topic (the source of DeviceCreated events).
+// hubsPerRegion IoT hubs per facility region, each with an Event Grid system topic (the source of DeviceCreated
+// events).
 // Devices authenticate with X.509 only (device and module SAS disabled). Service-side shared access is kept
 // for one policy, `provisioningservice`, because DPS links hubs by connection string in its GA API; the
 // function app itself uses Entra ID (rbac.bicep) and never sees a key. That policy has RegistryWrite (DPS creates
@@ -35,11 +36,30 @@ param publicNetworkAccess bool = true
 @description('Log Analytics workspace of the diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
-resource hub 'Microsoft.Devices/IotHubs@2023-06-30' = [for region in regions: {
-  name: '${namePrefix}${region.name}-${resourceToken}'
-  location: empty(region.location) ? location : region.location
+@description('IoT hubs per facility region (main.bicep hubsPerRegion). The first hub of a region is named {namePrefix}{region}-{token}, hub k >= 2 {namePrefix}{region}{k}-{token}.')
+@minValue(1)
+@maxValue(16)
+param hubsPerRegion int = 1
+
+// The hubs in hub-major order: hub n is hub n / R + 1 of region n % R, for R regions. The first R are the hubs the
+// template made before it took a count, in the same order, with the same names, locations and tags (and system
+// topics), so raising the count adds hubs and changes none; whatever is named by position downstream (the private
+// endpoints of the first hubs) stays on its hub. key: the hub's part of its resource names, the region's name for
+// the first hub of a region (as before) and the region's name and k for hub k >= 2 (west2, west3, ...), as the local
+// stack names its hub emulators (iothub-{region}{k}-local).
+var regionCount = length(regions)
+var hubs = [for n in range(0, regionCount * hubsPerRegion): {
+  region: regions[n % regionCount].name
+  location: empty(regions[n % regionCount].location) ? location : (regions[n % regionCount].location)
+  ordinal: (n / regionCount) + 1
+  key: (n < regionCount) ? regions[n % regionCount].name : '${regions[n % regionCount].name}${(n / regionCount) + 1}'
+}]
+
+resource hub 'Microsoft.Devices/IotHubs@2023-06-30' = [for item in hubs: {
+  name: '${namePrefix}${item.key}-${resourceToken}'
+  location: item.location
   tags: union(tags, {
-    'onboarding-region': region.name
+    'onboarding-region': item.region
   })
   sku: {
     name: sku
@@ -66,9 +86,9 @@ resource hub 'Microsoft.Devices/IotHubs@2023-06-30' = [for region in regions: {
   }
 }]
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = [for (region, i) in regions: {
-  name: '${systemTopicPrefix}${region.name}-${resourceToken}'
-  location: empty(region.location) ? location : region.location
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = [for (item, i) in hubs: {
+  name: '${systemTopicPrefix}${item.key}-${resourceToken}'
+  location: item.location
   tags: tags
   identity: {
     type: 'SystemAssigned'
@@ -82,7 +102,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = [for (regio
 // IoT Hub resource logs go to AzureDiagnostics ("Supported logs for Microsoft.Devices/IotHubs"): connections,
 // device identity and twin operations, and the rest; categoryGroup allLogs as the Azure Verified Module
 // avm/res/devices/iot-hub sets by default.
-resource hubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (region, i) in regions: {
+resource hubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (item, i) in hubs: {
   name: 'to-log-analytics'
   scope: hub[i]
   properties: {
@@ -104,7 +124,7 @@ resource hubDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previe
 
 // System topic delivery failures (category DeliveryFailures, table AegDeliveryFailureLogs: "Supported logs for
 // Microsoft.EventGrid/systemTopics"), with the DeadLetteredCount and DroppedEventCount metrics.
-resource topicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (region, i) in regions: {
+resource topicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = [for (item, i) in hubs: {
   name: 'to-log-analytics'
   scope: systemTopic[i]
   properties: {
@@ -125,10 +145,16 @@ resource topicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
   }
 }]
 
-output ids array = [for (region, i) in regions: hub[i].id]
-output systemTopicIds array = [for (region, i) in regions: systemTopic[i].id]
-output names array = [for (region, i) in regions: hub[i].name]
-output hostNames array = [for (region, i) in regions: hub[i].properties.hostName]
-output locations array = [for (region, i) in regions: hub[i].location]
-output systemTopicNames array = [for (region, i) in regions: systemTopic[i].name]
-output systemTopicPrincipalIds array = [for (region, i) in regions: systemTopic[i].identity.principalId]
+output ids array = [for (item, i) in hubs: hub[i].id]
+output systemTopicIds array = [for (item, i) in hubs: systemTopic[i].id]
+output names array = [for (item, i) in hubs: hub[i].name]
+output hostNames array = [for (item, i) in hubs: hub[i].properties.hostName]
+output locations array = [for (item, i) in hubs: hub[i].location]
+// The facility region of each hub, in hub order (main.bicep IOT_HUB_REGIONS: deploy.sh writes each hub's iot_hubs row
+// with it).
+output hubRegions array = [for item in hubs: item.region]
+// 1 for the first hub of its region, k for hub k; and the hub's part of its names (west, west2, ...).
+output ordinals array = [for item in hubs: item.ordinal]
+output keys array = [for item in hubs: item.key]
+output systemTopicNames array = [for (item, i) in hubs: systemTopic[i].name]
+output systemTopicPrincipalIds array = [for (item, i) in hubs: systemTopic[i].identity.principalId]

@@ -28,6 +28,12 @@ param sqlServerId string
 @description('IoT hub resource ids.')
 param hubIds array
 
+@description('Each hub\'s number within its region, in hubIds order (iothubs.bicep ordinals: 1 for the first hub of a region).')
+param hubOrdinals array
+
+@description('Each hub\'s part of its resource names, in hubIds order (iothubs.bicep keys: west, west2, ...).')
+param hubKeys array
+
 @description('DPS resource id.')
 param dpsId string
 
@@ -66,8 +72,11 @@ var single = [
     zoneId: zoneIds.dps
   }
 ]
+// The first hub of each region keeps the endpoint name it had when there was one hub per region, iot-{its index}
+// (iothubs.bicep lists the first hubs first, in region order); hub k >= 2 of a region is named by its key (iot-west2),
+// so neither a higher hub count nor another region moves an existing endpoint to another hub.
 var hubs = [for (hubId, i) in hubIds: {
-  name: 'iot-${i}'
+  name: (hubOrdinals[i] > 1) ? 'iot-${hubKeys[i]}' : 'iot-${i}'
   serviceId: hubId
   groupId: 'iotHub'
   zoneId: zoneIds.iotHub

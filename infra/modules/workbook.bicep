@@ -115,6 +115,13 @@ var panels = [
     durationMs: 2 * day
   }
   {
+    name: 'hub-capacity'
+    title: 'Hub capacity per region: use, growth, days until full, hubs to add (latest daily report)'
+    query: concat(prelude, loadTextContent('../monitoring/queries/hub-capacity.kql'))
+    visualization: 'table'
+    durationMs: 2 * day
+  }
+  {
     name: 'revocations'
     title: 'Revocations and revoked certificates presented'
     query: concat(prelude, loadTextContent('../monitoring/queries/revocations.kql'))

@@ -18,12 +18,25 @@ Every invocation is appended to $FAKE_AZ_LOG as one JSON line: {"tool", "argv"} 
 "args" (the parsed options, dest -> value, e.g. "iot_hubs": [three host names]) or "error" and "exit" (2) when the
 parser refused it. The simulated subscription lives in $FAKE_AZ_STATE (JSON), so a second run of the script sees
 what the first one created. With FAKE_AZ_PARSE_ONLY=1 a command is parsed and recorded, and nothing else happens.
+
+The CA rotation of deploy.sh (--rotate-ca, --promote-ca) reads what this state keeps beside the certificates' names:
+each Key Vault certificate's versions ("kv_versions": a new version with a new key, pending until its signed chain is
+merged), each DPS CA certificate's thumbprint ("dps_thumbprints", SHA-1 of the uploaded certificate, as DPS shows
+it), and each enrollment group's CA references ("caReferences": primary, secondary). Answers that read several
+values print as `-o tsv` does (tsv(): knack's TSV output, which azure-cli uses): the query is applied to the resource's
+JSON (search(): the JMESPath forms deploy.sh uses), so `--query "[a, b]"` prints one value per line and only
+`--query "[[a, b]]"` one tab-separated row, as with the real CLI.
+
+The deployment's outputs follow its parameters: hubsPerRegion=N gives N hubs per region, named as
+infra/modules/iothubs.bicep names them (hub_names()), listed in IOT_HUB_HOSTNAMES and, with their regions, in
+IOT_HUB_REGIONS; DPS links exactly those hubs (linked_hubs()).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -35,8 +48,16 @@ SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 PRINCIPAL = "11111111-1111-1111-1111-111111111111"
 FUNCTION_PRINCIPAL = "22222222-2222-2222-2222-222222222222"
 REGIONS = ("west", "central", "east")
-LINKED_HUBS = tuple(f"iot-{region}-{TOKEN}.azure-devices.net" for region in REGIONS)
-OUTPUT_ORDER_RE = re.compile(r"^properties\.outputs\.\[(.*)\]$")
+
+
+def hub_names(per_region: int = 1, regions: tuple[str, ...] = REGIONS) -> list[tuple[str, str]]:
+    """(host name, region) of every hub, in the order of infra/modules/iothubs.bicep: the first hub of each region
+    (named as before the count existed), then the second of each, ...; hub k >= 2 is iot-{region}{k}-{token}."""
+    return [(f"iot-{region}{'' if k == 1 else k}-{TOKEN}.azure-devices.net", region)
+            for k in range(1, per_region + 1) for region in regions]
+
+
+LINKED_HUBS = tuple(host for host, _region in hub_names())
 
 
 class Fail(Exception):
@@ -299,9 +320,10 @@ def opt(options: dict, *names: str, default: str | None = None) -> str | None:
     return default
 
 
-def outputs_for(params: dict[str, str]) -> dict[str, str]:
+def outputs_for(params: dict[str, str]) -> dict[str, object]:
     env = params["environmentName"]
     app = f"func-{TOKEN}"
+    hubs = hub_names(int(params.get("hubsPerRegion") or 1))
     return {
         "AZURE_LOCATION": params["location"],
         "AZURE_RESOURCE_GROUP": params.get("resourceGroupName") or f"rg-{env}",
@@ -317,18 +339,65 @@ def outputs_for(params: dict[str, str]) -> dict[str, str]:
         "AZURE_SQL_DATABASE_NAME": "sqldb-onboarding",
         "AZURE_DPS_NAME": f"provs-{TOKEN}",
         "REGIONS": ",".join(REGIONS),
-        "IOT_HUB_HOSTNAMES": ",".join(LINKED_HUBS),
-        "DEVICE_CREATED_SUBSCRIBED": "True" if params.get("subscribeDeviceCreated") == "true" else "False",
+        "IOT_HUB_HOSTNAMES": ",".join(host for host, _region in hubs),
+        "IOT_HUB_REGIONS": ",".join(f"{host}={region}" for host, region in hubs),
+        "DEVICE_CREATED_SUBSCRIBED": params.get("subscribeDeviceCreated") == "true",
         "AZURE_VNET_NAME": f"vnet-{TOKEN}" if params.get("vnetEnabled") == "true" else "",
     }
 
 
-def tsv_outputs(outputs: dict[str, str], query: str | None) -> str:
-    match = OUTPUT_ORDER_RE.match(query or "")
-    if not match:
-        raise Fail(f"fake az: unsupported outputs query {query!r}", 99)
-    names = [field.strip().removesuffix(".value") for field in match.group(1).split(",")]
-    return "\t".join(outputs.get(name, "None") for name in names)
+def deployment_document(outputs: dict[str, object]) -> dict:
+    """What `az deployment sub show/create` returns, as far as the queries read it: properties.outputs.NAME.{type,
+    value}."""
+    types = {bool: "Bool", int: "Int", str: "String"}
+    return {"properties": {"outputs": {name: {"type": types[type(value)], "value": value}
+                                       for name, value in outputs.items()}}}
+
+
+def linked_hubs(state: dict) -> tuple[str, ...]:
+    """The hubs DPS links: those of the latest deployment (main.bicep links every hub it makes), else the default
+    three."""
+    for deployment in reversed(list(state.get("deployments", {}).values())):
+        hosts = deployment["outputs"].get("IOT_HUB_HOSTNAMES")
+        if hosts:
+            return tuple(hosts.split(","))
+    return LINKED_HUBS
+
+
+# --- --query and -o tsv as azure-cli does them ---------------------------------------------------------------------
+
+def _split_top(text: str) -> list[str]:
+    """The items of a multi-select list's body, split at the commas outside brackets."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*items, current.strip()] if current.strip() else items
+
+
+def search(document, expression: str | None):
+    """JMESPath, in the forms deploy.sh's multi-value queries take: a dotted path (`properties.outputs`), a
+    multi-select list (`[a, b.c]`, each item a path or a multi-select list itself, so `[[a, b]]`), or a path followed
+    by one (`properties.outputs.[[A.value, B.value]]`). A missing key is null (None)."""
+    if not expression:
+        return document
+    expression = expression.strip()
+    if expression.startswith("["):
+        if not expression.endswith("]"):
+            raise Fail(f"fake az: unsupported query {expression!r}", 99)
+        return [search(document, item) for item in _split_top(expression[1:-1])]
+    head, dot, rest = expression.partition(".[")
+    if dot:
+        return search(search(document, head), "[" + rest)
+    for key in expression.split("."):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise Fail(f"fake az: unsupported query {expression!r}", 99)
+        document = document.get(key) if isinstance(document, dict) else None
+    return document
 
 
 def parameters(args: dict) -> dict[str, str]:
@@ -390,29 +459,173 @@ def rest(state: dict, args: dict) -> str:
 
 
 def enrollment_group(state: dict, command: str, args: dict) -> str:
+    """create, or update as azure-iot does it (operations/dps.py, iot_dps_device_enrollment_group_update): the group
+    is read, what is given changes it, the rest is kept (allocation, webhook, hubs, CA references)."""
     group_id = args["enrollment_id"]
     groups = state.setdefault("enrollment_groups", {})
-    if args.get("allocation_policy") != "custom":
-        raise Fail("fake az: enrollment groups use custom allocation", 99)
-    url = args.get("webhook_url", "")
-    if not re.fullmatch(r"https://[^/]+/api/allocate\?code=.+", url) or not args.get("api_version"):
-        raise Fail(f"fake az: bad webhook {url!r}", 99)
-    if command.endswith("create"):
-        ca = args.get("root_ca_name")
-        if not state.get("dps_certs", {}).get(ca):
-            raise Fail(f"fake az: {ca} is not a verified DPS certificate", 99)
-    elif group_id not in groups:
+    creating = command.endswith("create")
+    if not creating and group_id not in groups:
         raise Fail("EnrollmentGroupNotFound", 3)
+    current = {} if creating else groups[group_id]
+    policy = args.get("allocation_policy", current.get("allocationPolicy", "custom" if current else None))
+    url = args.get("webhook_url", current.get("webhookUrl", ""))
+    api_version = args.get("api_version", current.get("apiVersion"))
+    if policy != "custom":
+        raise Fail("fake az: enrollment groups use custom allocation", 99)
+    if not re.fullmatch(r"https://[^/]+/api/allocate\?code=.+", url) or not api_version:
+        raise Fail(f"fake az: bad webhook {url!r}", 99)
+    references = ca_references(state, creating, dict(current.get("caReferences") or {}), args)
     # Without --iot-hubs an update keeps the group's list (azure-iot >= 0.24.0); each value is one hub entry.
-    hubs = args.get("iot_hubs", groups.get(group_id, {}).get("iotHubs"))
+    hubs = args.get("iot_hubs", current.get("iotHubs"))
     if not hubs:
         raise Fail("fake az: enrollment groups allocate among the DPS's linked hubs: give --iot-hubs", 99)
-    unknown = [hub for hub in hubs if hub not in LINKED_HUBS]
+    linked = linked_hubs(state)
+    unknown = [hub for hub in hubs if hub not in linked]
     if unknown:
         raise Fail(f"fake az: DPS has no linked IoT hub {unknown!r} (--iot-hubs takes one host name per value; "
-                   f"linked: {', '.join(LINKED_HUBS)})", 99)
-    groups[group_id] = {"webhookUrl": url, "apiVersion": args["api_version"], "iotHubs": list(hubs)}
+                   f"linked: {', '.join(linked)})", 99)
+    groups[group_id] = {**current, "allocationPolicy": policy, "webhookUrl": url, "apiVersion": api_version,
+                        "iotHubs": list(hubs), "caReferences": references}
     return ""
+
+
+def ca_references(state: dict, creating: bool, references: dict, args: dict) -> dict:
+    """attestation.x509.caReferences after the call: --root-ca-name (primary) and --secondary-root-ca-name; on update,
+    --remove-certificate / --remove-secondary-certificate first (_get_updated_attestation_with_x509_ca_cert), and
+    without a new name neither may leave the group with no CA (_can_remove_primary/secondary_certificate). DPS takes
+    a reference to a verified CA certificate of its own only."""
+    primary, secondary = args.get("root_ca_name"), args.get("secondary_root_ca_name")
+    remove_primary, remove_secondary = args.get("remove_certificate"), args.get("remove_secondary_certificate")
+    if creating:
+        references = {}
+    elif not (primary or secondary):
+        if remove_primary and remove_secondary:
+            raise Fail("Please provide at least one certificate")
+        if remove_primary and not references.get("secondary"):
+            raise Fail("Please provide at least one certificate while removing the only primary certificate")
+        if remove_secondary and not references.get("primary"):
+            raise Fail("Please provide at least one certificate while removing the only secondary certificate")
+    if remove_primary:
+        references.pop("primary", None)
+    if remove_secondary:
+        references.pop("secondary", None)
+    for key, name in (("primary", primary), ("secondary", secondary)):
+        if name:
+            if not state.get("dps_certs", {}).get(name):
+                raise Fail(f"fake az: {name} is not a verified DPS certificate", 99)
+            references[key] = name
+    if not references.get("primary"):
+        raise Fail("fake az: the groups of deploy.sh attest with a primary CA certificate (--root-ca-name)", 99)
+    return references
+
+
+def tsv(result) -> str:
+    """`-o tsv` of a query result as knack's format_tsv prints it (knack/output.py _TsvOutput, azure-cli's output;
+    tests/infra/test_real_az_cli.py compares the two), less the final newline: a result that is not a list is one row;
+    a list is one row PER ITEM, so `[a, b]` prints a and b on two lines; a row that is a list (or a dict: its values by
+    sorted key) is its cells joined by tabs, where a list cell prints its length, a dict cell nothing, None as None, a
+    bool as True/False; a row that is a bool prints true/false. The CLI prints nothing at all for a null result."""
+    if result is None:
+        return ""
+    lines = []
+    for row in result if isinstance(result, list) else [result]:
+        if isinstance(row, (list, dict)):
+            cells = row if isinstance(row, list) else [value for _, value in sorted(row.items())]
+            lines.append("\t".join(str(len(c)) if isinstance(c, list) else "" if isinstance(c, dict) else str(c)
+                                   for c in cells))
+        else:
+            lines.append(str(row).lower() if isinstance(row, bool) else str(row))
+    return "\n".join(lines)
+
+
+# --- Key Vault certificate versions and DPS CA certificates ------------------------------------------------------
+
+PLACEHOLDER_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+PLACEHOLDER_NOT_BEFORE = "2025-01-02T00:00:00+00:00"
+PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", re.S)
+
+
+def first_certificate(pem: str) -> str:
+    """The first certificate of a PEM chain: the one Key Vault keeps (cer) from a merged chain, and DPS from a file."""
+    match = PEM_BLOCK.search(pem)
+    if not match:
+        raise Fail("fake az: no PEM certificate in the file", 3)
+    return match.group(0).rstrip("\n") + "\n"
+
+
+def thumbprint(pem: str) -> str:
+    """SHA-1 over the DER certificate, upper-case hex: Key Vault's x509ThumbprintHex and DPS's properties.thumbprint."""
+    body = first_certificate(pem).split("-----")[2]
+    return hashlib.sha1(base64.b64decode("".join(body.split())), usedforsecurity=False).hexdigest().upper()
+
+
+def cryptography_x509():
+    import site  # the shim starts Python with -S; cryptography lives in site-packages
+
+    site.main()
+    from cryptography import x509
+
+    return x509
+
+
+def new_csr(name: str) -> str:
+    """A CSR of a new EC P-384 key, base64 DER, as Key Vault returns for a pending version with a new key."""
+    x509 = cryptography_x509()
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Sensor Onboarding {name}")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA384())
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def merged_certificate(pending: dict, pem: str) -> tuple[str, str]:
+    """The certificate Key Vault keeps from a merged chain and its notBefore. Where the pending version's CSR and the
+    chain are real, the certificate must hold the version's key, as Key Vault refuses any other."""
+    certificate = first_certificate(pem)
+    if certificate == PLACEHOLDER_PEM or "MIIB\n" in certificate:
+        return certificate, PLACEHOLDER_NOT_BEFORE
+    x509 = cryptography_x509()
+    from cryptography.hazmat.primitives import serialization
+
+    loaded = x509.load_pem_x509_certificate(certificate.encode())
+    try:
+        csr = x509.load_der_x509_csr(base64.b64decode(pending.get("csr", "")))
+    except ValueError:
+        csr = None
+    if csr is not None:
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if loaded.public_key().public_bytes(*spki) != csr.public_key().public_bytes(*spki):
+            raise Fail("Public key from x509 certificate and key of this instance doesn't match", 1)
+    return certificate, loaded.not_valid_before_utc.isoformat()
+
+
+def kv_versions(state: dict, name: str) -> list[dict]:
+    """The versions of Key Vault certificate `name`, oldest first; a state written before versions were kept (only
+    kv_certs) has one, complete or pending, with a placeholder certificate."""
+    versions = state.setdefault("kv_versions", {})
+    if name not in versions and name in state.get("kv_certs", {}):
+        status = state["kv_certs"][name]
+        versions[name] = [{"version": "0" * 32, "status": status,
+                           **({"pem": PLACEHOLDER_PEM, "notBefore": PLACEHOLDER_NOT_BEFORE}
+                              if status == "complete" else {})}]
+    return versions.get(name, [])
+
+
+def kv_version(state: dict, name: str, version: str | None = None) -> dict:
+    """The version asked for, else the newest complete one (what `certificate show` reads while a newer version
+    is pending is not modelled: deploy.sh asks `certificate pending show` first)."""
+    complete = [v for v in kv_versions(state, name) if v["status"] == "complete"]
+    found = [v for v in complete if v["version"] == version] if version else complete[-1:]
+    if not found:
+        raise Fail("CertificateNotFound", 3)
+    return found[0]
+
+
+def vault_id(name: str, version: str) -> str:
+    return f"https://kv-{TOKEN}.vault.azure.net/certificates/{name}/{version}"
 
 
 def handle_az(state: dict, command: str, args: dict) -> str:
@@ -420,7 +633,9 @@ def handle_az(state: dict, command: str, args: dict) -> str:
     if command == "account show":
         if not state.get("logged_in", True):
             raise Fail("Please run 'az login' to setup account.")
-        return f"{SUBSCRIPTION}\toperator@example.com\t{state.get('principal_kind', 'user')}"
+        account = {"id": SUBSCRIPTION, "isDefault": True, "name": "Onboarding (fake)", "tenantId": SUBSCRIPTION,
+                   "user": {"name": "operator@example.com", "type": state.get("principal_kind", "user")}}
+        return tsv(search(account, args.get("query")))
     if command == "extension show":
         if args["name"] in state.get("extensions", ["azure-iot"]):
             return state.get("azure_iot_version", "0.25.0")
@@ -433,7 +648,7 @@ def handle_az(state: dict, command: str, args: dict) -> str:
         deployment = state.get("deployments", {}).get(args["name"])
         if not deployment:
             raise Fail("DeploymentNotFound", 3)
-        return tsv_outputs(deployment["outputs"], query)
+        return tsv(search(deployment_document(deployment["outputs"]), args.get("query")))
     if command == "deployment sub what-if":
         if not args.get("no_pretty_print") or query != "changes[].[changeType, resourceId]":
             raise Fail("fake az: what-if must be --no-pretty-print with the changes query", 99)
@@ -451,7 +666,7 @@ def handle_az(state: dict, command: str, args: dict) -> str:
                 raise Fail("Deployment failed: the function on_device_created does not exist (Event Grid endpoint "
                            "validation)")
             state["subscribed"] = True
-        return tsv_outputs(outputs, query)
+        return tsv(search(deployment_document(outputs), args.get("query")))
     if command == "storage account check-name":
         return "false" if args["name"] in state.get("taken_names", []) else "true"
     if command == "keyvault list-deleted":
@@ -496,42 +711,75 @@ def handle_az(state: dict, command: str, args: dict) -> str:
         state.setdefault("blobs", {}).setdefault(args.get("container_name"), []).append(args.get("name"))
         return ""
     if command == "keyvault certificate show":
-        if state.get("kv_certs", {}).get(args.get("name")) == "complete":
-            return "A1B2C3"
-        raise Fail("CertificateNotFound", 3)
+        if state.get("kv_certs", {}).get(args.get("name")) != "complete":
+            raise Fail("CertificateNotFound", 3)
+        found = kv_version(state, args["name"], args.get("version"))
+        answers = {"x509ThumbprintHex": lambda: thumbprint(found["pem"]),
+                   "[[x509ThumbprintHex, attributes.notBefore, id]]": lambda: tsv(
+                       [[thumbprint(found["pem"]), found["notBefore"], vault_id(args["name"], found["version"])]])}
+        if query not in answers:
+            raise Fail(f"fake az: unexpected query {query!r}", 99)
+        return answers[query]()
     if command == "keyvault certificate pending show":
+        # The certificate operation: inProgress while the newest version waits for its merge; completed after it.
         name = args["name"]
-        if state.get("kv_certs", {}).get(name) != "pending":
+        versions = kv_versions(state, name)
+        if not versions:
             raise Fail("PendingCertificateNotFound", 3)
+        latest = versions[-1]
         if query == "status":
-            return "inProgress"
+            return "inProgress" if latest["status"] == "pending" else "completed"
         if query == "csr":
-            return state.get("csr_b64", {}).get(name, base64.b64encode(b"not a real csr").decode())
+            return latest.get("csr") or base64.b64encode(b"not a real csr").decode()
         raise Fail(f"fake az: unexpected query {query!r}", 99)
     if command == "keyvault certificate create":
         policy = json.loads(Path(args["policy"].removeprefix("@")).read_text())
         key = policy["keyProperties"]
         if key["exportable"] or key["keyType"] != "EC-HSM" or policy["issuerParameters"]["name"] != "Unknown":
             raise Fail("fake az: CA key policy must be a non-exportable HSM key with an external issuer", 99)
-        state.setdefault("kv_certs", {})[args["name"]] = "pending"
-        state.setdefault("policies", {})[args["name"]] = policy
+        name = args["name"]
+        versions = kv_versions(state, name)
+        if versions and versions[-1]["status"] == "pending":
+            raise Fail(f"Conflict: there is a pending certificate operation for {name}", 1)
+        if versions:  # a new version of an existing certificate: a new key unless the policy reuses the old one
+            if key.get("reuseKey") is not False:
+                raise Fail("fake az: a CA rotation needs a new key (keyProperties.reuseKey false)", 99)
+            csr = new_csr(name)
+        else:
+            csr = state.get("csr_b64", {}).get(name, base64.b64encode(b"not a real csr").decode())
+            state.setdefault("kv_certs", {})[name] = "pending"
+        versions.append({"version": hashlib.md5(f"{name}/{len(versions)}".encode(), usedforsecurity=False).hexdigest(),
+                         "status": "pending", "csr": csr})
+        state.setdefault("kv_versions", {})[name] = versions
+        state.setdefault("policies", {})[name] = policy
         return ""
     if command == "keyvault certificate pending merge":
         pem = Path(args["file"]).read_text()
         if os.environ.get("FAKE_AZ_VERIFY_CA"):
             verify_intermediate(pem)
+        versions = kv_versions(state, args["name"])
+        if not versions or versions[-1]["status"] != "pending":
+            raise Fail("Pending certificate not found", 3)
+        certificate, not_before = merged_certificate(versions[-1], pem)
+        versions[-1].update(status="complete", pem=certificate, notBefore=not_before)
         state.setdefault("kv_certs", {})[args["name"]] = "complete"
         return ""
     if command == "keyvault certificate download":
         if args.get("encoding") != "PEM":
             raise Fail("fake az: DPS takes the CA certificate as PEM (--encoding PEM)", 99)
-        Path(args["file"]).write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        if state.get("kv_certs", {}).get(args.get("name")) != "complete":
+            raise Fail("CertificateNotFound", 3)
+        Path(args["file"]).write_text(kv_version(state, args["name"], args.get("version"))["pem"])
         return ""
     if command == "iot dps certificate show":
-        cert = state.get("dps_certs", {}).get(args["certificate_name"])
+        name = args["certificate_name"]
+        cert = state.get("dps_certs", {}).get(name)
         if cert is None:
             raise Fail("CertificateNotFound", 3)
-        answers = {"properties.isVerified": "true" if cert else "false", "etag": "etag-1"}
+        print_ = state.get("dps_thumbprints", {}).get(name)
+        answers = {"properties.isVerified": "true" if cert else "false", "etag": "etag-1",
+                   "[[properties.thumbprint, properties.isVerified, properties.expiry]]":
+                       tsv([[print_, bool(cert), "2030-01-02T00:00:00+00:00"]])}
         if query not in answers:
             raise Fail(f"fake az: unexpected query {query!r}", 99)
         return answers[query]
@@ -541,6 +789,7 @@ def handle_az(state: dict, command: str, args: dict) -> str:
         if command.endswith("update") and args["etag"] != "etag-1":
             raise Fail("PreconditionFailed: etag mismatch", 3)
         state.setdefault("dps_certs", {})[args["certificate_name"]] = True
+        state.setdefault("dps_thumbprints", {})[args["certificate_name"]] = thumbprint(Path(args["path"]).read_text())
         return ""
     if command == "role assignment list":
         key = "|".join((args.get("assignee_object_id", ""), args.get("role", ""), args.get("scope", "")))
@@ -562,18 +811,20 @@ def handle_az(state: dict, command: str, args: dict) -> str:
         group = state.get("enrollment_groups", {}).get(args["enrollment_id"])
         if group is None:
             raise Fail("EnrollmentGroupNotFound", 3)
-        return group["webhookUrl"]
+        # The group as azure-iot shows it (EnrollmentGroup of the DPS service API), as far as deploy.sh reads it.
+        shown = {"enrollmentGroupId": args["enrollment_id"], "iotHubs": group.get("iotHubs"),
+                 "allocationPolicy": group.get("allocationPolicy"),
+                 "customAllocationDefinition": {"webhookUrl": group.get("webhookUrl"),
+                                                "apiVersion": group.get("apiVersion")},
+                 "attestation": {"type": "x509", "x509": {"caReferences": group.get("caReferences") or {}}}}
+        return tsv(search(shown, query))
     if command in ("iot dps enrollment-group create", "iot dps enrollment-group update"):
         return enrollment_group(state, command, args)
     raise Fail(f"fake az: the parser knows {command!r} but no handler does", 99)
 
 
 def verify_intermediate(pem: str) -> None:
-    import site  # the shim starts Python with -S; cryptography lives in site-packages
-
-    site.main()
-    from cryptography import x509
-
+    x509 = cryptography_x509()
     certificate = x509.load_pem_x509_certificates(pem.encode())[0]
     constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value

@@ -89,3 +89,31 @@ def test_a_value_outside_the_choices_exits_2_and_choices_ignore_case(fake_azure)
 def test_an_unknown_command_exits_2(fake_azure):
     done, call = fake_azure.az("iot", "dps", "enrollment-group", "crate", "--enrollment-id", "g", parse_only=True)
     assert done.returncode == 2 and "misspelled or not recognized" in done.stderr and call["exit"] == 2
+
+
+# Results and what knack's format_tsv (knack 0.14.0, azure-cli 2.91.0) prints for them, final newline dropped; the
+# opt-in tests/infra/test_real_az_cli.py checks the same results against the installed knack.
+TSV_CASES = [
+    (["a", "", True, None], "a\n\ntrue\nNone"),           # "[a, b, c, d]": one value per line
+    ([["a", "", True, None]], "a\t\tTrue\tNone"),         # "[[a, b, c, d]]": one tab-separated row
+    ("x", "x"), (True, "true"), (3, "3"), ([True, False], "true\nfalse"),
+    ({"b": 1, "a": 2}, "2\t1"), ([{"b": 1, "a": 2}], "2\t1"), ([["u", ["h1", "h2"]]], "u\t2"),
+    (["u", ["h1", "h2"]], "u\nh1\th2"), (["u", None], "u\nNone"), ([], ""), (None, ""),
+]
+
+
+@pytest.mark.parametrize(("result", "printed"), TSV_CASES)
+def test_the_fake_prints_tsv_as_knack_does(result, printed):
+    from tests.infra.fake_az import tsv
+
+    assert tsv(result) == printed
+
+
+def test_the_fake_applies_queries_as_jmespath_does():
+    from tests.infra.fake_az import search
+
+    doc = {"id": "s", "user": {"name": "n", "type": "t"}, "properties": {"outputs": {"A": {"value": 1}}}}
+    assert search(doc, "[id, user.name, user.type]") == ["s", "n", "t"]
+    assert search(doc, "[[id, user.name, user.type]]") == [["s", "n", "t"]]
+    assert search(doc, "properties.outputs.[[A.value, B.value]]") == [[1, None]]
+    assert search(doc, "user.name") == "n" and search(doc, "missing.key") is None

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 from tests.infra.code_scan import REPO
+from tests.infra.conftest import FakeAzure, Run
 from tests.infra.fake_az import COMMANDS, GLOBAL, from_extension
-from tests.infra.scenarios import deploy_script_commands, every_path
+from tests.infra.scenarios import deploy_script_commands, every_path, real_csrs, root_ca
 
 pytestmark = [
     pytest.mark.real_az_cli,
@@ -75,6 +76,16 @@ class RealCli:
         return None  # got past the parser (the hook did not fire) and failed later, e.g. "Please run 'az login'"
 
 
+def rotation_runs(root: Path, functions: list[str]) -> list[Run]:
+    """The CA rotation's command lines (docs/ca-rotation.md) after a deployment: stage 1 waiting for the offline root
+    and then with it, stage 1 again (done), stage 2."""
+    fake = FakeAzure(root / "rotation", functions)
+    sign = ("--sign-with-root", *map(str, root_ca(fake.root)))
+    fake.update(csr_b64=real_csrs())
+    return [fake.run(*sign), fake.run("--rotate-ca", "west"), fake.run("--rotate-ca", "west", *sign),
+            fake.run("--rotate-ca", "west"), fake.run("--promote-ca", "west")]
+
+
 def install() -> Path:
     python = VENV / "bin" / "python"
     marker = VENV / ".installed"
@@ -100,11 +111,13 @@ def real_cli(tmp_path_factory) -> RealCli:
 
 @pytest.fixture(scope="module")
 def core_command_lines(tmp_path_factory) -> dict[str, list[list[str]]]:
-    """Every distinct core az command line deploy.sh issued in the runs that take all its branches."""
+    """Every distinct core az command line deploy.sh issued in the runs that take all its branches (and in the CA
+    rotation's)."""
     from tests.infra.code_scan import functions
 
     lines: dict[str, list[list[str]]] = {}
-    for run in every_path(tmp_path_factory.mktemp("deploy-runs"), sorted(functions())):
+    root = tmp_path_factory.mktemp("deploy-runs")
+    for run in [*every_path(root, sorted(functions())), *rotation_runs(root, sorted(functions()))]:
         assert run.returncode == 0, run.output
         for call in run.calls:
             command = call.get("command")
@@ -155,3 +168,27 @@ def test_the_fake_models_each_core_command_as_the_real_parser_does(real_cli, com
         if fake != actual:
             mismatches.append(f"{'/'.join(flags)}: fake {fake}, real {actual} ({action['options']})")
     assert not mismatches, f"azure-cli {real_cli.version}, az {command}:\n  " + "\n  ".join(mismatches)
+
+
+def test_the_fake_prints_tsv_and_applies_queries_as_the_real_cli(real_cli):
+    # knack's format_tsv and jmespath from the real CLI's venv, on the fake's cases: a fake that printed a flat list
+    # as one row hid that deploy.sh read `--query "[a, b]" -o tsv` as one tab-separated line.
+    from tests.infra.fake_az import search, tsv
+    from tests.infra.test_fake_az import TSV_CASES
+
+    script = (
+        "import json, sys, jmespath\n"
+        "from knack.output import format_tsv\n"
+        "from knack.util import CommandResultItem\n"
+        "cases, queries, doc = json.load(sys.stdin)\n"
+        "print(json.dumps([[format_tsv(CommandResultItem(r)) if r is not None else '' for r in cases],\n"
+        "                  [jmespath.search(q, doc) for q in queries]]))\n")
+    doc = {"id": "s", "user": {"name": "n", "type": "t"}, "properties": {"outputs": {"A": {"value": 1}}}}
+    queries = ["[id, user.name, user.type]", "[[id, user.name, user.type]]", "properties.outputs.[[A.value, B.value]]",
+               "[customAllocationDefinition.webhookUrl, iotHubs]"]
+    cases = [result for result, _printed in TSV_CASES]
+    done = subprocess.run([str(real_cli.python), "-c", script], input=json.dumps([cases, queries, doc]),
+                          capture_output=True, text=True, env=real_cli.env, check=True)
+    printed, searched = json.loads(done.stdout)
+    assert [tsv(result) for result in cases] == [text.removesuffix("\n") for text in printed]
+    assert [search(doc, query) for query in queries] == searched
