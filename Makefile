@@ -5,14 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help system-deps deps test unit integration lint run demo reset
+.PHONY: help system-deps deps test unit integration lint run demo reset chaos fleet
 help:
 	@echo "make demo   roll out 12 plants x 300 sensors through the real functions on a fresh local stack"
 	@echo "make test   unit + integration tests (starts what the tests need)"
-	@echo "make run    start the local stack in the foreground (Ctrl-C stops it)"
+	@echo "make run    start the local stack in the foreground (Ctrl-C stops it; HUBS_PER_REGION=N for more hubs)"
+	@echo "make fleet  with the stack running: simulated sensors that stay online (FACILITY, TYPE, COUNT)"
 	@echo "make lint   ruff"
 	@echo "make reset  delete the local stack's state (.local/, local.settings.json)"
-	@echo "operator CLI: .venv/bin/onboarding --help (explain, preview, certs, alerts, health)"
+	@echo "operator CLI: .venv/bin/onboarding --help (explain, preview, certs, alerts, health, hubs, capacity,"
+	@echo "              templates, overrides, partners)"
 
 deps: $(VENV)/.installed node_modules/.installed system-deps
 
@@ -58,5 +60,13 @@ run: deps
 demo: deps
 	$(PY) -m local.demo
 
+# The reference rollout under the bad-day fault profile, the Functions host killed and one hub stopped (issue 16).
+# CI: make chaos CHAOS_ARGS="--facilities 2 --per-facility 20"
+chaos: deps
+	$(PY) -m local.chaos $(CHAOS_ARGS)
+
 reset:
 	rm -rf .local local.settings.json
+
+fleet: deps
+	$(PY) -m local.fleet run --facility $(or $(FACILITY),FAC03) --type $(or $(TYPE),temp) --count $(or $(COUNT),20)

@@ -3,7 +3,11 @@
 1. warm decisions: parse + decide + response for 10,000 mixed requests, in process, caches warm
    (SQLite through ODBC for facilities and hub limits, CRLs verified once, hub counts from memory);
 2. cold import of function_app vs azure.functions alone, each in fresh interpreters (median of 5);
-3. CRL load + verify + index for 1,000 / 100,000 / 1,000,000 entries, and revocation look-up time.
+3. CRL load + verify + index for 1,000 / 100,000 / 1,000,000 entries, and revocation look-up time;
+4. `--http`: webhook latency over HTTP against the running local stack (p50/p99, 32 concurrent callers), as DPS
+   calls it: POST /api/allocate with the function key, device certificates of the stack's regional CAs (signed
+   by its Key Vault). Run it against a stack under the realistic-latency profile (issue 16; target p99 < 50 ms
+   warm): `LOCAL_FAULT_PROFILE=realistic make run`, then `python -m bench.allocation --http`.
 """
 
 from __future__ import annotations
@@ -175,10 +179,106 @@ def bench_crl(sizes: list[int]) -> None:
               f"look-up {lookup_ns:5.0f} ns ({hits} hits of {probes}); built in {built:.1f} s")
 
 
+def stack_certificates(services, count: int) -> list[tuple[str, str]]:
+    """(registration id, base64 DER) of `count` device certificates signed by the stack's regional CAs in its Key
+    Vault, for known plants (as Scenario._stranger signs one)."""
+    from cert_lifecycle.signer import KeyVaultSigner, key_vault_sign_digest
+    from local.seed import data
+    from shared.keyvault import crypto_client
+
+    by_region: dict[str, list[str]] = {}
+    for facility in data.facilities():
+        by_region.setdefault(facility.region, []).append(facility.code)
+    signers = {}
+    for region, name in data.CA_NAMES.items():
+        ca = services.certificates.get_certificate(name)
+        signers[region] = KeyVaultSigner(x509.load_der_x509_certificate(bytes(ca.cer)), key_vault_sign_digest(
+            crypto_client(services.settings, services.credential, ca.key_id)))
+    regions = sorted(signers)
+    out = []
+    for i in range(count):
+        region = regions[i % len(regions)]
+        cn = f"sensor-temp-{by_region[region][i % len(by_region[region])]}-SNB{i:07d}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        signer = signers[region]
+        cert = signer.sign_certificate(
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(signer.ca_certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(minutes=5))
+            .not_valid_after(NOW + dt.timedelta(days=30)))
+        out.append((cn, base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()))
+    return out
+
+
+def bench_http(requests: int, callers: int, settings_path: Path) -> None:
+    """Webhook latency over HTTP against the running stack: `callers` threads, each with its own keep-alive
+    connection (as DPS's front ends would hold), first a warm-up round, then `requests` timed POSTs."""
+    import http.client
+    import os
+    import threading
+
+    from local.secrets import stack_secret
+    from shared.bootstrap import Services
+
+    values = json.loads(settings_path.read_text())["Values"]
+    os.environ.update(values)
+    services = Services(Settings())
+    state_dir = settings_path.parent / ".local" if settings_path.parent == REPO else settings_path.parent
+    key = stack_secret(state_dir, "function-key-default")
+    hubs = services.settings.iot_hub_host_names
+    certificates = stack_certificates(services, 64)
+    bodies = [json.dumps({
+        "enrollmentGroup": {"enrollmentGroupId": "bench", "attestation": {"type": "x509"}},
+        "deviceRuntimeContext": {"registrationId": cn, "x509": {"clientCertificate": der}},
+        "linkedHubs": hubs}).encode() for cn, der in certificates]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def caller(index: int, count: int, record: bool) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", 7071, timeout=30)
+        for n in range(count):
+            body = bodies[(index * 7 + n) % len(bodies)]
+            t0 = time.perf_counter()
+            connection.request("POST", "/api/allocate", body=body,
+                               headers={"x-functions-key": key, "Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            took = (time.perf_counter() - t0) * 1000
+            if record:
+                with lock:
+                    latencies.append(took)
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+        connection.close()
+
+    def round_of(count_each: int, record: bool) -> float:
+        threads = [threading.Thread(target=caller, args=(i, count_each, record)) for i in range(callers)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - started
+
+    round_of(4, record=False)  # warm: caches, connections, worker threads
+    elapsed = round_of(max(1, requests // callers), record=True)
+    print(f"webhook over HTTP ({callers} concurrent callers, {len(latencies)} requests, warm): "
+          f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
+          f"max {max(latencies):.1f} ms, {len(latencies) / elapsed:,.0f} requests/s; statuses {statuses}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs (1,000 requests, CRLs up to 100,000)")
+    parser.add_argument("--http", action="store_true", help="only the webhook over HTTP against the running stack")
+    parser.add_argument("--requests", type=int, default=2_000, help="--http: timed requests (default 2,000)")
+    parser.add_argument("--callers", type=int, default=32, help="--http: concurrent callers (default 32)")
+    parser.add_argument("--settings", type=Path, default=REPO / "local.settings.json",
+                        help="--http: the running stack's settings file (its state dir is beside it, or .local/)")
     args = parser.parse_args()
+    if args.http:
+        bench_http(args.requests, args.callers, args.settings)
+        return
     bench_decisions(1_000 if args.quick else 10_000)
     bench_imports()
     bench_crl([1_000, 100_000] if args.quick else [1_000, 100_000, 1_000_000])

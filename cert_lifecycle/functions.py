@@ -26,6 +26,7 @@ from shared import telemetry
 from shared.config import SettingError
 from shared.errors import OnboardingError
 from shared.http import json_response
+from shared.retry import DeadlineExceeded, Deadlines
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ bp = func.Blueprint()
 SCAN_SCHEDULE = "0 0 6 * * *"
 CRL_REFRESH_SCHEDULE = "0 0 */6 * * *"
 COLLECT_SCHEDULE = "0 5 * * * *"
+# sign and revoke answer within their deadlines (CERT_SIGN_DEADLINE_SECONDS, CERT_REVOKE_DEADLINE_SECONDS): the work
+# runs in this pool and what is not done in time goes on in the background while the caller gets 503 with
+# Retry-After (issue 16: with Key Vault hung, sign gave no answer within 60 s).
+DEADLINES = Deadlines("cert-lifecycle", workers=16)
+RETRY_AFTER_S = 5
 
 
 def lifecycle():
@@ -57,7 +63,13 @@ def _refusal(error: OnboardingError, event: str, started: float, **fields) -> fu
     elif error.status == 401:  # RFC 6750: a bearer token is what is missing or wrong
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' \
             if error.code == "partner_credential_invalid" else "Bearer"
+    elif error.status in (429, 503):  # may succeed later: say when to come back
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def _late(exc: DeadlineExceeded) -> OnboardingError:
+    return OnboardingError("dependency_unavailable", exc.reason)
 
 
 @bp.function_name("sign_csr")
@@ -69,17 +81,27 @@ def sign_csr(req: func.HttpRequest) -> func.HttpResponse:
         max_bytes = lc.settings.max_csr_bytes
     except SettingError as exc:
         return _refusal(OnboardingError("configuration_error", str(exc)), "certificate_signing", started)
-    actor = "sign_csr"  # until the partner is known
-    try:
+    who = {"actor": "sign_csr"}  # until the partner is known
+    body, authorization = req.get_body(), req.headers.get("Authorization")
+
+    def work():
         from cert_lifecycle.csr import csr_from_body
 
         # The function key got the request this far; the partner credential says who is asking (docs/partners.md).
-        partner = lc.partner_auth.partner(req.headers.get("Authorization"))
-        actor = f"partner:{partner.partner_id}"
-        csr = csr_from_body(req.get_body(), max_bytes)
-        issued = lc.issuer.issue(csr, actor=actor, partner=partner)
+        partner = lc.partner_auth.partner(authorization)
+        who["actor"] = f"partner:{partner.partner_id}"
+        csr = csr_from_body(body, max_bytes)
+        return lc.issuer.issue(csr, actor=who["actor"], partner=partner)
+
+    try:
+        issued = DEADLINES.run(work, lc.settings.sign_deadline_s, "certificate signing", RETRY_AFTER_S)
+    except DeadlineExceeded as late:
+        error = _late(late)
+        DEADLINES.background(lambda: lc.audit.certificate_event("rejected", reason_code=error.code,
+                                                                actor=who["actor"], details={"detail": error.detail}))
+        return _refusal(error, "certificate_signing", started)
     except OnboardingError as error:
-        lc.audit.certificate_event("rejected", reason_code=error.code, actor=actor,
+        lc.audit.certificate_event("rejected", reason_code=error.code, actor=who["actor"],
                                    details={"detail": error.detail})
         return _refusal(error, "certificate_signing", started)
     except SettingError as exc:
@@ -178,7 +200,12 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
         from cert_lifecycle.revocation import parse_revocation_request
 
         request = parse_revocation_request(req.get_body())
-        result = lifecycle().revoker.revoke(request)
+        lc = lifecycle()
+        # Not answered in time: the revocation goes on in the background; the same request again is safe.
+        result = DEADLINES.run(lambda: lc.revoker.revoke(request), lc.settings.revoke_deadline_s,
+                               "certificate revocation", RETRY_AFTER_S)
+    except DeadlineExceeded as late:
+        return _refusal(_late(late), "certificate_revocation", started)
     except OnboardingError as error:
         return _refusal(error, "certificate_revocation", started)
     except SettingError as exc:
@@ -193,7 +220,9 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
     if unpublished is not None:
         # Recorded, announced, devices disabled, but not yet on every CRL: 503, never 500. The refresh timer
         # publishes it (it compares each CRL with SQL); retrying this request publishes it sooner.
-        return json_response({**unpublished.to_body(), **result.to_body()}, unpublished.status)
+        response = json_response({**unpublished.to_body(), **result.to_body()}, unpublished.status)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     return json_response(result.to_body(), 200)
 
 

@@ -23,6 +23,8 @@
 | CRL_CONTAINER | crl | (shared) the Blob container of the CRLs (`{ca}.crl`) and CA certificates (shared/crl.py) |
 | CRL_DISTRIBUTION_URL | container URL | (shared) public base URL of that container, written into every certificate |
 | SECURITY_ALERTS_QUEUE | security-alerts | (shared) revocations and superseded certificates are announced here |
+| CERT_SIGN_DEADLINE_SECONDS | 10 | POST /api/certificates/sign answers within this (else 503, Retry-After) |
+| CERT_REVOKE_DEADLINE_SECONDS | 30 | POST /api/certificates/revoke answers within this (else 503, Retry-After) |
 | PARTNER_TOKEN_ISSUER | (none) | `iss` of partner tokens: https://login.microsoftonline.com/{tenant}/v2.0 |
 | PARTNER_TOKEN_AUDIENCE | (none) | `aud` of partner tokens: the client ID of the onboarding API's app registration |
 | PARTNER_TOKEN_JWKS_URL | (none) | the issuer's keys: https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys |
@@ -75,6 +77,8 @@ class LifecycleSettings:
     crl_container: str = "crl"
     crl_distribution_url: str | None = None  # None (tests only): certificates name no CRL distribution point
     partner_tokens: object | None = None  # cert_lifecycle.partners.TokenSettings, or None: partners refused
+    sign_deadline_s: float = 10.0
+    revoke_deadline_s: float = 30.0
 
 
     @property
@@ -135,6 +139,8 @@ def lifecycle_settings(settings: Settings) -> LifecycleSettings:
         crl_container=settings.crl_container,
         crl_distribution_url=settings.crl_distribution_url,
         partner_tokens=partner_token_settings(settings),
+        sign_deadline_s=settings.number("CERT_SIGN_DEADLINE_SECONDS", 10, minimum=1),
+        revoke_deadline_s=settings.number("CERT_REVOKE_DEADLINE_SECONDS", 30, minimum=1),
     )
 
 

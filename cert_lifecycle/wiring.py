@@ -48,11 +48,16 @@ class Lifecycle:
 
     @cached_property
     def cas(self) -> CaDirectory:
-        def sign_digest_for(key_id: str):
-            return key_vault_sign_digest(keyvault.crypto_client(self.svc.settings, self.svc.credential, key_id))
+        """The lifecycle's own Key Vault clients, with timeouts that fit the sign endpoint's deadline
+        (CERT_SIGN_DEADLINE_SECONDS; azure-core's defaults would wait 300 s per socket read)."""
+        options = keyvault.budget_options(self.settings.sign_deadline_s)
+        settings, credential = self.svc.settings, self.svc.credential
 
-        return CaDirectory(self.svc.settings.regional_cas, self.svc.certificates, sign_digest_for,
-                           self.settings.ca_cache_s)
+        def sign_digest_for(key_id: str):
+            return key_vault_sign_digest(keyvault.crypto_client(settings, credential, key_id, options))
+
+        certificates = keyvault.certificate_client(settings, credential, options)
+        return CaDirectory(settings.regional_cas, certificates, sign_digest_for, self.settings.ca_cache_s)
 
     @cached_property
     def partners(self) -> PartnerDirectory:

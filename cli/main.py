@@ -23,7 +23,7 @@ from cli.output import Outcome, print_json
 from cli.settings import load_settings
 
 GROUPS = ("cli.explain", "cli.preview", "cli.certs", "cli.alerts", "cli.health", "cli.partners", "cli.hubs",
-          "cli.capacity")
+          "cli.capacity", "cli.templates", "cli.overrides", "cli.funnel")
 
 DESCRIPTION = """Operate the sensor onboarding app: the local stack by default (./local.settings.json), or a
 deployment (--settings FILE with its app settings, after `az login`). App settings in the environment win over

@@ -28,7 +28,7 @@ readonly SCRIPT_DIR REPO_ROOT
 readonly TEMPLATE="${SCRIPT_DIR}/main.bicep"
 readonly DPS_WEBHOOK_API_VERSION="2021-10-01"
 # The deployable app: function_app.py, its blueprints and shared/. Never local/, tests/, bench/ or .local/.
-readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation twin_setup cert_lifecycle health capacity shared)
+readonly PACKAGE_PATHS=(function_app.py host.json requirements.txt allocation twin_setup cert_lifecycle health capacity funnel shared)
 readonly POLL_SECONDS="${DEPLOY_POLL_SECONDS:-10}"
 readonly POLL_ATTEMPTS="${DEPLOY_POLL_ATTEMPTS:-30}"
 

@@ -160,6 +160,8 @@ var queueNames = [
   'certificate-renewals-poison'
   'certificate-alerts'
   'security-alerts'
+  'config-rollouts'
+  'config-rollouts-poison'
 ]
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -381,6 +383,24 @@ module deviceEvents 'modules/device-events.bicep' = if (subscribeDeviceCreated) 
     functionAppName: functionApp.outputs.name
     functionName: 'on_device_created'
     storageAccountName: storage.outputs.name
+    deadLetterContainerName: deadLetterContainer
+  }
+  dependsOn: [
+    rbac
+  ]
+}
+
+// Template uploads start configuration rollouts (README "Configuration changes"); deployed with the DeviceCreated
+// subscription, once the function code exists.
+module templateEvents 'modules/templates-events.bicep' = if (subscribeDeviceCreated) {
+  name: 'templates-events'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    templatesContainerName: templatesContainer
+    functionAppName: functionApp.outputs.name
     deadLetterContainerName: deadLetterContainer
   }
   dependsOn: [

@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(state_dir=state_dir, settings_path=settings_path, iothub_args=DEMO_THROTTLE,
                           extra_settings={"CRL_CACHE_TTL_SECONDS": "2", "CERT_SUPERSEDED_GRACE_HOURS": "0",
                                           "FUNCTIONS_WORKER_PROCESS_COUNT": "2",
+                                          # the funnel: a sensor silent 15 s after applying its configuration
+                                          # is stuck (the incident), and the margin fits the sensors' warm-up
+                                          "FUNNEL_STUCK_ACKNOWLEDGED_SECONDS": "15",
+                                          "FUNNEL_LIVE_MARGIN_SECONDS": "1",
                                           "PYTHON_THREADPOOL_THREAD_COUNT": "8"})
             started = time.monotonic()
             stack.start(host_to_console=False)

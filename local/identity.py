@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from local.faults import FaultEngine, engine_from_environment, install
+
 TOKEN_LIFETIME_S = 3600
 
 
@@ -124,8 +126,9 @@ def issue_partner_token(key, issuer: str, audience: str, partner_id: str, roles:
 
 
 def identity_app(signing_key: bytes, identity_header: str, partner_signing_key=None, partner_issuer: str = "",
-                 partner_audience: str = "") -> Starlette:
-    """ASGI app serving GET /msi/token like App Service's identity endpoint (and the partner token stand-in)."""
+                 partner_audience: str = "", faults: FaultEngine | None = None) -> Starlette:
+    """ASGI app serving GET /msi/token like App Service's identity endpoint (and the partner token stand-in).
+    faults: a fault engine (local/faults.py); by default the one LOCAL_FAULT_PROFILE names, if any."""
 
     async def token(request: Request) -> JSONResponse:
         if not hmac.compare_digest(request.headers.get("x-identity-header", ""), identity_header):
@@ -165,4 +168,4 @@ def identity_app(signing_key: bytes, identity_header: str, partner_signing_key=N
     if partner_signing_key is not None:
         routes += [Route("/partners/token", partner_token, methods=["POST"]),
                    Route("/partners/discovery/v2.0/keys", partner_keys, methods=["GET"])]
-    return Starlette(routes=routes)
+    return install(Starlette(routes=routes), faults if faults is not None else engine_from_environment("identity"))

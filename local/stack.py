@@ -8,6 +8,7 @@ restarts; `make reset` deletes it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -98,6 +99,16 @@ class Stack:
             start_new_session=True,
         )
 
+    def restart(self, name: str) -> None:
+        """Kill one child with its process group (a crashed instance: no graceful shutdown) and start it again
+        with the same command line and environment, as the platform restarts a crashed process."""
+        proc = self.children[name]
+        args = list(proc.args)[1:]  # [python, -m, ...]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self._spawn(name, args, self._env(ensure_tls(self.state_dir).ca_bundle))
+
     def _wait_ports(self, ports: dict[str, int], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         pending = dict(ports)
@@ -165,6 +176,9 @@ class Stack:
             if time.monotonic() > deadline:
                 raise StackError(f"/api/health not 200 after {health_timeout:g}s: {answer}")
             time.sleep(0.2)
+        # Azurite publishes no events: a poller delivers BlobCreated for the templates container to the host's Event
+        # Grid endpoint as a storage system topic would (local/blob_events.py).
+        self._spawn("blob-events", ["-m", "local.blob_events", "--settings", str(self.settings_path)], env)
         log.info("stack healthy in %.1fs", time.monotonic() - started)
         return answer[1]
 

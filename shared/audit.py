@@ -1,5 +1,6 @@
-"""The one audit writer: provisioning_events (the onboarding trail: allocations, refusals, twin setup failures)
-and certificate_events (issuance, refusals, revocations, CRL publications, scans, renewal steps).
+"""The one audit writer: provisioning_events (the onboarding trail: allocations, refusals, twin setup failures),
+certificate_events (issuance, refusals, revocations, CRL publications, scans, renewal steps) and onboarding_stages
+(the funnel: one row per sensor and stage reached, migration 0007).
 
 Best effort with respect to the decision being audited: a failed write is logged loudly and reported as False,
 never turned into a different outcome. Details are JSON text, cut to MAX_DETAILS characters; no secrets.
@@ -63,3 +64,20 @@ class AuditWriter:
             [str(uuid.uuid4()), _now(), action[:32], _cut(device_id, 128), _cut(issuer, 255),
              serial_number, reason_code, _cut(actor, 255), _details(details)],
             f"{action} {device_id or ''}".strip())
+
+    def onboarding_stage(self, device_id: str, stage: str, at, *, hub: str | None = None,
+                         facility: str | None = None, details: dict[str, Any] | None = None) -> bool | None:
+        """One onboarding_stages row: the sensor reached `stage` at `at` (a datetime). Once per sensor and stage: a
+        row already there is kept (a re-run or a redelivery adds none; the primary key stops a concurrent one).
+        True when this call added the row, False when it was there, None when the write failed (logged)."""
+        try:
+            added = self._db.execute(
+                "INSERT INTO onboarding_stages (device_id, stage, at, recorded_at, hub, facility, details) "
+                "SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM onboarding_stages WHERE device_id = ? AND stage = ?)",
+                [device_id[:128], stage, sql_utc(at, whole_seconds=False), _now(), _cut(hub, 255),
+                 _cut(facility, 16), _details(details), device_id[:128], stage])
+        except Exception as exc:  # noqa: BLE001 - the audit must not change the outcome
+            log.error("audit write failed (%s %s): %s", device_id[:128], stage, type(exc).__name__)
+            return None
+        return added == 1

@@ -55,6 +55,9 @@ _CATALOGUE = [
     ErrorCode("edge_capability_mismatch", 409, "The template has an edge deployment but the device is not IoT Edge."),
     ErrorCode("twin_update_rejected", 502, "IoT Hub refused the twin update."),
     ErrorCode("edge_deployment_failed", 502, "IoT Hub refused the edge deployment."),
+    # configuration rollouts (template and override changes reaching installed sensors)
+    ErrorCode("rollout_not_found", 404, "No such configuration rollout."),
+    ErrorCode("rollout_state_conflict", 409, "The rollout is not in a state that allows this operation."),
     # certificate lifecycle (CSR signing, revocation, CRLs)
     ErrorCode("request_too_large", 413, "The request body is too large."),
     ErrorCode("csr_invalid", 400, "The body is not a PEM certificate signing request."),

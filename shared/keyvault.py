@@ -19,6 +19,14 @@ def deadline_options(timeout_s: float) -> dict:
     return {"connection_timeout": timeout_s, "read_timeout": timeout_s, "retry_total": 0}
 
 
+def budget_options(deadline_s: float) -> dict:
+    """Options for callers whose endpoint has a deadline of its own (the certificate lifecycle's sign and revoke,
+    cert_lifecycle/settings.py): a connection within a quarter of it, an answer within half, one retry of a refused
+    or reset connection or a throttled call; the endpoint's deadline (shared/retry.py Deadlines) bounds the rest."""
+    return {"connection_timeout": deadline_s / 4, "read_timeout": deadline_s / 2, "retry_total": 1,
+            "retry_connect": 1, "retry_read": 1, "retry_backoff_factor": 0.2, "retry_backoff_max": 1}
+
+
 def _options(settings: Settings, options: dict | None = None) -> dict:
     return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource,
             **CLIENT_OPTIONS, **(options or {})}
@@ -31,14 +39,14 @@ def certificate_client(settings: Settings, credential, options: dict | None = No
     return CertificateClient(settings.key_vault_url, credential, **_options(settings, options))
 
 
-def key_client(settings: Settings, credential):
+def key_client(settings: Settings, credential, options: dict | None = None):
     from azure.keyvault.keys import KeyClient
 
-    return KeyClient(settings.key_vault_url, credential, **_options(settings))
+    return KeyClient(settings.key_vault_url, credential, **_options(settings, options))
 
 
-def crypto_client(settings: Settings, credential, key_id: str):
+def crypto_client(settings: Settings, credential, key_id: str, options: dict | None = None):
     """CryptographyClient for one Key Vault key (its `sign` is how the CA keys are used; they never leave)."""
     from azure.keyvault.keys.crypto import CryptographyClient
 
-    return CryptographyClient(key_id, credential, **_options(settings))
+    return CryptographyClient(key_id, credential, **_options(settings, options))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,3 +94,50 @@ class RetryBudget:
                 self.retries += 1
                 self.waited_s += delay
                 self._sleep(delay)
+
+
+class DeadlineExceeded(TransientError):
+    """A unit of work not done by its deadline; it goes on in the background (each call has its own timeout)."""
+
+
+class Deadlines:
+    """Runs an endpoint's unit of work in a pool thread and waits for it at most its deadline, so that the endpoint
+    answers in time whatever a dependency does (a hung Key Vault holds a worker thread, never the answer). One pool
+    per feature, made on first use; when every thread is held, new work waits in the queue and meets its deadline
+    the same way. The allocation webhook's own form of this is allocation/service.py (its audit row has a share)."""
+
+    def __init__(self, name: str, workers: int = 16):
+        self._name = name
+        self._workers = workers
+        self._pool = None
+        self._guard = threading.Lock()
+
+    def _executor(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix=self._name)
+            return self._pool
+
+    def run(self, work: Callable[[], T], timeout_s: float, what: str, retry_after_s: float = 5) -> T:
+        """work()'s result or exception; DeadlineExceeded (with retry_after_s) when not done within timeout_s."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        future = self._executor().submit(work)
+        try:
+            return future.result(timeout=max(0.0, timeout_s))
+        except FutureTimeout:
+            log.warning("%s not done within %.1fs; it goes on in the background", what, timeout_s)
+            raise DeadlineExceeded(f"{what} not done within the {timeout_s:g}s deadline (a dependency is slow)",
+                                   retry_after_s) from None
+
+    def background(self, work: Callable[[], object]) -> None:
+        """Run work without waiting (an audit row after a late answer); its failure is logged."""
+        def logged():
+            try:
+                work()
+            except Exception:  # nothing waits for it; the log is where it shows
+                log.exception("%s: background work failed", self._name)
+
+        self._executor().submit(logged)

@@ -11,6 +11,11 @@ Pure. Features name tags through these constants and builders, never through the
   (idempotence) and the workbook;
 - certificateRenewal {state, level, serialNumber, requestId, ...}: the lifecycle's scan and renewal steps
   (cert_lifecycle/expiry.py TAG_FIELDS); read by them.
+- onboarding {stage, stages {allocated, created, configured, acknowledged, live}, stuck {stage, since}}: the
+  onboarding funnel (funnel/stages.py; README "Onboarding funnel"): the furthest stage reached, when each was reached,
+  and the stage a sensor has stayed in past its limit (null once it progresses); read by the funnel (the next
+  reconciliation's query selects sensors whose stage is not live), operators and the workbook. Twin setup's own
+  `status` is left alone, so its idempotence check (status configured with the same hash) still holds.
 
 Tag values come back from the hub and anyone with registry write access can change them: a reader validates
 them (identity_from_tags goes through the strict CN parser) before they reach SQL, a Blob name or a log line.
@@ -34,6 +39,11 @@ CERTIFICATE = "certificate"
 ONBOARDING = "onboarding"
 ALLOCATED_AT = "allocatedAt"
 CERTIFICATE_RENEWAL = "certificateRenewal"
+# The onboarding funnel's keys inside tags.onboarding (funnel/stages.py writes them).
+FUNNEL_STAGE = "stage"
+FUNNEL_STAGES = "stages"
+FUNNEL_STUCK = "stuck"
+STAGES = ("allocated", "created", "configured", "acknowledged", "live")
 
 
 def allocation_tags(identity: DeviceIdentity, region: str, issuer: str, serial_hex: str, not_before: dt.datetime,
@@ -81,3 +91,10 @@ def allocated_by_us(tags: dict[str, Any]) -> bool:
 def facility_tag(tags: dict[str, Any]) -> str | None:
     value = tags.get(FACILITY)
     return value if isinstance(value, str) and value else None
+
+
+def funnel_tags(stage: str, stages: dict[str, str], stuck: dict[str, str] | None) -> dict[str, Any]:
+    """The funnel's part of tags.onboarding, as a merge patch (stuck None deletes the key)."""
+    if stage not in STAGES or any(name not in STAGES for name in stages):
+        raise ValueError(f"unknown onboarding stage in {stage!r} / {sorted(stages)}")
+    return {FUNNEL_STAGE: stage, FUNNEL_STAGES: dict(stages), FUNNEL_STUCK: dict(stuck) if stuck else None}

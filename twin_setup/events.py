@@ -84,3 +84,37 @@ def from_trigger(event: Any) -> LifecycleEvent:
     if not isinstance(hub_name, str) or not HUB_NAME.fullmatch(hub_name):
         raise MalformedEvent("no valid hub name in data.hubName or topic/source")
     return LifecycleEvent(event_id, event_type, schema, hub_name, device_id, when_text)
+
+
+# -- Microsoft.Storage.BlobCreated (templates container) -----------------------------------------------------------
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+_BLOB_SUBJECT = re.compile(r"^/blobServices/default/containers/([a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9])/blobs/(.+)$")
+
+
+@dataclass(frozen=True)
+class BlobCreated:
+    id: str
+    container: str
+    blob_name: str
+    etag: str | None
+    actor: str  # who wrote it, as far as the event says (data.identity when present)
+
+
+def blob_created(event: Any) -> BlobCreated | None:
+    """A BlobCreated event (either schema) -> container, blob name, ETag; None for other event types.
+
+    Subject `/blobServices/default/containers/{container}/blobs/{blob}`; data carries api, clientRequestId,
+    requestId, eTag, contentType, contentLength, blobType, url, sequencer (and identity in newer events)
+    (docs/contracts.md 2.4)."""
+    event_type = getattr(event, "event_type", None) or getattr(event, "type", None)
+    if event_type != BLOB_CREATED:
+        return None
+    match = _BLOB_SUBJECT.match(str(getattr(event, "subject", "") or ""))
+    if not match:
+        raise MalformedEvent("subject is not /blobServices/default/containers/{container}/blobs/{blob}")
+    data = _data(event)
+    etag = data.get("eTag")
+    identity = data.get("identity")
+    actor = f"eventgrid:{identity}" if isinstance(identity, str) and identity else "eventgrid:blob-upload"
+    return BlobCreated(str(getattr(event, "id", "") or "")[:128], match.group(1), match.group(2)[:1024],
+                       etag if isinstance(etag, str) else None, actor[:255])

@@ -69,5 +69,12 @@ class OverrideStore:
             raise OnboardingError("unknown_facility", f"facility {facility}")
         return found.for_template(template)
 
+    def changed_rows(self) -> list[dict]:
+        """Every override row's key and updated_at (the periodic change check: one small query)."""
+        try:
+            return self._db.fetch_all("SELECT facility_code, sensor_type, updated_at FROM facility_overrides", [])
+        except Exception as exc:
+            raise TransientError(f"facility overrides: {type(exc).__name__}") from exc
+
     def invalidate(self) -> None:
         self._cache.invalidate()

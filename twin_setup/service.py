@@ -39,7 +39,7 @@ from shared.iothub import (
     UnknownHub,
 )
 from shared.retry import RetryBudget, TransientError
-from twin_setup.configuration import Configuration, build_configuration
+from twin_setup.configuration import Configuration, Template, build_configuration
 from twin_setup.events import LifecycleEvent
 from twin_setup.identify import identify, looks_like_ours
 from twin_setup.overrides import OverrideStore
@@ -151,8 +151,22 @@ class TwinSetup:
         self._emit(started, outcome, fields)
         return outcome
 
-    def configuration_for(self, identity: DeviceIdentity) -> Configuration:
-        template = self.templates.get(identity.template)
+    def reconfigure(self, host: str, device_id: str, template: Template | None = None,
+                    budget: RetryBudget | None = None) -> Outcome:
+        """Configure an installed sensor again (a rollout's write): the same read, plan and conditional PATCH as
+        for DeviceCreated, with `template` pinned (the version the rollout carries, not whatever the cache holds).
+        Raises like handle() when the caller should try again later."""
+        budget = budget or RetryBudget(self.settings.retry, sleep=self._sleep)
+        started = time.perf_counter()
+        with self._locks.hold((host, device_id)):
+            outcome = self._configure(host, device_id, budget, template)
+        outcome.retries = budget.retries
+        self._emit(started, outcome, {"trigger": "rollout"})
+        return outcome
+
+    def configuration_for(self, identity: DeviceIdentity, template: Template | None = None) -> Configuration:
+        if template is None or template.name != identity.template:
+            template = self.templates.get(identity.template)
         overrides = self.overrides.for_device(identity.facility, identity.template)
         return build_configuration(identity, template, overrides, self.settings.limits)
 
@@ -161,7 +175,7 @@ class TwinSetup:
         found = self.hub.get_twin(host, device_id, budget)
         return TwinView.of(found) if found is not None else None
 
-    def _configure(self, host: str, device_id: str, budget: RetryBudget) -> Outcome:
+    def _configure(self, host: str, device_id: str, budget: RetryBudget, template: Template | None = None) -> Outcome:
         conflicts = 0
         twin = self._read(host, device_id, budget)
         while True:
@@ -178,7 +192,7 @@ class TwinSetup:
                 log.warning("device %s: tags name %s; using the tags", device_id, identified.identity.device_id)
             identity = identified.identity
             try:
-                config = self.configuration_for(identity)
+                config = self.configuration_for(identity, template)
                 url = self.configurations.url(device_id, config.hash)
                 plan = plan_configuration(twin, config, self.settings.limits, self.settings.essential_sections,
                                           url, self._now())

@@ -17,6 +17,14 @@
 | TWIN_RETRY_BUDGET_SECONDS | 20 | total waiting per event; Event Grid gives a webhook 30 s |
 | TWIN_CONFLICT_ATTEMPTS | 5 | re-read-and-retry rounds after 412 Precondition Failed |
 | IOT_HUB_TIMEOUT_SECONDS | 10 | (shared) connect/read timeout of one IoT Hub call |
+| ROLLOUT_CANARY_SHARE | 0.1 | share of a rollout's sensors in its first wave, the canary |
+| ROLLOUT_CANARY_MIN | 1 | smallest canary |
+| ROLLOUT_CANARY_MAX_FAILURES | 0 | failed canary writes tolerated before the rollout halts |
+| ROLLOUT_WAVE_SIZE | 500 | sensors per wave after the canary |
+| ROLLOUT_WRITES_PER_SECOND | 10 | twin writes per second per hub (S1: 50/s/unit, shared with DeviceCreated) |
+| ROLLOUT_ACK_TIMEOUT_SECONDS | 120 | how long canary sensors have to report the new configuration hash |
+| ROLLOUT_ACK_POLL_SECONDS | 5 | delay between acknowledgement checks (the queue message's visibility delay) |
+| ROLLOUT_QUEUE | config-rollouts | the queue that advances rollouts |
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 
 from shared.config import SettingError, Settings
 from shared.retry import RetryPolicy
+from twin_setup.rollout import RolloutPolicy
 
 # IoT Hub's fixed twin rules ("Tags and properties format"): not settings, the service does not vary them.
 MAX_KEY_BYTES = 1024
@@ -56,6 +65,8 @@ class TwinSetupSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     conflict_attempts: int = 5
     hub_timeout_s: float = 10.0
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    rollout_queue: str = "config-rollouts"
 
 
 def _pairs(settings: Settings, name: str) -> tuple[tuple[str, str], ...]:
@@ -105,4 +116,21 @@ def load(settings: Settings, hub_hosts: list[str] | None = None) -> TwinSetupSet
         retry=retry,
         conflict_attempts=_int(settings, "TWIN_CONFLICT_ATTEMPTS", 5, 1),
         hub_timeout_s=settings.iot_hub_timeout_s,
+        rollout=load_rollout_policy(settings),
+        rollout_queue=settings.get("ROLLOUT_QUEUE", "config-rollouts") or "config-rollouts",
+    )
+
+
+def load_rollout_policy(settings: Settings) -> RolloutPolicy:
+    share = settings.number("ROLLOUT_CANARY_SHARE", 0.1)
+    if not 0 < share <= 1:
+        raise SettingError(f"app setting ROLLOUT_CANARY_SHARE must be in (0, 1], got {share}")
+    return RolloutPolicy(
+        canary_share=share,
+        canary_min=_int(settings, "ROLLOUT_CANARY_MIN", 1, 1),
+        wave_size=_int(settings, "ROLLOUT_WAVE_SIZE", 500, 1),
+        writes_per_second=settings.number("ROLLOUT_WRITES_PER_SECOND", 10, 0.1),
+        ack_timeout_s=settings.number("ROLLOUT_ACK_TIMEOUT_SECONDS", 120),
+        ack_poll_s=settings.number("ROLLOUT_ACK_POLL_SECONDS", 5, 0.5),
+        canary_max_failures=_int(settings, "ROLLOUT_CANARY_MAX_FAILURES", 0, 0),
     )

@@ -6,6 +6,12 @@ copy is used without a request; after that one conditional GET (If-None-Match: <
 Concurrent devices wait for the same read (single flight). A missing blob is unknown_template, an invalid one
 invalid_template (both permanent for the device); a Storage failure is transient. Failures are remembered for a
 few seconds so a broken dependency is not hammered.
+
+Versions: every valid template read is also kept as `versions/{template}/{templateVersion}.json` in the same
+container (first write wins, If-None-Match: *), so that a rollout can be rolled back to the version the fleet ran
+before an upload replaced it. Azurite 3.35 (the local stack's) does not implement Blob versioning, and one
+mechanism for Azure and the stack keeps rollback tested; the archive blobs do not end in `-sensor.json`, so they
+start no rollout (the Event Grid filter and on_template_changed both check the suffix).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from shared import telemetry
 from shared.cache import TtlCache
 from shared.errors import OnboardingError
 from shared.retry import TransientError
-from shared.storage import BlobStore, BlobTooLarge
+from shared.storage import BlobChanged, BlobStore, BlobTooLarge
 from twin_setup.configuration import Template, parse_template, template_blob_name
 from twin_setup.settings import TwinLimits
 
@@ -79,6 +85,7 @@ class TemplateStore:
         template = parse_template(name, read.data, self._limits, read.etag)
         with self._lock:
             self._known[name] = template
+        self.archive(template, read.data)
         log.info("template %s version %s loaded (etag %s, %d bytes)", name, template.version, read.etag,
                  len(read.data))
         return template
@@ -87,3 +94,56 @@ class TemplateStore:
         with self._lock:
             setattr(self.reads, field, getattr(self.reads, field) + 1)
         telemetry.emit("template_read", (time.perf_counter() - started) * 1000, template=name, outcome=outcome)
+
+    # -- versions ------------------------------------------------------------------------------------------
+    def current(self, name: str) -> tuple[Template, bytes]:
+        """The template as the blob holds it now (no cache), with its bytes; unknown_template / invalid_template
+        when missing or invalid, TransientError when Storage fails."""
+        from azure.core.exceptions import AzureError
+
+        blob_name = template_blob_name(name)
+        try:
+            read = self._blobs.read(blob_name, max_bytes=self._max_bytes)
+        except BlobTooLarge as exc:
+            raise OnboardingError("invalid_template", f"{blob_name}: {exc.size} bytes, more than {self._max_bytes}") \
+                from None
+        except AzureError as exc:
+            raise TransientError(f"template {blob_name}: {type(exc).__name__}") from exc
+        if read is None:
+            raise OnboardingError("unknown_template", f"no blob {blob_name}")
+        return parse_template(name, read.data, self._limits, read.etag), read.data
+
+    def archive(self, template: Template, raw: bytes) -> None:
+        """Keep this version (best effort: a failure is logged, never raised; the first copy of a version wins)."""
+        try:
+            self._blobs.write(version_blob_name(template.name, template.version), raw, "application/json", etag=None,
+                              metadata={"template": template.name, "templateVersion": template.version})
+        except BlobChanged:
+            return
+        except Exception as exc:  # noqa: BLE001 - keeping a version never fails the read that found it
+            log.warning("could not keep version %s of template %s: %s", template.version, template.name,
+                        type(exc).__name__)
+
+    def version(self, name: str, version: str) -> tuple[Template, bytes] | None:
+        """A kept version, or None."""
+        read = self._blobs.read(version_blob_name(name, version), max_bytes=self._max_bytes)
+        if read is None:
+            return None
+        return parse_template(name, read.data, self._limits, read.etag), read.data
+
+    def etag(self, name: str) -> str | None:
+        """The template blob's ETag now (None: no blob), valid or not."""
+        found = self._blobs.properties(template_blob_name(name))
+        return found.etag if found else None
+
+    def replace(self, name: str, raw: bytes, etag: str | None) -> str:
+        """Write the template blob If-Match etag (None: only if absent); returns the new ETag; BlobChanged if
+        someone wrote in between."""
+        return self._blobs.write(template_blob_name(name), raw, "application/json", etag=etag)
+
+
+def version_blob_name(template: str, version: str) -> str:
+    return f"{VERSIONS_PREFIX}{template}/{version}.json"
+
+
+VERSIONS_PREFIX = "versions/"

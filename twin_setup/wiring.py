@@ -33,3 +33,39 @@ def build_twin_setup(svc: Services) -> TwinSetup:
 @cache
 def twin_setup() -> TwinSetup:
     return build_twin_setup(services())
+
+
+def queue_sender(svc: Services, name: str):
+    """(message, delay seconds) -> the config-rollouts queue (base64, as the queue trigger reads it), creating the
+    queue the first time it is missing."""
+    import json as _json
+
+    client = svc.queue(name)
+
+    def send(message: dict, delay_s: float) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        text = _json.dumps(message)
+        delay = max(0, min(round(delay_s), 7 * 24 * 3600))
+        try:
+            client.send_message(text, visibility_timeout=delay or None)
+        except ResourceNotFoundError:
+            client.create_queue()
+            client.send_message(text, visibility_timeout=delay or None)
+
+    return send
+
+
+def build_changes(svc: Services, setup: TwinSetup | None = None):
+    from twin_setup.changes import Changes, InstalledFleet
+    from twin_setup.rollouts import RolloutStore
+
+    setup = setup or build_twin_setup(svc)
+    return Changes(setup=setup, store=RolloutStore(svc.database),
+                   fleet=InstalledFleet(setup.hub, setup.settings.hub_hosts),
+                   send=queue_sender(svc, setup.settings.rollout_queue))
+
+
+@cache
+def changes():
+    return build_changes(services(), twin_setup())

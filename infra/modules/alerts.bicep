@@ -117,6 +117,16 @@ var rules = [
     query: concat(prelude, loadTextContent('../monitoring/queries/alert-twin-failures.kql'))
   }
   {
+    name: 'stuck-sensors'
+    displayName: 'Sensors stuck in onboarding'
+    description: 'The onboarding funnel flagged sensors that stayed in one stage past its limit in the last hour (their facility managers get a daily digest).'
+    severity: 3
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'PT1H'
+    query: concat(prelude, loadTextContent('../monitoring/queries/alert-stuck-sensors.kql'))
+  }
+  {
     name: 'crl-age'
     displayName: 'CRL older than its refresh interval'
     description: 'A regional CA CRL was not refreshed: no timer status for ${2 * crlTimerHours} hours, a failed refresh, or less than ${crlMinRemainingHours} hours before nextUpdate.'

@@ -87,6 +87,27 @@ var panels = [
     durationMs: day
   }
   {
+    name: 'funnel-pending-telemetry'
+    title: 'Sensors provisioned but not yet transmitting (onboarding funnel)'
+    query: concat(prelude, loadTextContent('../monitoring/queries/funnel-pending-telemetry.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
+    name: 'funnel-stuck'
+    title: 'Stuck sensors by stage and facility'
+    query: concat(prelude, loadTextContent('../monitoring/queries/funnel-stuck.kql'))
+    visualization: 'table'
+    durationMs: 2 * day
+  }
+  {
+    name: 'funnel-power-on-to-live'
+    title: 'Power-on to first telemetry (s): average and p95 per day, by step'
+    query: concat(prelude, loadTextContent('../monitoring/queries/funnel-power-on-to-live.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
     name: 'twin-failures'
     title: 'Twin configuration failures'
     query: concat(prelude, loadTextContent('../monitoring/queries/twin-failures.kql'))

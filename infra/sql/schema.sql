@@ -126,3 +126,67 @@ CREATE TABLE partners (
     active          BIT            NOT NULL DEFAULT 1,
     created_at      DATETIME2      NOT NULL
 );
+
+-- 0006: configuration rollouts (README "Configuration changes"): one row per rollout (what changed, who, state,
+-- waves), one per affected sensor and rollout (its wave, state and the hash written).
+CREATE TABLE config_rollouts (
+    rollout_id       NVARCHAR(36)   NOT NULL PRIMARY KEY,
+    kind             NVARCHAR(16)   NOT NULL,
+    template         NVARCHAR(32)   NULL,
+    facility_code    NVARCHAR(16)   NULL,
+    source           NVARCHAR(255)  NOT NULL,
+    source_etag      NVARCHAR(64)   NOT NULL,
+    template_version NVARCHAR(64)   NULL,
+    previous_version NVARCHAR(64)   NULL,
+    changed_by       NVARCHAR(255)  NOT NULL,
+    state            NVARCHAR(16)   NOT NULL,
+    reason           NVARCHAR(64)   NULL,
+    detail           NVARCHAR(1000) NULL,
+    affected         INT            NOT NULL DEFAULT 0,
+    wave_count       INT            NOT NULL DEFAULT 0,
+    current_wave     INT            NOT NULL DEFAULT 0,
+    wave_started_at  DATETIME2      NULL,
+    lease_until      DATETIME2      NULL,
+    created_at       DATETIME2      NOT NULL,
+    updated_at       DATETIME2      NOT NULL
+);
+CREATE UNIQUE INDEX ux_config_rollouts_source ON config_rollouts (source, source_etag);
+CREATE INDEX ix_config_rollouts_created ON config_rollouts (created_at);
+CREATE TABLE config_rollout_devices (
+    rollout_id         NVARCHAR(36)  NOT NULL,
+    device_id          NVARCHAR(128) NOT NULL,
+    hub                NVARCHAR(255) NOT NULL,
+    facility_code      NVARCHAR(16)  NOT NULL,
+    wave               INT           NOT NULL,
+    state              NVARCHAR(16)  NOT NULL,
+    reason             NVARCHAR(64)  NULL,
+    previous_hash      NVARCHAR(64)  NULL,
+    configuration_hash NVARCHAR(64)  NULL,
+    ack_capable        BIT           NOT NULL DEFAULT 0,
+    updated_at         DATETIME2     NOT NULL,
+    PRIMARY KEY (rollout_id, device_id)
+);
+
+-- 0007: the onboarding funnel: one row per sensor and stage reached (once only: the primary key), and one row per
+-- stuck-sensor digest sent (a facility, a stage, a day). funnel/, shared/audit.py onboarding_stage.
+CREATE TABLE onboarding_stages (
+    device_id       NVARCHAR(128)  NOT NULL,
+    stage           NVARCHAR(16)   NOT NULL CHECK (stage IN ('allocated', 'created', 'configured', 'acknowledged', 'live')),
+    at              DATETIME2      NOT NULL,
+    recorded_at     DATETIME2      NOT NULL,
+    hub             NVARCHAR(255)  NULL,
+    facility        NVARCHAR(16)   NULL,
+    details         NVARCHAR(4000) NULL,
+    PRIMARY KEY (device_id, stage)
+);
+
+CREATE INDEX ix_onboarding_stages_at ON onboarding_stages (at);
+
+CREATE TABLE onboarding_digests (
+    digest_date     NVARCHAR(10)   NOT NULL,
+    facility        NVARCHAR(16)   NOT NULL,
+    stage           NVARCHAR(16)   NOT NULL,
+    sent_at         DATETIME2      NOT NULL,
+    devices         INT            NOT NULL,
+    PRIMARY KEY (digest_date, facility, stage)
+);

@@ -61,6 +61,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local.dps.store import GROUPS, EnrollmentStore, StoreConflict, StoreMissing
+from local.faults import FaultEngine, engine_from_environment, install
 from local.identity import verify_token
 from local.iothub.auth import AuthError, verify_sas
 from local.secrets import stack_secret
@@ -564,7 +565,8 @@ def route(service: Service, method: str, segments: list[str], groups: GroupServi
 
 
 def create_app(state_dir: Path, identity_signing_key: bytes | None, host_name: str,
-               sas_policies: dict[str, str] | None = None, faults: Faults | None = None) -> Starlette:
+               sas_policies: dict[str, str] | None = None, faults: Faults | None = None,
+               fault_profile: FaultEngine | None = None) -> Starlette:
     """The emulator of one DPS instance at https://{host_name}, its enrollments under state_dir/dps.
 
     Bearer tokens must come from the local identity endpoint (signed with identity_signing_key) for audience
@@ -632,7 +634,9 @@ def create_app(state_dir: Path, identity_signing_key: bytes | None, host_name: s
         return reply(result)
 
     methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
-    return Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
+    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
+    # A fault profile (local/faults.py): fault_profile, or the one LOCAL_FAULT_PROFILE names; none by default.
+    return install(app, fault_profile if fault_profile is not None else engine_from_environment("dps"))
 
 
 def _common_headers() -> dict[str, str]:

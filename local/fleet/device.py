@@ -30,12 +30,19 @@ class Timeline:
     powered_on: float | None = None
     assigned: float | None = None
     configured: float | None = None
+    first_telemetry: float | None = None
 
     @property
     def power_on_to_configured_s(self) -> float | None:
         if self.powered_on is None or self.configured is None:
             return None
         return self.configured - self.powered_on
+
+    @property
+    def power_on_to_telemetry_s(self) -> float | None:
+        if self.powered_on is None or self.first_telemetry is None:
+            return None
+        return self.first_telemetry - self.powered_on
 
 
 @dataclass
@@ -53,6 +60,8 @@ class SimulatedSensor:
     _next_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
     _answered_request: str | None = field(default=None, repr=False)
     _connection: DeviceConnection | None = field(default=None, repr=False)
+    silent: bool = False  # the demo's incident: applies its configuration, then never sends telemetry
+    readings: int = 0
 
     @property
     def hub(self) -> str | None:
@@ -145,6 +154,19 @@ class SimulatedSensor:
             self.release()  # the next connection presents the new certificate
             return "installed"
         return None
+
+    def send_reading(self) -> bool:
+        """One telemetry message over IoT Hub's HTTPS device API (DeviceConnection.send_event), as the firmware sends
+        at its telemetry interval once it runs its configuration; a silent sensor sends nothing. True when sent."""
+        if self.silent:
+            return False
+        unit = ((self.applied or {}).get("telemetry") or {}).get("unit")
+        self.connection().send_event({"reading": 20.0 + self.readings % 7, "unit": unit, "sequence": self.readings},
+                                     properties={"messageType": "telemetry"})
+        self.readings += 1
+        if self.timeline.first_telemetry is None:
+            self.timeline.first_telemetry = time.monotonic()
+        return True
 
     def certificate_report(self) -> dict:
         cert = self.certificate

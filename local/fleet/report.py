@@ -22,6 +22,18 @@ def print_summary(result: ScenarioResult) -> None:
     for reason, count in rows["refusals"].items():
         print(f"{refusal_label(reason):<40}{count}")
     print(f"{'power-on to configured p50 / p95':<40}{_ms(rows['p50'])} / {_ms(rows['p95'])} (max {_ms(rows['max'])})")
+    print(f"{'power-on to first telemetry p50 / p95':<40}{_ms(rows['telemetryP50'])} / {_ms(rows['telemetryP95'])}")
+    funnel = rows.get("funnel") or {}
+    if funnel.get("stages"):
+        stages = funnel["stages"]
+        recorded = funnel.get("powerOnToLiveRecorded") or {}
+        print(f"{'funnel (as recorded by the product)':<40}" + " -> ".join(f"{k} {v}" for k, v in stages.items()))
+        print(f"{'acknowledged / live':<40}{stages['acknowledged']} / {stages['live']}  (allocation to live as "
+              f"recorded: p50 {_ms(recorded.get('p50'))}, p95 {_ms(recorded.get('p95'))})")
+        print(f"{'silent sensors caught as stuck':<40}{funnel['silentStuck']}/{funnel['silent']}, "
+              f"{funnel['silentInDigest']} in their manager's digest ({'; '.join(funnel['digests']) or 'none'})")
+    elif funnel.get("skipped"):
+        print(f"{'funnel':<40}not checked: {funnel['skipped']}")
     print(f"{'configuration errors':<40}{rows['configurationErrors']}")
     storm = result.storm
     print(f"{'redelivery storm':<40}{storm.get('deliveries', 0)} deliveries for {storm.get('devices', 0)} "
@@ -107,6 +119,11 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
               [(refusal_label(r).removeprefix("refused/failed: ").replace("refused by DPS", "DPS"), c)
                for r, c in rows["refusals"].items()]),
         _bars("Power-on to configured (seconds)", _histogram(latencies, 10, lambda a, b: f"{a:.2f}-{b:.2f} s")),
+        _bars("Onboarding funnel: sensors per stage reached (as the product recorded them)",
+              list(((rows.get("funnel") or {}).get("stages") or {}).items())),
+        _bars("Power-on to first telemetry (seconds)",
+              _histogram([o.telemetry_latency_s for o in result.outcomes if o.telemetry_latency_s is not None], 10,
+                         lambda a, b: f"{a:.2f}-{b:.2f} s")),
         _bars("Certificates by days to expiry, as the daily scan saw them", list(by_days.items())),
     ]
     def text(value) -> str:
@@ -117,6 +134,8 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(text(v))}</td></tr>" for k, v in [
         ("sensors powered on", rows["devices"]), ("configured", rows["configured"]),
         ("p50 / p95 power-on to configured", f"{_ms(rows['p50'])} / {_ms(rows['p95'])}"),
+        ("p50 / p95 power-on to first telemetry", f"{_ms(rows['telemetryP50'])} / {_ms(rows['telemetryP95'])}"),
+        ("onboarding funnel", {k: v for k, v in (rows.get("funnel") or {}).items() if k != "digests"}),
         ("configuration errors", rows["configurationErrors"]),
         ("redelivery storm", result.storm), ("incidents", result.incidents),
         ("certificate renewals", result.lifecycle),

@@ -1,8 +1,10 @@
 """A plant rollout through the real functions: manufacture (sign_csr), power on (DPS -> allocate -> hub ->
-Event Grid -> twin setup), wait until configured. Many devices at once, each on a worker thread."""
+Event Grid -> twin setup), wait until configured, then the first telemetry reading after the sensor's warm-up.
+Many devices at once, each on a worker thread; first readings go through one small scheduler (Readings)."""
 
 from __future__ import annotations
 
+import heapq
 import sys
 import threading
 import time
@@ -27,6 +29,74 @@ class DeviceOutcome:
     @property
     def latency_s(self) -> float | None:
         return self.sensor.timeline.power_on_to_configured_s
+
+    @property
+    def telemetry_latency_s(self) -> float | None:
+        return self.sensor.timeline.power_on_to_telemetry_s
+
+
+# The firmware's warm-up between applying its configuration and its first reading. It also keeps the first reading
+# apart from the acknowledgement in lastActivityTime, which is how the product learns of telemetry (funnel/stages.py:
+# activity within the acknowledgement's second plus FUNNEL_LIVE_MARGIN_SECONDS is the acknowledgement itself).
+FIRST_READING_DELAY_S = 2.5
+
+
+class Readings:
+    """Sends each configured sensor's first reading at its time, from a few threads (a timer thread per sensor would
+    be thousands), then closes its connection."""
+
+    def __init__(self, workers: int = 16):
+        self._heap: list[tuple[float, int, SimulatedSensor]] = []
+        self._cv = threading.Condition()
+        self._count = 0
+        self._pending = 0
+        self._closed = False
+        self.sent = self.failed = 0
+        self._threads = [threading.Thread(target=self._work, name=f"reading-{n}", daemon=True) for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def schedule(self, sensor: SimulatedSensor, delay_s: float = FIRST_READING_DELAY_S) -> None:
+        with self._cv:
+            self._count += 1
+            self._pending += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay_s, self._count, sensor))
+            self._cv.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    if self._closed and not self._heap:
+                        return
+                    if self._heap and self._heap[0][0] <= time.monotonic():
+                        _, _, sensor = heapq.heappop(self._heap)
+                        break
+                    self._cv.wait(timeout=(self._heap[0][0] - time.monotonic()) if self._heap else 0.5)
+            try:
+                sent = sensor.send_reading()
+            except Exception:  # noqa: BLE001 - counted; one sensor's failure is not the rollout's
+                sent = False
+            finally:
+                sensor.release()
+            with self._cv:
+                self.sent += sent
+                self.failed += not sent and not sensor.silent
+                self._pending -= 1
+                self._cv.notify_all()
+
+    def join(self, timeout_s: float = 120) -> None:
+        """Wait until every scheduled reading went out (or failed)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._pending and time.monotonic() < deadline:
+                self._cv.wait(timeout=0.5)
+
+    def close(self) -> None:
+        self.join()
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
 
 class Factory:
@@ -92,9 +162,10 @@ def run_parallel(items: Iterable, work: Callable, workers: int, label: str) -> l
 
 
 def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, hub_ca: str | None,
-            configure_timeout_s: float) -> DeviceOutcome:
+            configure_timeout_s: float, readings: Readings | None = None) -> DeviceOutcome:
     """Power on one manufactured sensor and follow it until it runs its configuration (or is refused). hub_ca
-    verifies the hubs' server certificates; the sensor presents its own certificate to its hub."""
+    verifies the hubs' server certificates; the sensor presents its own certificate to its hub. With readings, a
+    configured sensor's first telemetry reading is scheduled there (it keeps its connection until then)."""
     try:
         result = sensor.power_on(dps, hub_ca)
     except Exception as exc:  # noqa: BLE001 - one sensor's failure is an outcome, not the end of the rollout
@@ -103,12 +174,16 @@ def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, h
         # The device sees only DPS's code (CustomAllocationFailed...); the reason a user can act on is the webhook's
         # own code, which an operator reads in the audit table (provisioning_events.reason_code).
         return DeviceOutcome(device, sensor, "refused", result.webhook_code or result.error_code, None)
+    configured = False
     try:
         configured = sensor.await_configuration(configure_timeout_s)
     except HttpError as exc:
         return DeviceOutcome(device, sensor, "failed", f"device_link: {exc.status or exc}", result.assigned_hub)
     finally:
-        sensor.release()
+        if configured and readings is not None and not sensor.silent:
+            readings.schedule(sensor)
+        else:
+            sensor.release()
     if configured:
         return DeviceOutcome(device, sensor, "configured", None, result.assigned_hub)
     reason = ((sensor.applied or {}).get("onboarding") or {}).get("reason")

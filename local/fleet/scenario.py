@@ -9,6 +9,10 @@
 4. an Event Grid redelivery storm: DeviceCreated events of configured sensors delivered again, three times,
    shuffled; no twin may be written again. Side by side, time travel: sensors whose certificates are due go
    through a renewal round;
+   Side by side too, the onboarding funnel: every configured sensor sends its first reading after its warm-up,
+   except a few silent ones (the incident: they apply their configuration and never send), and the funnel's
+   reconciler (the onboarding_funnel timer) must record the others live and flag the silent ones stuck, in their
+   manager's digest;
 5. verification: every configured twin equals template (+) overrides (checked independently), the revoked
    sensor was refused by DPS itself (enrollment disabled, the webhook never asked) and the unknown one by the
    webhook, neither got a hub, the short hub held no more than its limit and its region's other sensors
@@ -35,7 +39,7 @@ from local.dps.simulator import DpsSimulator
 from local.dps.store import EnrollmentStore
 from local.fleet.device import SimulatedSensor
 from local.fleet.plan import PlannedDevice, plan_fleet
-from local.fleet.rollout import DeviceOutcome, Factory, onboard, run_parallel
+from local.fleet.rollout import FIRST_READING_DELAY_S, DeviceOutcome, Factory, Readings, onboard, run_parallel
 from local.fleet.verify import ExpectedConfigurations, configuration_errors
 from local.iothub.config import stack_connection_string
 from local.secrets import stack_secret
@@ -57,6 +61,7 @@ class ScenarioOptions:
     configure_timeout_s: float = 120
     spill_hub: str = "localhost:8443"  # the east hub gets less room than its region needs
     spill_devices: int = 40
+    silent_sensors: int = 3  # apply their configuration, never send telemetry: caught as stuck
 
 
 @dataclass
@@ -71,6 +76,7 @@ class ScenarioResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, in order
     failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
     revocation: dict = field(default_factory=dict)  # the revoke function's answer for the revoked incident
+    funnel: dict = field(default_factory=dict)  # the funnel as the product recorded it (SQL, twins, the alerts queue)
 
     @property
     def manufacture_s(self) -> float:
@@ -327,8 +333,16 @@ class Scenario:
             incidents["spillHubLimit"] = f"{opts.spill_hub} max_devices={limit}"
             self._spill_limit = limit
 
+        silent = [d for d in plan if not d.is_gateway and d is not revoked][1:1 + opts.silent_sensors]
+        for device in silent:
+            sensors[device.device_id].silent = True
+        if silent:
+            incidents["silent"] = ", ".join(d.device_id for d in silent)
+        readings = Readings()
+        funnel_started = dt.datetime.now(dt.UTC)
+
         def power_on(device: PlannedDevice) -> DeviceOutcome:
-            return onboard(device, sensors[device.device_id], dps, self.hub_ca, opts.configure_timeout_s)
+            return onboard(device, sensors[device.device_id], dps, self.hub_ca, opts.configure_timeout_s, readings)
 
         dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
         lap("incidents")
@@ -347,23 +361,99 @@ class Scenario:
             aged = run_parallel(
                 cohort_plan, lambda pair: onboard(pair[0], pair[1], dps, self.hub_ca, opts.configure_timeout_s),
                 opts.workers, "aged-stock")
+            time.sleep(FIRST_READING_DELAY_S)  # their first readings, before the renewal round takes them over
+            for o in aged:
+                if o.status == "configured":
+                    o.sensor.send_reading()
+                    o.sensor.release()
             return aged, self.renewal_round([o for o in aged if o.status == "configured"], dps)
 
         # The storm and the lifecycle touch different sensors and mostly wait (on Event Grid's batches, on the
         # renewal queue's polling): they run side by side, as they would in a live system.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="after-rollout") as pool:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="after-rollout") as pool:
             storm_run, lifecycle_run = pool.submit(self.redelivery_storm, outcomes), pool.submit(time_travel)
-            storm, (aged, lifecycle) = storm_run.result(), lifecycle_run.result()
+            funnel_run = pool.submit(self.funnel_round, outcomes, readings, funnel_started)
+            storm, (aged, lifecycle), funnel = storm_run.result(), lifecycle_run.result(), funnel_run.result()
+        readings.close()
         configured_aged = [o for o in aged if o.status == "configured"]
-        lap("redelivery storm and certificate renewal (side by side)")
+        lap("redelivery storm, certificate renewal and funnel (side by side)")
         result = ScenarioResult(outcomes, time.monotonic() - started, incidents=incidents, storm=storm,
-                                lifecycle=lifecycle, aged=aged, phases=phases, revocation=revocation)
+                                lifecycle=lifecycle, aged=aged, phases=phases, revocation=revocation, funnel=funnel)
         if len(configured_aged) != len(aged):
             result.failures.append(f"{len(aged) - len(configured_aged)} aged-stock sensors were not configured")
         self.verify(result)
         lap("verification")
         result.wall_s = time.monotonic() - started
         return result
+
+    # -- the onboarding funnel ----------------------------------------------------------------------------------
+    def funnel_round(self, outcomes: list[DeviceOutcome], readings: Readings, since: dt.datetime,
+                     timeout_s: float = 240) -> dict:
+        """Once every first reading went out and the silent sensors have outstayed the acknowledged stage's limit:
+        run the funnel's timer (as an operator would) until it has flagged every silent sensor stuck; then read what
+        the product recorded: stages in SQL (onboarding_stages), stuck tags on the twins, the digest ledger and the
+        alerts queue."""
+        readings.join()
+        settings = self.services.settings
+        limit = settings.number("FUNNEL_STUCK_ACKNOWLEDGED_SECONDS", 900)
+        silent = [o for o in outcomes if o.sensor.silent and o.status == "configured"]
+        if limit > 120:
+            return {"skipped": f"FUNNEL_STUCK_ACKNOWLEDGED_SECONDS is {limit:g} s: too long to wait for"}
+        last_ack = max((o.sensor.timeline.configured or 0 for o in silent), default=time.monotonic())
+        time.sleep(max(0.0, last_ack + limit + 2 - time.monotonic()))
+        hubs = self.services.iothub()
+
+        def stuck(o: DeviceOutcome) -> dict | None:
+            twin = hubs.get_twin(o.hub, o.device.device_id)
+            return ((twin.tags.get("onboarding") or {}).get("stuck") if twin else None) or None
+
+        senders = {o.device.device_id for o in outcomes if o.status == "configured" and not o.sensor.silent}
+        silent_facilities = {o.device.facility for o in silent}
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+
+        def recorded() -> tuple[list[dict], list[dict]]:
+            rows = self.services.database.fetch_all(
+                "SELECT device_id, stage, at FROM onboarding_stages WHERE recorded_at >= ?", [sql_utc(since)])
+            digests = self.services.database.fetch_all(
+                "SELECT facility, stage, devices FROM onboarding_digests WHERE digest_date = ? AND stage = ?",
+                [today, "acknowledged"])
+            return rows, digests
+
+        # The timer also runs every 30 s on its own; one run now, then wait for the product's record to settle (a
+        # burst of thousands of new sensors takes a run some time).
+        self.admin("onboarding_funnel")
+        deadline, flagged = time.monotonic() + timeout_s, {}
+        while True:
+            time.sleep(2)
+            rows, digests = recorded()
+            live = {r["device_id"] for r in rows if r["stage"] == "live"}
+            flagged = {o.device.device_id: stuck(o) for o in silent}
+            if (senders <= live and all(flagged.values())
+                    and silent_facilities <= {d["facility"] for d in digests}) or time.monotonic() > deadline:
+                break
+        by_stage: dict[str, set[str]] = {}
+        times: dict[tuple[str, str], dt.datetime] = {}
+        for row in rows:
+            by_stage.setdefault(row["stage"], set()).add(row["device_id"])
+            at = row["at"]
+            times[(row["device_id"], row["stage"])] = at if isinstance(at, dt.datetime) else \
+                dt.datetime.fromisoformat(str(at))
+        live_spans = sorted((times[(d, "live")] - times[(d, "allocated")]).total_seconds()
+                            for d in by_stage.get("live", ()) if (d, "allocated") in times)
+        from cert_lifecycle.alerts import list_alerts
+        from cert_lifecycle.settings import ALERTS_QUEUE
+
+        queued = [m for m in list_alerts(self.services.queue(ALERTS_QUEUE))
+                  if m.get("type") == "onboardingStuckDigest"]
+        in_digest = {d["deviceId"] for m in queued for d in m.get("devices", [])}
+        return {"senders": len(senders), "sendersLive": len(senders & by_stage.get("live", set())),
+                "stages": {stage: len(by_stage.get(stage, ())) for stage in
+                           ("allocated", "created", "configured", "acknowledged", "live")},
+                "silent": len(silent), "silentStuck": sum(1 for v in flagged.values() if v),
+                "silentInDigest": sum(1 for o in silent if o.device.device_id in in_digest),
+                "digests": [f"{d['facility']} {d['stage']} ({d['devices']})" for d in digests],
+                "powerOnToLiveRecorded": {"p50": _quantile(live_spans, 0.5), "p95": _quantile(live_spans, 0.95)},
+                "readingsSent": readings.sent, "readingsFailed": readings.failed}
 
     def _stranger(self, device_id: str) -> SimulatedSensor:
         """A sensor whose certificate the regional CA issued, for a plant SQL does not know."""
@@ -420,6 +510,22 @@ class Scenario:
             self._verify_spill(result)
         if result.storm.get("rewritten"):
             result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
+        self._verify_funnel(result)
+
+    def _verify_funnel(self, result: ScenarioResult) -> None:
+        """Every configured sensor that sent a reading is live in the product's record, the silent ones are not and
+        are flagged stuck, and the day's digest for their stage went to their facility."""
+        funnel = result.funnel
+        if not funnel or "skipped" in funnel:
+            return
+        # The rollout's sensors (the aged cohort's renewal may move a sensor to another hub before the funnel sees it)
+        if funnel["sendersLive"] != funnel["senders"]:
+            result.failures.append(f"funnel: {funnel['sendersLive']} of the {funnel['senders']} sensors that sent "
+                                   "telemetry are live")
+        if funnel["silentStuck"] != funnel["silent"]:
+            result.failures.append(f"funnel: {funnel['silentStuck']} of {funnel['silent']} silent sensors stuck")
+        if funnel["silent"] and not funnel["digests"]:
+            result.failures.append("funnel: no stuck-sensor digest for the acknowledged stage today")
 
 
     def _verify_revoked(self, result: ScenarioResult, revoked: DeviceOutcome) -> None:
@@ -466,6 +572,10 @@ def refusal_label(reason: str) -> str:
     return REFUSAL_LABELS.get(reason, f"refused/failed: {reason}")
 
 
+def _quantile(values: list[float], q: float) -> float | None:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
 def summary_rows(result: ScenarioResult) -> dict:
     """Plain figures for the summary table and the report."""
     outcomes = result.outcomes
@@ -477,6 +587,7 @@ def summary_rows(result: ScenarioResult) -> dict:
         else:
             reasons[o.reason or o.status] = reasons.get(o.reason or o.status, 0) + 1
     latencies = sorted(o.latency_s for o in outcomes if o.latency_s is not None)
+    to_telemetry = sorted(o.telemetry_latency_s for o in outcomes if o.telemetry_latency_s is not None)
 
     def pct(q: float) -> float | None:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
@@ -484,7 +595,9 @@ def summary_rows(result: ScenarioResult) -> dict:
     return {"devices": len(outcomes), "configured": sum(1 for o in outcomes if o.status == "configured"),
             "byHub": dict(sorted(by_hub.items())), "refusals": dict(sorted(reasons.items())),
             "p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None,
-            "configurationErrors": len(result.configuration_errors)}
+            "configurationErrors": len(result.configuration_errors),
+            "telemetryP50": _quantile(to_telemetry, 0.5), "telemetryP95": _quantile(to_telemetry, 0.95),
+            "funnel": result.funnel}
 
 
 def to_json(result: ScenarioResult) -> str:

@@ -9,17 +9,27 @@ to a `--device-ca` root, by default the device PKI's root `{state-dir}/pki/root-
 a first start that file may not exist yet (the seed makes it); the hub then loads it as soon as it appears, and
 until then devices that present a certificate fail the handshake. Callers without a certificate (the service
 SDKs) are never affected.
+
+Event Grid delivery (local/iothub/events.py): Event Grid's retry schedule times --event-time-scale (default
+LOCAL_EVENT_GRID_TIME_SCALE, else 0.1: the first retry after 1 s), the subscription's maxDeliveryAttempts and
+eventTimeToLiveInMinutes as infra sets them, and dead letters written to the stack's Azurite container
+`eventgrid-deadletter`. --faults NAME|FILE (default LOCAL_FAULT_PROFILE) injects a fault profile's "iothub" part
+into the hub's REST API and its "eventgrid" part into the deliveries (local/faults.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
+from local.azurite import connection_string as azurite_connection_string
+from local.faults import engine_from_environment
 from local.iothub.app import create_app
 from local.iothub.config import DEVICE_CREATED, DEVICE_DELETED, RateLimits, TwinLimits, local_hub_config
+from local.iothub.events import DEAD_LETTER_CONTAINER, DeadLetterTarget, DeliveryPolicy
 from local.serve import run_servers, server_config
 from local.tls import ensure_tls
 
@@ -47,6 +57,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device-ca", type=Path, action="append", metavar="FILE",
                         help="root CA (PEM) that device certificates chain to; repeatable "
                              "(default: STATE_DIR/pki/root-ca.pem)")
+    parser.add_argument("--faults", default=os.environ.get("LOCAL_FAULT_PROFILE"), metavar="NAME|FILE",
+                        help="fault profile (local/fault_profiles/NAME.json or a file); default LOCAL_FAULT_PROFILE")
+    parser.add_argument("--event-time-scale", type=float,
+                        default=float(os.environ.get("LOCAL_EVENT_GRID_TIME_SCALE") or 0.1),
+                        help="Event Grid's retry schedule, time-to-live and dead-letter delay times this")
+    parser.add_argument("--event-max-attempts", type=int, default=30, help="the subscription's maxDeliveryAttempts")
+    parser.add_argument("--event-ttl-minutes", type=float, default=1440,
+                        help="the subscription's eventTimeToLiveInMinutes (scaled by --event-time-scale)")
+    parser.add_argument("--dead-letter-container", default=DEAD_LETTER_CONTAINER,
+                        help="dead-letter blob container; '' = keep dead letters on disk only")
+    parser.add_argument("--dead-letter-connection-string",
+                        default=os.environ.get("LOCAL_DEAD_LETTER_CONNECTION_STRING") or azurite_connection_string(),
+                        help="storage of the dead-letter container (default: the stack's Azurite)")
     return parser.parse_args(argv)
 
 
@@ -70,7 +93,13 @@ def main(argv: list[str] | None = None) -> None:
             event_grid_url=args.event_grid_url,
             event_types=event_types,
         )
-        configs.append(server_config(create_app(config), port, tls, host=args.listen, client_ca=device_cas))
+        dead_letter = DeadLetterTarget(args.dead_letter_connection_string, args.dead_letter_container) \
+            if args.dead_letter_container else None
+        delivery = DeliveryPolicy.scaled(args.event_time_scale, args.event_max_attempts, args.event_ttl_minutes,
+                                         dead_letter=dead_letter,
+                                         faults=engine_from_environment("eventgrid", args.faults))
+        app = create_app(config, delivery, faults=engine_from_environment("iothub", args.faults))
+        configs.append(server_config(app, port, tls, host=args.listen, client_ca=device_cas))
     run_servers(configs)
 
 

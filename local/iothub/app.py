@@ -13,10 +13,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from local.faults import FaultEngine, engine_from_environment, install
 from local.iothub.config import HubConfig
 from local.iothub.edge import EdgeService
 from local.iothub.errors import HubError
-from local.iothub.events import EventPublisher
+from local.iothub.events import DeliveryPolicy, EventPublisher
 from local.iothub.http import error_response
 from local.iothub.ratelimit import RateLimiter
 from local.iothub.routes import ROUTES
@@ -63,9 +64,9 @@ class Hub:
     signals: TwinSignals
 
 
-def build_hub(config: HubConfig) -> Hub:
+def build_hub(config: HubConfig, delivery: DeliveryPolicy | None = None) -> Hub:
     store = HubStore(config.state_dir)
-    events = EventPublisher(config, store)
+    events = EventPublisher(config, store, policy=delivery)
     service = HubService(config, store, events)
     signals = TwinSignals()
     service.on_twin_change = signals.changed
@@ -89,8 +90,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(HubError(500, "ServerError", "The emulator failed unexpectedly; see its log."))
 
 
-def create_app(config: HubConfig) -> Starlette:
-    hub = build_hub(config)
+def create_app(config: HubConfig, delivery: DeliveryPolicy | None = None,
+               faults: FaultEngine | None = None) -> Starlette:
+    """delivery: Event Grid's retry and dead-letter settings for this hub's events (local/iothub/events.py);
+    faults: a fault engine (local/faults.py), by default the one LOCAL_FAULT_PROFILE names, if any."""
+    hub = build_hub(config, delivery)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -111,4 +115,8 @@ def create_app(config: HubConfig) -> Starlette:
         exception_handlers={HubError: _hub_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.hub = hub
-    return app
+    def events() -> dict:
+        delivery = hub.events.policy.faults
+        return {"events": {**hub.events.summary(), "faults": delivery.counters() if delivery else {}}}
+
+    return install(app, faults if faults is not None else engine_from_environment("iothub"), events)

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from local.faults import FaultEngine, engine_from_environment, install
 from local.identity import verify_token
 from local.keyvault import certs, crypto
 from local.keyvault.crypto import CryptoInputError
@@ -645,8 +646,11 @@ def path_segments(path: str) -> list[str]:
 # --- the ASGI app ------------------------------------------------------------------------------------------
 
 
-def create_app(state_dir: Path, identity_signing_key: bytes, tenant_id: str = LOCAL_TENANT_ID) -> Starlette:
+def create_app(state_dir: Path, identity_signing_key: bytes, tenant_id: str = LOCAL_TENANT_ID,
+               faults: FaultEngine | None = None) -> Starlette:
     """The emulator for one vault whose objects persist under state_dir/keyvault.
+
+    faults: a fault engine (local/faults.py); by default the one LOCAL_FAULT_PROFILE names, if any.
 
     Tokens must come from the local managed identity (signed with identity_signing_key) for audience
     https://vault.azure.net, as Key Vault requires of Entra ID tokens.
@@ -713,7 +717,8 @@ def create_app(state_dir: Path, identity_signing_key: bytes, tenant_id: str = LO
         return reply(result)
 
     methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
-    return Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
+    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)])
+    return install(app, faults if faults is not None else engine_from_environment("keyvault"))
 
 
 def _common_headers() -> dict[str, str]:

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT_DIRS = ("allocation", "twin_setup", "cert_lifecycle", "shared", "health", "capacity")
+PRODUCT_DIRS = ("allocation", "twin_setup", "cert_lifecycle", "shared", "health", "capacity", "funnel")
 ACCESSORS = {"get", "required", "flag", "number", "_get", "_require", "_bool", "_number", "_list", "_storage_uri"}
 SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 

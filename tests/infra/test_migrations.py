@@ -61,9 +61,12 @@ def test_all_migrations_give_the_combined_schema_and_the_seeds(connect):
     assert schema(migrated, ledger=False) == schema(combined)
     assert schema(migrated) == schema(seeded)
     tables = [row[1] for row in schema(combined) if row[0] == "table"]
-    assert len(tables) == 9 and {"facilities", "hub_allocations", "certificate_events"} <= set(tables)
+    assert len(tables) == 13 and {"facilities", "hub_allocations", "certificate_events", "config_rollouts",
+                                 "config_rollout_devices", "onboarding_stages", "onboarding_digests"} <= set(tables)
     indexes = [row[1] for row in schema(combined) if row[0] == "index" and row[3]]
-    assert {"ix_certificates_device", "ix_certificates_lot"} <= set(indexes) and len(indexes) == 6
+    assert {"ix_certificates_device", "ix_certificates_lot", "ux_config_rollouts_source",
+            "ix_onboarding_stages_at"} <= set(indexes)
+    assert len(indexes) == 9
     for table in tables:
         assert columns(migrated, table) == columns(combined, table), table
 
@@ -168,3 +171,31 @@ def test_0004_records_the_lot_and_issue_time_of_each_certificate(connect):
     assert any(row[1] == "ix_certificates_lot" for row in schema(db))
     assert db.fetch_one("SELECT lot, issued_at FROM certificates WHERE serial_number = 'AB'") == {
         "lot": None, "issued_at": None}
+
+
+def test_0005_records_when_dps_first_provisioned_a_device_with_each_certificate(connect):
+    db = connect()
+    for statement in migrations.migrations()[0].statements:
+        db.execute(statement)
+    db.execute("INSERT INTO certificates (issuer, serial_number, device_id, not_before, not_after) "
+               "VALUES ('CN=West', 'AB', 'sensor-temp-FAC01-SN1', '2026-01-01 00:00:00', '2028-01-01 00:00:00')")
+    assert "0005" in migrations.apply_migrations(db)
+    assert ("provisioned_at", "DATETIME2", 0, None, 0) in columns(db, "certificates")
+    assert db.fetch_one("SELECT provisioned_at FROM certificates WHERE serial_number = 'AB'") == {
+        "provisioned_at": None}
+
+
+def test_0007_keeps_one_onboarding_stage_row_per_sensor_and_stage(connect):
+    from shared.audit import AuditWriter
+
+    db = connect()
+    assert "0007" in migrations.apply_migrations(db)
+    audit = AuditWriter(db)
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 30, 12, 0, 5, tzinfo=dt.UTC)
+    assert audit.onboarding_stage("sensor-temp-FAC01-SN1", "live", at, hub="h", facility="FAC01") is True
+    assert audit.onboarding_stage("sensor-temp-FAC01-SN1", "live", at + dt.timedelta(seconds=30)) is False
+    assert audit.onboarding_stage("sensor-temp-FAC01-SN1", "bogus", at) is None  # the CHECK refuses it
+    rows = db.fetch_all("SELECT stage, at FROM onboarding_stages")
+    assert len(rows) == 1 and str(rows[0]["at"]).startswith("2026-11-30 12:00:05")

@@ -135,7 +135,7 @@ def test_the_alert_rules_the_issue_asks_for():
     rules = load("modules/alerts.bicep").variables["rules"]["value"]
     names = {rule["name"] for rule in rules}
     assert names == {"provisioning-success-rate", "provisioning-failure-burst", "certificate-expiry",
-                     "twin-update-failures", "crl-age"}
+                     "twin-update-failures", "crl-age", "stuck-sensors"}
     failure_burst = next(r for r in rules if r["name"] == "provisioning-failure-burst")
     assert failure_burst["windowSize"] == "PT15M"
     assert load("modules/alerts.bicep").parameters["successTarget"]["default"] == "0.95"

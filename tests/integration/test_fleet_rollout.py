@@ -14,7 +14,8 @@ from tests.stack_helpers import app_environment
 pytestmark = pytest.mark.integration
 
 
-STACK_SETTINGS = {"CERT_SUPERSEDED_GRACE_HOURS": "0"}
+STACK_SETTINGS = {"CERT_SUPERSEDED_GRACE_HOURS": "0", "FUNNEL_STUCK_ACKNOWLEDGED_SECONDS": "15",
+                  "FUNNEL_LIVE_MARGIN_SECONDS": "1"}
 
 
 def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp_path):
@@ -55,7 +56,19 @@ def test_two_plants_roll_out_with_zero_configuration_errors(stack, services, tmp
         assert twin.tags["certificate"]["serialNumber"] == format(outcome.sensor.certificate.serial_number, "X")
         assert twin.desired["onboarding"]["state"] == "configured"  # the hub kept its twin (migrate data)
 
+    # the funnel: every sensor that sent its first reading is live in the product's record (SQL), the silent ones
+    # (the incident) are flagged stuck on their twins and listed in their manager's digest
+    funnel = result.funnel
+    assert funnel["silent"] == 3 and funnel["silentStuck"] == 3 and funnel["silentInDigest"] == 3
+    assert funnel["senders"] == funnel["sendersLive"] == 19 - 3
+    assert funnel["stages"]["acknowledged"] >= funnel["stages"]["live"] + 3
+    assert rows["telemetryP50"] is not None and rows["telemetryP95"] >= rows["telemetryP50"]
+    for device_id in result.incidents["silent"].split(", "):
+        twin = services.iothub().get_twin(next(o.hub for o in result.outcomes if o.device.device_id == device_id),
+                                          device_id)
+        assert twin.tags["onboarding"]["stuck"]["stage"] == "acknowledged"
+
     report = write_report(result, tmp_path / "report")
     page = report.read_text()
-    assert "Sensors per hub" in page and "<svg" in page
+    assert "Sensors per hub" in page and "<svg" in page and "Onboarding funnel" in page
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["summary"]["configured"] == 19

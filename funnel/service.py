@@ -1,0 +1,197 @@
+"""The funnel's reconciliation: one timer run over the sensors still being onboarded, on every hub.
+
+    per hub: query the pending twins (funnel/stages.py PENDING_QUERY, paged) -> per twin: advance (pure) ->
+    audit each new stage (once per sensor and stage) -> PATCH tags.onboarding with If-Match -> telemetry
+    then: stuck sensors -> one digest per facility and stage per day (ledger) -> alerts queue (+ e-mail)
+
+Idempotent: stages recorded in the tags are never re-derived, the audit keeps one row per sensor and stage (audited
+before the tags are written: a stage SQL did not take leaves the tags as they were, so the next run audits it
+again), a 412 leaves the twin to the next run (someone else wrote it meanwhile), the ledger sends a digest once a
+day. A hub that
+cannot be read is reported and skipped; the next run covers it. Cost: one query page per hub per 1,000 pending
+sensors per run, plus one twin update per sensor whose stage or stuck state changed; live sensors cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from funnel.digest import StuckDigest, StuckSensor, build_digests, email_content
+from funnel.records import DigestLedger
+from funnel.settings import FunnelSettings
+from funnel.stages import PENDING_QUERY, PENDING_STAGES, FunnelView, Step, advance, durations
+from shared import telemetry
+from shared.audit import AuditWriter
+from shared.facilities import Facility
+from shared.iothub import DeviceGone, HubAccessDenied, HubRefused, IotHub, PreconditionFailed
+from shared.retry import TransientError
+from shared.tags import ONBOARDING
+from shared.times import iso_utc, parse_utc, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    pending: Counter = field(default_factory=Counter)  # sensors per current stage (live: reached in this run)
+    transitions: Counter = field(default_factory=Counter)  # new stages recorded, per stage
+    stuck: Counter = field(default_factory=Counter)  # stuck sensors per stage
+    newly_stuck: int = 0
+    cleared: int = 0
+    updated: int = 0
+    conflicts: int = 0
+    unaudited: int = 0
+    failures: int = 0  # twins left to the next run (their hub did not answer the update in time)
+    queries: int = 0
+    incomplete_hubs: list[str] = field(default_factory=list)
+    digests: list[StuckDigest] = field(default_factory=list)  # sent in this run
+    stuck_sensors: list[StuckSensor] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(self, settings: FunnelSettings, hub: IotHub, hosts: list[str], audit: AuditWriter,
+                 ledger: DigestLedger, facility: Callable[[str], Facility | None],
+                 queue: Callable[[dict], None], email: Callable[..., None] | None = None,
+                 now: Callable[[], Any] = utc_now, workers: int = 8):
+        self.settings = settings
+        self.hub = hub
+        self.hosts = hosts
+        self.audit = audit
+        self.ledger = ledger
+        self.facility = facility
+        self.queue = queue
+        self.email = email
+        self._now = now
+        self.workers = workers
+        self._lock = threading.Lock()  # the report's counters, updated from the workers
+
+    def run(self) -> RunReport:
+        started = time.perf_counter()
+        report = RunReport()
+        now = self._now()
+        queries_before = sum(self.hub.queries.values())
+        # Twins are handled by a few workers while the next page is read: a burst of thousands of new sensors (a
+        # plant powered on at once) costs a twin update and a few SQL rows each, mostly waiting on the network.
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="funnel") as pool:
+            for host in self.hosts:
+                try:
+                    for twin in self.hub.query(host, PENDING_QUERY, max_pages=self.settings.max_pages):
+                        pool.submit(self._guarded, FunnelView.of(twin), now, report)
+                except (TransientError, HubAccessDenied, HubRefused) as exc:
+                    log.error("funnel: hub %s not reconciled: %s", host, exc)
+                    report.incomplete_hubs.append(host)
+        report.queries = sum(self.hub.queries.values()) - queries_before
+        self._digests(report, now)
+        telemetry.emit("funnel_run", (time.perf_counter() - started) * 1000, hubs=len(self.hosts),
+                       queries=report.queries, incompleteHubs=len(report.incomplete_hubs),
+                       updated=report.updated, conflicts=report.conflicts, unaudited=report.unaudited,
+                       failures=report.failures,
+                       newlyStuck=report.newly_stuck,
+                       cleared=report.cleared, digests=len(report.digests),
+                       **{f"pending_{s}": report.pending[s] for s in PENDING_STAGES},
+                       **{f"stuck_{s}": report.stuck[s] for s in PENDING_STAGES},
+                       **{f"new_{s}": report.transitions[s] for s in (*PENDING_STAGES, "live")})
+        return report
+
+    def _guarded(self, view: FunnelView, now, report: RunReport) -> None:
+        try:
+            self._one(view, now, report)
+        except (TransientError, HubAccessDenied, HubRefused) as exc:
+            log.warning("funnel: %s left to the next run: %s", view.device_id, exc)
+            with self._lock:
+                report.failures += 1
+        except Exception:
+            log.exception("funnel: %s failed", view.device_id)
+            with self._lock:
+                report.failures += 1
+
+    def _one(self, view: FunnelView, now, report: RunReport) -> None:
+        step = advance(view, now, self.settings.limits)
+        with self._lock:
+            report.pending[step.stage] += 1
+        unaudited = False
+        for transition in step.transitions:
+            added = self.audit.onboarding_stage(view.device_id, transition.stage, parse_utc(transition.at),
+                                                hub=view.hub, facility=view.facility,
+                                                details={"source": transition.source})
+            unaudited |= added is None
+            if added:
+                with self._lock:
+                    report.transitions[transition.stage] += 1
+                self._emit_stage(view, step, transition.stage, transition.at)
+        if step.stuck is not None:
+            activity = iso_utc(view.last_activity) if view.last_activity else None
+            with self._lock:
+                report.stuck[step.stuck["stage"]] += 1
+                report.stuck_sensors.append(StuckSensor(view.device_id, view.hub, view.facility,
+                                                        step.stuck["stage"], step.stuck["since"], step.reason,
+                                                        activity))
+        if step.patch is None:
+            return
+        if unaudited:
+            with self._lock:
+                report.unaudited += 1  # SQL did not take a stage: the tags wait, so the next run audits it again
+            return
+        try:
+            self.hub.update_twin(view.hub, view.device_id, {"tags": {ONBOARDING: step.patch}}, view.etag)
+        except PreconditionFailed:
+            with self._lock:
+                report.conflicts += 1  # the twin changed since the query: the next run sees it as it is then
+            return
+        except DeviceGone:
+            return
+        with self._lock:
+            report.updated += 1
+            report.newly_stuck += step.newly_stuck
+            report.cleared += step.cleared
+        if step.newly_stuck:
+            telemetry.emit("funnel_stuck", deviceId=view.device_id, hub=view.hub, facility=view.facility,
+                           stage=step.stuck["stage"], since=step.stuck["since"], reasonCode=step.reason)
+
+    @staticmethod
+    def _emit_stage(view: FunnelView, step: Step, stage: str, at: str) -> None:
+        reached = {name: value for name, value in step.stages.items()}
+        spans = durations(reached) if stage == "live" else {}
+        telemetry.emit("funnel_stage", deviceId=view.device_id, hub=view.hub, facility=view.facility, stage=stage,
+                       at=at, **{k: spans.get(k) for k in ("allocatedToConfiguredSeconds",
+                                                            "configuredToAcknowledgedSeconds",
+                                                            "acknowledgedToLiveSeconds", "powerOnToLiveSeconds")})
+
+    def _digests(self, report: RunReport, now) -> None:
+        if not report.stuck_sensors:
+            return
+        codes = {s.facility for s in report.stuck_sensors if s.facility}
+        facilities: dict[str, Facility | None] = {}
+        for code in codes:
+            try:
+                facilities[code] = self.facility(code)
+            except Exception as exc:  # noqa: BLE001 - SQL down: the digest goes to the fallback address
+                log.error("funnel: facility %s not read: %s", code, type(exc).__name__)
+                facilities[code] = None
+        date = now.date().isoformat()
+        for digest in build_digests(report.stuck_sensors, facilities, date, self.settings.alert_email):
+            if not self.ledger.claim(date, digest.facility, digest.stage, digest.message["count"], now):
+                continue
+            try:
+                self.queue(digest.message)
+            except Exception as exc:  # noqa: BLE001 - the claim is given back; the next run sends it
+                log.error("funnel digest %s not queued: %s", digest.key, type(exc).__name__)
+                self.ledger.release(date, digest.facility, digest.stage)
+                continue
+            emailed = False
+            if self.email is not None and digest.to:
+                try:
+                    self.email(digest.to, email_content(digest))
+                    emailed = True
+                except Exception as exc:  # noqa: BLE001 - the queue holds it; mail is best effort
+                    log.error("funnel digest %s not e-mailed: %s", digest.key, type(exc).__name__)
+            report.digests.append(digest)
+            telemetry.emit("funnel_digest", facility=digest.facility, stage=digest.stage,
+                           devices=digest.message["count"], emailed=emailed)
