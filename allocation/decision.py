@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class Allocation:
     ca: IssuingCa
     facility: Facility
     choice: HubChoice
+    validation_ms: float = 0.0  # the certificate's validation (chain to a trusted CA version, CRL): the brief's figure
 
 
 def standing(entry: CertificateStanding) -> str:
@@ -125,12 +127,14 @@ def decide(request: AllocationRequest, ctx: AllocationContext, reserve: Callable
     ctx.capacity.reserve) or only asks where it would go (allocation.explain passes one that takes nothing).
     """
     certificate, source = resolve_certificate(request, ctx)
+    validating = time.perf_counter()
     ca = ctx.trust.check(certificate)
+    validation_ms = (time.perf_counter() - validating) * 1000
     facility = ctx.facilities.get(request.identity.facility)
     placement = FacilityPlacement(facility.code, facility.region, facility.preferred_hub)
     choice = place_device(placement, ctx.capacity, request.linked_hubs, request.current_hub,
                           ctx.utilisation_threshold, reserve)
-    return Allocation(request, certificate, source, ca, facility, choice)
+    return Allocation(request, certificate, source, ca, facility, choice, validation_ms)
 
 
 def place_device(placement: FacilityPlacement, capacity: CapacityMonitor, linked_hubs: list[str],

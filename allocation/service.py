@@ -110,7 +110,7 @@ def _allocated(allocation: Allocation, started: float, until: float) -> func.Htt
                                                  times.utc_now()))
     telemetry.emit("allocation", duration_ms, outcome="allocated", registrationId=allocation.request.registration_id,
                    facility=allocation.facility.code, hub=choice.host_name, rule=choice.rule,
-                   crossRegion=choice.cross_region)
+                   crossRegion=choice.cross_region, certificateValidationMs=round(allocation.validation_ms, 3))
     return json_response(body, 200)
 
 

@@ -144,36 +144,6 @@ def harness_services(settings):
     return HarnessServices(settings)
 
 
-SIGN_PATIENCE_S = 120  # how long the partner keeps trying one sensor's sign (the host restarts in ~30 s)
-
-
-def partner_retries_sign() -> None:
-    """The manufacturing partner retries a sign answered 429 or 503 after its Retry-After, and one whose connection
-    failed (the host restarting), as docs/partners.md asks of partners; the factory of local/fleet/rollout.py does
-    not yet, so this wraps its _sign for the chaos run (the hook to add there is in the issue's report)."""
-    from local.fleet.rollout import Factory
-    from local.json_client import HttpError
-
-    plain = Factory._sign
-
-    def _sign(self, sensor):
-        give_up = time.monotonic() + SIGN_PATIENCE_S
-        while True:
-            try:
-                response = plain(self, sensor)
-            except HttpError:
-                if time.monotonic() > give_up:
-                    raise
-                time.sleep(2)
-                continue
-            if response.status not in (429, 503) or time.monotonic() > give_up:
-                return response
-            time.sleep(min(30.0, float(response.headers.get("retry-after") or response.headers.get("Retry-After")
-                                       or 5)))
-
-    Factory._sign = _sign
-
-
 def _get_json(url: str, timeout: float = 10) -> dict:
     context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
     with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
@@ -301,7 +271,6 @@ def run(args, stack: Stack, host_kill_after: float, hub_after: float) -> int:
     values = json.loads(stack.settings_path.read_text())["Values"]
     os.environ.update(values)  # this process acts as DPS, the factory and the devices, with the app's settings
     services = harness_services(Settings())
-    partner_retries_sign()
     options = ScenarioOptions(facilities=args.facilities, per_facility=args.per_facility, seed=args.seed,
                               workers=args.workers, spill_devices=max(1, args.per_facility // 8),
                               configure_timeout_s=max(180, args.hub_outage_s * 4))
@@ -309,16 +278,12 @@ def run(args, stack: Stack, host_kill_after: float, hub_after: float) -> int:
         options.spill_hub = ""
     hub = next(h.name for h in stack.hubs if args.hub in h.name)
     chaos = Chaos(stack, host_kill_after, hub_after, args.hub_outage_s, hub)
-    # Scenario builds its DPS right before the sensors power on: that is when the chaos starts (a stopgap until the
-    # scenario offers a phase callback; see the issue's report).
-    plain_dps = Scenario.dps
 
-    def dps_then_chaos(scenario, gateways):
-        simulator = plain_dps(scenario, gateways)
-        chaos.power_on.set()
-        return simulator
+    def on_phase(phase: str) -> None:  # the faults start with the rollout itself
+        if phase == "power-on":
+            chaos.power_on.set()
 
-    Scenario.dps = dps_then_chaos
+    options.on_phase = on_phase
     started = time.monotonic()
     chaos.start()
     try:

@@ -110,8 +110,9 @@ def desired_document(config: Configuration, twin: TwinView, limits: TwinLimits, 
 
 
 def plan_configuration(twin: TwinView, config: Configuration, limits: TwinLimits, essential: tuple[str, ...],
-                       configuration_url: str, now: str) -> Plan:
-    """The one PATCH that configures the twin, or "unchanged" when it already carries this configuration."""
+                       configuration_url: str, now: str, created_at: str | None = None) -> Plan:
+    """The one PATCH that configures the twin, or "unchanged" when it already carries this configuration.
+    created_at (the DeviceCreated event's time) is recorded once, as the funnel's created stage (funnel/stages.py)."""
     if is_configured(twin, config.hash):
         return Plan("unchanged")
     if config.edge is not None and not twin.is_edge:
@@ -126,6 +127,8 @@ def plan_configuration(twin: TwinView, config: Configuration, limits: TwinLimits
         "template": config.template_name, "storage": storage,
         "edgeDeploymentHash": config.edge_hash, "edgeDeployedAt": now if config.edge is not None else None,
     }
+    if created_at and not twin.onboarding.get("createdAt"):
+        tags["createdAt"] = created_at
     patch = {"tags": {ONBOARDING: tags}, "properties": {"desired": replacement_patch(managed_now, document)}}
     return Plan("write", storage, patch, size_of(document), blob, apply_edge=config.edge is not None)
 

@@ -133,7 +133,7 @@ class TwinSetup:
             host = self.resolver.resolve(event.hub_name or "")
             budget = RetryBudget(self.settings.retry, sleep=self._sleep)
             with self._locks.hold((host, device_id)):
-                outcome = self._configure(host, device_id, budget)
+                outcome = self._configure(host, device_id, budget, created_at=_event_time(event.event_time))
             outcome.retries = budget.retries
         except TransientError as exc:
             self._emit(started, Outcome("retry", device_id, reason_code="dependency_unavailable"), fields,
@@ -175,7 +175,8 @@ class TwinSetup:
         found = self.hub.get_twin(host, device_id, budget)
         return TwinView.of(found) if found is not None else None
 
-    def _configure(self, host: str, device_id: str, budget: RetryBudget, template: Template | None = None) -> Outcome:
+    def _configure(self, host: str, device_id: str, budget: RetryBudget, template: Template | None = None,
+                   created_at: str | None = None) -> Outcome:
         conflicts = 0
         twin = self._read(host, device_id, budget)
         while True:
@@ -195,7 +196,7 @@ class TwinSetup:
                 config = self.configuration_for(identity, template)
                 url = self.configurations.url(device_id, config.hash)
                 plan = plan_configuration(twin, config, self.settings.limits, self.settings.essential_sections,
-                                          url, self._now())
+                                          url, self._now(), created_at)
             except OnboardingError as err:
                 return self._fail(host, device_id, twin, err, budget, identity)
             outcome = Outcome("unchanged", device_id, host, facility=identity.facility, template=config.template_name,
@@ -270,3 +271,9 @@ class TwinSetup:
     def _emit(self, started: float, outcome: Outcome, fields: dict[str, Any], **extra: Any) -> None:
         telemetry.emit("twin_setup", (time.perf_counter() - started) * 1000, **outcome.telemetry_fields(),
                        **fields, **extra)
+
+
+def _event_time(value: str | None) -> str | None:
+    """The DeviceCreated event's time as the tags write times (ISO-8601 UTC, seconds); None when unreadable."""
+    moment = times.parse_utc(value)
+    return times.iso_utc(moment) if moment is not None else None

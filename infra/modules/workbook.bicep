@@ -122,6 +122,13 @@ var panels = [
     durationMs: day
   }
   {
+    name: 'certificate-validation-latency'
+    title: 'Certificate validation latency (ms): chain to the regional CA and CRL check, per hour'
+    query: concat(prelude, loadTextContent('../monitoring/queries/certificate-validation-latency.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
     name: 'certificates-by-expiry'
     title: 'Certificates by days to expiry (latest daily scan)'
     query: concat(prelude, loadTextContent('../monitoring/queries/certificates-by-expiry.kql'))

@@ -99,6 +99,9 @@ class Readings:
             self._cv.notify_all()
 
 
+SIGN_PATIENCE_S = 120  # how long the factory keeps trying one sensor's sign (an app restart takes ~30 s)
+
+
 class Factory:
     """The manufacturing partner: sends each sensor's CSR to sign_csr with the function key and its partner credential
     (docs/partners.md) and burns the answer into the device. A device that already holds an active certificate (a
@@ -112,8 +115,23 @@ class Factory:
         self._client = JsonClient(base_url, timeout_s=timeout_s)
 
     def _sign(self, sensor: SimulatedSensor):
-        return self._client.request("POST", "/api/certificates/sign", body={"csr": sensor.csr_pem()},
-                                    headers={"x-functions-key": self.key, "Authorization": self.authorization})
+        """One sensor's sign request, retried as docs/partners.md asks of partners: an answer of 429 or 503 after its
+        Retry-After, a connection that failed (the app restarting) after 2 s; for up to SIGN_PATIENCE_S."""
+        give_up = time.monotonic() + SIGN_PATIENCE_S
+        while True:
+            try:
+                response = self._client.request(
+                    "POST", "/api/certificates/sign", body={"csr": sensor.csr_pem()},
+                    headers={"x-functions-key": self.key, "Authorization": self.authorization})
+            except HttpError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(2)
+                continue
+            if response.status not in (429, 503) or time.monotonic() > give_up:
+                return response
+            time.sleep(min(30.0, float(response.headers.get("Retry-After") or response.headers.get("retry-after")
+                                       or 5)))
 
     def manufacture(self, sensor: SimulatedSensor) -> None:
         response = self._sign(sensor)

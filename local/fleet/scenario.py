@@ -27,6 +27,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class ScenarioOptions:
     spill_hub: str = "localhost:8443"  # the east hub gets less room than its region needs
     spill_devices: int = 40
     silent_sensors: int = 3  # apply their configuration, never send telemetry: caught as stuck
+    on_phase: Callable[[str], None] | None = None  # told when a step starts ("power-on"): make chaos hooks in here
 
 
 @dataclass
@@ -150,12 +152,22 @@ class Scenario:
     def revoke(self, sensor: SimulatedSensor) -> dict:
         """Revoke the sensor's certificate for cause as an operator would: the revoke function (admin key). The
         product records it, re-publishes the CRL, and disallows the device at DPS (its answer's disallowedAtDps)."""
-        response = requests.post(f"{BASE_URL}/api/certificates/revoke", timeout=120,
-                                 headers={"x-functions-key": self.master_key},
-                                 json={"serialNumber": format(sensor.certificate.serial_number, "X"),
-                                       "reason": "keyCompromise", "revokedBy": "make demo"})
-        response.raise_for_status()
-        return response.json()
+        give_up = time.monotonic() + 120  # an operator tries again while the app restarts or answers 503
+        while True:
+            try:
+                response = requests.post(f"{BASE_URL}/api/certificates/revoke", timeout=120,
+                                         headers={"x-functions-key": self.master_key},
+                                         json={"serialNumber": format(sensor.certificate.serial_number, "X"),
+                                               "reason": "keyCompromise", "revokedBy": "make demo"})
+            except requests.ConnectionError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(2)
+                continue
+            if response.status_code not in (429, 503) or time.monotonic() > give_up:
+                response.raise_for_status()
+                return response.json()
+            time.sleep(min(30.0, float(response.headers.get("Retry-After") or 5)))
 
     def limit_hub(self, host: str, planned_in_region: int) -> tuple[int, int]:
         """Give host room for all but spill_devices of its region's sensors; returns (new, previous) limits."""
@@ -348,6 +360,8 @@ class Scenario:
         lap("incidents")
         everyone = [*(d for d in plan if d is not revoked), stranger, revoked]
         try:
+            if opts.on_phase is not None:
+                opts.on_phase("power-on")
             outcomes = run_parallel(everyone, power_on, opts.workers, "power-on")
         finally:
             if previous_limit is not None:

@@ -57,7 +57,7 @@ def test_every_event_the_code_emits_has_a_view():
 def test_allocation_view_matches_the_webhook_fields_exactly():
     _event, columns = views()["AllocationEvents"]
     assert set(columns.values()) == {"outcome", "reasonCode", "registrationId", "facility", "hub", "rule",
-                                     "crossRegion", "durationMs"}
+                                     "crossRegion", "certificateValidationMs", "durationMs"}
 
 
 def test_the_message_shape_the_views_parse(caplog):

@@ -29,6 +29,7 @@ from cert_lifecycle.expiry import TAG
 from cert_lifecycle.scan import ExpiryScanner
 from cert_lifecycle.wiring import Lifecycle
 from local.fleet.device import SimulatedSensor
+from local.fleet.device_link import DeviceUnauthorized
 from local.fleet.scenario import Scenario, ScenarioOptions
 from local.iothub.auth import make_sas
 from local.secrets import stack_secret
@@ -482,3 +483,26 @@ def assert_no_private_key_anywhere(services, stack, device_keys) -> None:
     for key in device_keys:
         for fingerprint in _fingerprints(key):
             assert fingerprint not in blob
+
+
+def test_a_sensor_revoked_for_cause_is_locked_out_of_its_hub_and_refused_by_dps(stack, services, keys):
+    """The revoked identity at the device's end: its connection with the certificate DPS registered answers
+    "unauthorized" once the revocation disabled it on its hub, and registering with DPS again is refused by DPS
+    itself (a disabled individual enrollment), so re-provisioning cannot bring it back."""
+    device_id = serial_cn("REVOKED")
+    with app_environment(stack.settings_path):
+        dps = Scenario(services, stack.state_dir, ScenarioOptions()).dps([])
+        lifecycle = Lifecycle(services)
+        sensor = SimulatedSensor(device_id)
+        sensor.install_certificate(lifecycle.issuer.issue(sensor.csr_pem(), actor="test:revoked").to_body())
+    assert sensor.power_on(dps, str(ensure_tls(stack.state_dir).ca_cert)).status == "assigned"
+    sensor.connection().report({"certificate": sensor.certificate_report()})  # its own certificate is accepted
+
+    status, answer = http("POST", "/api/certificates/revoke", {"deviceId": device_id, "reason": "keyCompromise"},
+                          key=keys["master"])
+    assert status == 200, answer
+    with pytest.raises(DeviceUnauthorized):
+        sensor.connection().twin()
+    sensor.release()
+    again = dps.register(sensor.certificate, sensor.chain)
+    assert (again.status, again.error_code) == ("disabled", "enrollment_disabled"), again

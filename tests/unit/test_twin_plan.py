@@ -62,6 +62,21 @@ def test_first_configuration_writes_sections_and_onboarding_and_keeps_allocation
     assert plan.desired_bytes == size_of(after.desired)
 
 
+def test_the_devicecreated_time_is_recorded_once_as_the_funnels_created_stage():
+    created = "2026-03-01T10:00:01Z"
+    before = config_for("sensor-press-FAC11-SN1")
+    twin = apply(fresh_twin("sensor-press-FAC11-SN1"),
+                 plan_configuration(fresh_twin("sensor-press-FAC11-SN1"), before, LIMITS, ESSENTIAL, URL, NOW,
+                                    created).patch)
+    assert twin.tags["onboarding"]["createdAt"] == created
+    after = config_for("sensor-press-FAC11-SN1", [parse_override("FAC11", "pressure",
+                                                                 json.dumps({"alerts": {"high": 1.0}}))])
+    again = plan_configuration(twin, after, LIMITS, ESSENTIAL, URL, NOW, "2026-03-02T00:00:00Z")  # a redelivery
+    assert "createdAt" not in again.patch["tags"]["onboarding"]
+    assert "createdAt" not in plan_configuration(fresh_twin(), before, LIMITS, ESSENTIAL, URL, NOW).patch["tags"][
+        "onboarding"]  # a rollout's write (no event): nothing claimed
+
+
 def test_a_twin_that_carries_the_hash_is_not_written_again():
     config = config_for("sensor-temp-FAC03-SN1")
     configured = apply(fresh_twin(), plan_configuration(fresh_twin(), config, LIMITS, ESSENTIAL, URL, NOW).patch)
