@@ -28,7 +28,7 @@ from funnel.records import DigestLedger
 from funnel.settings import FunnelSettings
 from funnel.stages import PENDING_QUERY, PENDING_STAGES, FunnelView, Step, advance, durations
 from shared import telemetry
-from shared.audit import AuditWriter
+from shared.audit import AuditWriter, StageRow
 from shared.facilities import Facility
 from shared.iothub import DeviceGone, HubAccessDenied, HubRefused, IotHub, PreconditionFailed
 from shared.retry import TransientError
@@ -82,11 +82,13 @@ class Reconciler:
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="funnel") as pool:
             for host in self.hosts:
                 try:
-                    for twin in self.hub.query(host, PENDING_QUERY, max_pages=self.settings.max_pages):
-                        pool.submit(self._guarded, FunnelView.of(twin), now, report)
+                    views = [FunnelView.of(twin)
+                             for twin in self.hub.query(host, PENDING_QUERY, max_pages=self.settings.max_pages)]
                 except (TransientError, HubAccessDenied, HubRefused) as exc:
                     log.error("funnel: hub %s not reconciled: %s", host, exc)
                     report.incomplete_hubs.append(host)
+                    continue
+                self._reconcile(views, now, report, pool)
         report.queries = sum(self.hub.queries.values()) - queries_before
         self._digests(report, now)
         telemetry.emit("funnel_run", (time.perf_counter() - started) * 1000, hubs=len(self.hosts),
@@ -100,9 +102,25 @@ class Reconciler:
                        **{f"new_{s}": report.transitions[s] for s in (*PENDING_STAGES, "live")})
         return report
 
-    def _guarded(self, view: FunnelView, now, report: RunReport) -> None:
+    def _reconcile(self, views: list[FunnelView], now, report: RunReport, pool: ThreadPoolExecutor) -> None:
+        """The hub's pending sensors: their steps (pure), every new stage audited in a few statements, then each
+        twin's tags written by the workers."""
+        steps: list[tuple[FunnelView, Step]] = []
+        for view in views:
+            try:
+                steps.append((view, advance(view, now, self.settings.limits)))
+            except Exception:
+                log.exception("funnel: %s failed", view.device_id)
+                report.failures += 1
+        added = self.audit.onboarding_stages([
+            StageRow(view.device_id, t.stage, parse_utc(t.at), view.hub, view.facility, {"source": t.source})
+            for view, step in steps for t in step.transitions])
+        for view, step in steps:
+            pool.submit(self._guarded, view, step, added, report)
+
+    def _guarded(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport) -> None:
         try:
-            self._one(view, now, report)
+            self._one(view, step, added, report)
         except (TransientError, HubAccessDenied, HubRefused) as exc:
             log.warning("funnel: %s left to the next run: %s", view.device_id, exc)
             with self._lock:
@@ -112,17 +130,13 @@ class Reconciler:
             with self._lock:
                 report.failures += 1
 
-    def _one(self, view: FunnelView, now, report: RunReport) -> None:
-        step = advance(view, now, self.settings.limits)
+    def _one(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport) -> None:
+        """One sensor's outcome of a run; added: the stages the run's audit added (None: SQL failed)."""
         with self._lock:
             report.pending[step.stage] += 1
-        unaudited = False
+        unaudited = added is None and bool(step.transitions)
         for transition in step.transitions:
-            added = self.audit.onboarding_stage(view.device_id, transition.stage, parse_utc(transition.at),
-                                                hub=view.hub, facility=view.facility,
-                                                details={"source": transition.source})
-            unaudited |= added is None
-            if added:
+            if added is not None and (view.device_id[:128], transition.stage) in added:
                 with self._lock:
                     report.transitions[transition.stage] += 1
                 self._emit_stage(view, step, transition.stage, transition.at)

@@ -220,8 +220,8 @@ def test_a_silent_sensor_is_stuck_digested_once_to_its_manager_and_cleared_when_
 
 def test_a_stage_sql_did_not_take_leaves_the_tags_so_the_next_run_records_it(hub, registry, pki, tls, database):
     class SqlDown(AuditWriter):
-        def onboarding_stage(self, *args, **kwargs):
-            return None  # as the writer answers when its INSERT failed
+        def onboarding_stages(self, rows):
+            return None  # as the writer answers when SQL failed
 
     sent = Sent()
     device_id, device = onboarded(hub, registry, pki, tls)

@@ -121,3 +121,37 @@ def test_the_margin_counts_from_the_end_of_the_acknowledgements_whole_second():
                    StageLimits(live_margin_s=0.5)).stage == "acknowledged"
     assert advance(twin(applied=HASH, activity=4.6), T0 + dt.timedelta(seconds=9),
                    StageLimits(live_margin_s=0.5)).stage == "live"
+
+
+def test_stage_rows_are_written_in_a_few_statements_and_each_once(tmp_path):
+    """A rollout reaches tens of thousands of stages: the audit writes them per chunk, not per row, and a stage
+    already recorded (a re-run, a concurrent run) is neither written again nor reported as added."""
+    import datetime as dt
+
+    from local.seed.seed import SCHEMA, schema_statements
+    from shared.audit import STAGE_CHUNK, AuditWriter, StageRow
+    from shared.sql import Database
+
+    db = Database(f"Driver=SQLite3;Database={tmp_path / 'stages.db'}")
+    for statement in schema_statements(SCHEMA.read_text()):
+        db.execute(statement)
+    statements = []
+    execute = db.execute
+
+    def counting(sql, params=()):
+        statements.append(sql.split()[0])
+        return execute(sql, params)
+
+    db.execute = counting
+    writer = AuditWriter(db)
+    at = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    rows = [StageRow(f"sensor-temp-FAC01-S{n}", stage, at, "hub", "FAC01")
+            for n in range(STAGE_CHUNK + 10) for stage in ("allocated", "created")]
+    assert writer.onboarding_stage("sensor-temp-FAC01-S0", "allocated", at) is True
+    statements.clear()
+    added = writer.onboarding_stages([*rows, rows[5]])  # one row twice: written once
+    assert added == {(r.device_id, r.stage) for r in rows} - {("sensor-temp-FAC01-S0", "allocated")}
+    assert statements == ["INSERT"] * 3  # 2 x 150 rows less the one present, in chunks of STAGE_CHUNK
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM onboarding_stages")["n"] == len(rows)
+    assert writer.onboarding_stages(rows) == set()
+    db.close()
