@@ -130,6 +130,22 @@ class RenewalService:
         """Merge-patch the renewal's tags and desired properties, If-Match etag (None: unconditional)."""
         self._hubs.update_twin(twin.hub, twin.device_id, twin_patch(tags, desired), etag)
 
+    def _patch_current(self, twin: Twin, still: Callable[[dict], bool], *, tags: dict | None = None,
+                       desired: dict | None = None) -> None:
+        """_patch If-Match the twin's etag; when another writer changed the twin meanwhile (the funnel's stage tags,
+        a configuration rollout), read it again and write once more while still(its renewal tag) holds, up to
+        MAX_CONFLICTS times: a step of the renewal is not put off to the next hourly run for an unrelated write.
+        PreconditionFailed when the twin keeps changing, is gone, or its renewal moved on meanwhile."""
+        for attempt in range(MAX_CONFLICTS):
+            try:
+                self._patch(twin, tags=tags, desired=desired, etag=twin.etag)
+                return
+            except PreconditionFailed:
+                fresh = self._hubs.get_twin(twin.hub, twin.device_id)
+                if fresh is None or not still(renewal_tag(fresh)) or attempt == MAX_CONFLICTS - 1:
+                    raise
+                twin = fresh
+
     def _step(self, step: str, device_id: str, hub: str, **fields) -> None:
         self._audit.certificate_event(f"renewal_{step}", device_id=device_id,
                                       serial_number=fields.get("serialNumber"),
@@ -234,8 +250,9 @@ class RenewalService:
                 return
             grace = dt.timedelta(hours=self._settings.superseded_grace_hours)
             revoke_after = now + grace
-            self._patch(
-                twin, etag=twin.etag,
+            self._patch_current(
+                twin, lambda current: (current.get("state") == "issued"
+                                       and normalise_serial(current.get("newSerialNumber")) == new_serial),
                 desired={TAG: {"status": "completed", "certificate": None, "chain": None}},
                 tags={TAG: {"state": "completed", "completedAt": iso_utc(now), "revokeAfter": iso_utc(revoke_after),
                             "reprovisionedAt": iso_utc(seen), "updatedAt": iso_utc(now)},
@@ -291,8 +308,9 @@ class RenewalService:
             self._step("rejected", twin.device_id, twin.hub, reasonCode=error.code, requestId=tag.get("requestId"))
             return
         try:
-            self._patch(
-                twin, etag=twin.etag,
+            self._patch_current(
+                twin, lambda current: (current.get("state") == "requested"
+                                       and current.get("requestId") == tag.get("requestId")),
                 desired={TAG: {"status": "issued", "certificate": issued.pem, "chain": [issued.authority.pem],
                                "newSerialNumber": issued.serial_number,
                                "notAfter": iso_utc(issued.certificate.not_valid_after_utc), "issuedAt": iso_utc(now),

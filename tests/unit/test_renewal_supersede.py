@@ -153,3 +153,17 @@ def test_a_sighting_of_another_devices_certificate_does_not_complete_a_renewal(r
     records.mark_provisioned(WEST.subject, "BB02", "sensor-temp-FAC01-OTHER", NOW)
     report = collector(hubs, records, revoker, audit).collect()
     assert report.completed == [] and report.awaiting_reprovisioning == [DEVICE]
+
+
+def test_another_writers_change_to_the_twin_does_not_put_a_renewal_step_off_to_the_next_run(records):
+    """The funnel or a configuration rollout writes the same twin's tags meanwhile (a 412 on the renewal's
+    conditional write): the collector reads the twin again and completes the step in the same run."""
+    on_record(records, DEVICE, "AA01")
+    on_record(records, DEVICE, "BB02")
+    hubs, revoker, audit = FakeHubs(), Revoker(), FakeAudit()
+    issued_renewal(hubs, "AA01", "BB02", reported="BB02")
+    records.mark_provisioned(WEST.subject, "BB02", DEVICE, NOW)
+    hubs.conflict_once.add(DEVICE)
+    report = collector(hubs, records, revoker, audit).collect()
+    assert report.completed == [DEVICE] and report.failures == []
+    assert hubs.twins[DEVICE]["tags"][TAG]["state"] == "completed"
