@@ -526,39 +526,25 @@ def _method_not_allowed(method: str) -> DpsError:
 def route(service: Service, method: str, segments: list[str], groups: GroupService | None = None):
     """(handler, args) for a request path; DpsError for paths DPS has and this emulator does not serve."""
     head, rest = (segments[0], segments[1:]) if segments else ("", [])
-    groups = groups or GroupService(service.store)
-    if head == "enrollments":
+    collections = {"enrollments": (service, "enrollment"),
+                   "enrollmentGroups": (groups or GroupService(service.store), "enrollment group")}
+    if head in collections:  # the same operations on individual enrollments and enrollment groups
+        handler, what = collections[head]
         if not rest:
             if method == "POST":
-                raise not_implemented("The bulk enrollment operation")
+                raise not_implemented(f"The bulk {what} operation")
             raise _method_not_allowed(method)
         if len(rest) == 1 and rest[0] == "query" and method == "POST":
-            return service.query, ()
+            return handler.query, ()
         if len(rest) == 1 and rest[0]:
-            handlers = {"GET": service.get, "PUT": service.put, "DELETE": service.delete}
+            handlers = {"GET": handler.get, "PUT": handler.put, "DELETE": handler.delete}
             if method not in handlers:
                 raise _method_not_allowed(method)
             return handlers[method], (rest[0],)
         if len(rest) == 2 and rest[1].lower() == "attestationmechanism":
             if method != "POST":
                 raise _method_not_allowed(method)
-            return service.attestation, (rest[0],)
-    if head == "enrollmentGroups":
-        if not rest:
-            if method == "POST":
-                raise not_implemented("The bulk enrollment group operation")
-            raise _method_not_allowed(method)
-        if len(rest) == 1 and rest[0] == "query" and method == "POST":
-            return groups.query, ()
-        if len(rest) == 1 and rest[0]:
-            handlers = {"GET": groups.get, "PUT": groups.put, "DELETE": groups.delete}
-            if method not in handlers:
-                raise _method_not_allowed(method)
-            return handlers[method], (rest[0],)
-        if len(rest) == 2 and rest[1].lower() == "attestationmechanism":
-            if method != "POST":
-                raise _method_not_allowed(method)
-            return groups.attestation, (rest[0],)
+            return handler.attestation, (rest[0],)
     if head == "registrations":
         raise not_implemented(f"/{head}")
     raise DpsError(404, 404000, "The requested resource was not found")
