@@ -85,8 +85,9 @@ def vouched_certificate(on_record: list[CertificateStanding], now: dt.datetime,
     Only unexpired certificates matter (the chain validation DPS does before it calls rejects an expired one: team
     reading, as for the CRL, which drops expired entries). In order: any revoked for cause ->
     revoked_certificate_outstanding (the device may be presenting it, and checking another serial against the
-    CRL would pass it); no active one -> certificate_missing; several active -> certificate_ambiguous; superseded
-    ones beside the active one -> the renewal case, allowed or refused by during_renewal.
+    CRL would pass it); no active one -> certificate_missing; two active (a renewal not yet re-provisioned) -> the
+    newest, or certificate_ambiguous when during_renewal refuses; more -> certificate_ambiguous; superseded ones
+    beside the active one -> the renewal case, allowed or refused by during_renewal.
     """
     unexpired: dict[str, list[CertificateRecord]] = {"active": [], "superseded": [], "revoked": []}
     for entry in on_record:
@@ -97,6 +98,12 @@ def vouched_certificate(on_record: list[CertificateStanding], now: dt.datetime,
     active = unexpired["active"]
     if not active:
         raise OnboardingError("certificate_missing", "no unexpired active certificate on record")
+    if len(active) == 2 and during_renewal == "allow":
+        # A renewal between issuance and the device's re-provisioning: the only time a device holds two active
+        # certificates (issuance otherwise keeps one per device). Either is the device's own and unrevoked; the
+        # renewal completes only once DPS presents the new one (cert_lifecycle/renewal.py), so without DPS's
+        # certificate it does not complete, and the old one stays valid until it expires.
+        return max(active, key=lambda r: (r.not_before, r.not_after)), FROM_REGISTER_DURING_RENEWAL
     if len(active) > 1:
         raise OnboardingError("certificate_ambiguous", f"active: {_named(active)}")
     if not unexpired["superseded"]:

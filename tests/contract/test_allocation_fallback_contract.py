@@ -72,8 +72,15 @@ def test_during_a_renewal_the_active_certificate_is_allocated_unless_the_setting
     assert (status, body["error"]["code"]) == (403, "superseded_certificate_outstanding")
 
 
-def test_two_active_certificates_are_ambiguous(webhook):
+def test_two_active_certificates_are_a_renewal_in_flight_allowed_or_refused_by_the_setting(webhook):
     on_record(webhook)
     on_record(webhook)
     status, body = webhook.post(without_certificate())
+    assert status == 200, body
+    webhook.context.without_certificate_during_renewal = "refuse"
+    status, body = webhook.post(without_certificate())
+    assert (status, body["error"]["code"]) == (409, "certificate_ambiguous")
+    on_record(webhook)
+    webhook.context.without_certificate_during_renewal = "allow"
+    status, body = webhook.post(without_certificate())  # three active: no renewal explains that
     assert (status, body["error"]["code"]) == (409, "certificate_ambiguous")

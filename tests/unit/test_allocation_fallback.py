@@ -93,10 +93,10 @@ def test_no_unexpired_active_certificate_is_certificate_missing(entries):
     assert (error.code, error.status) == ("certificate_missing", 400)
 
 
-def test_more_than_one_active_certificate_is_ambiguous():
-    error = refusal(cert("B"), cert("C"))
+def test_more_than_two_active_certificates_are_ambiguous():
+    error = refusal(cert("B"), cert("C"), cert("D"))
     assert (error.code, error.status) == ("certificate_ambiguous", 409)
-    assert "serial B" in error.detail and "serial C" in error.detail
+    assert "serial B" in error.detail and "serial D" in error.detail
 
 
 # -- the renewal case ------------------------------------------------------------------------------------------
@@ -180,3 +180,14 @@ def test_the_register_returns_each_certificate_with_its_revocation_in_one_statem
     assert len(statements) == 1 and "LEFT JOIN revocations" in statements[0]
     assert found == entries[:3]  # newest notAfter first; the other device's certificate is not there
     assert refusal(*found).code == "revoked_certificate_outstanding"
+
+
+def test_two_active_certificates_are_a_renewal_not_yet_re_provisioned_and_take_the_newest():
+    """Between a renewal's issuance and the device's re-provisioning it holds two active certificates (issuance keeps
+    one per device otherwise): the device must be able to provision again, with either, when DPS sends no details."""
+    old, new = cert("B", days_left=30), cert("C", days_left=730)
+    assert vouch(old, new) == ("C", FROM_REGISTER_DURING_RENEWAL)
+    assert vouch(new, old) == ("C", FROM_REGISTER_DURING_RENEWAL)
+    with pytest.raises(OnboardingError) as refused:
+        vouched_certificate([old, new], NOW, "refuse")
+    assert refused.value.code == "certificate_ambiguous"
