@@ -7,6 +7,7 @@ from functools import cache, cached_property
 
 from capacity.service import CapacityPlanner
 from capacity.settings import CapacitySettings, capacity_settings
+from cert_lifecycle.alerts import AlertChannel, alert_channel
 from shared.bootstrap import Services, services
 from shared.retry import RetryPolicy
 
@@ -29,26 +30,17 @@ class Capacity:
                                self.settings)
 
     @cached_property
-    def _lifecycle_settings(self):
-        from cert_lifecycle.settings import lifecycle_settings
-
-        return lifecycle_settings(self.svc.settings)
+    def _alerts(self) -> AlertChannel:
+        return alert_channel(self.svc)
 
     def queue(self, message: dict) -> None:
-        """On the lifecycle's alerts queue (`onboarding alerts` lists it beside the expiry digests)."""
-        from cert_lifecycle.alerts import QueueSender
+        """On the operators' alerts queue (`onboarding alerts` lists it beside the expiry digests)."""
+        self._alerts.queue(message)
 
-        QueueSender(lambda: self.svc.queue_service).send(self._lifecycle_settings.alerts_queue, message)
-
-    @cached_property
+    @property
     def email(self):
-        """send_content(to, content), or None when Communication Services is not configured."""
-        from cert_lifecycle.alerts import EmailSender
-
-        lifecycle = self._lifecycle_settings
-        if not lifecycle.email_configured:
-            return None
-        return EmailSender(lifecycle, lambda: self.svc.credential).send_content
+        """send_content(to, content, cc=()), or None when Communication Services is not configured."""
+        return self._alerts.email
 
 
 @cache

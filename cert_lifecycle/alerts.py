@@ -215,3 +215,23 @@ def format_alerts(alerts: list[dict]) -> str:
         if a["count"] > 10:
             lines.append(f"      ... {a['count'] - 10} more")
     return "\n".join(lines) if lines else "no certificate alerts"
+
+
+@dataclass(frozen=True)
+class AlertChannel:
+    """The operators' alert channel, shared by every feature that alerts (expiry digests, hub capacity, stuck
+    sensors): the alerts queue, which `onboarding alerts` lists, and e-mail when Communication Services is set."""
+
+    queue: Callable[[dict], None]
+    email: Callable[..., None] | None  # send_content(to, content, cc=()), or None without Communication Services
+
+
+def alert_channel(svc) -> AlertChannel:
+    """The channel from the shared Services and the lifecycle's alert settings (queue certificate-alerts, ACS_*)."""
+    from cert_lifecycle.settings import lifecycle_settings
+
+    lifecycle = lifecycle_settings(svc.settings)
+    queues = QueueSender(lambda: svc.queue_service)
+    email = EmailSender(lifecycle, lambda: svc.credential).send_content if lifecycle.email_configured else None
+    return AlertChannel(lambda message: queues.send(lifecycle.alerts_queue, message), email)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache, cached_property
 
+from cert_lifecycle.alerts import AlertChannel, alert_channel
 from funnel.records import DigestLedger
 from funnel.service import Reconciler
 from funnel.settings import FunnelSettings, funnel_settings
@@ -26,23 +27,17 @@ class Funnel:
         return funnel_settings(self.svc.settings)
 
     @cached_property
-    def _lifecycle_settings(self):
-        from cert_lifecycle.settings import lifecycle_settings
-
-        return lifecycle_settings(self.svc.settings)
+    def _alerts(self) -> AlertChannel:
+        return alert_channel(self.svc)
 
     def queue(self, message: dict) -> None:
-        """On the lifecycle's alerts queue (`onboarding alerts` lists it beside the other digests)."""
-        from cert_lifecycle.alerts import QueueSender
+        """On the operators' alerts queue (`onboarding alerts` lists it beside the other digests)."""
+        self._alerts.queue(message)
 
-        QueueSender(lambda: self.svc.queue_service).send(self._lifecycle_settings.alerts_queue, message)
-
-    @cached_property
+    @property
     def email(self):
-        from cert_lifecycle.alerts import EmailSender
-
-        lifecycle = self._lifecycle_settings
-        return EmailSender(lifecycle, lambda: self.svc.credential).send_content if lifecycle.email_configured else None
+        """send_content(to, content, cc=()), or None when Communication Services is not configured."""
+        return self._alerts.email
 
     @cached_property
     def reconciler(self) -> Reconciler:
