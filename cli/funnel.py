@@ -33,8 +33,11 @@ def render(data: dict[str, Any], out: TextIO) -> None:
     print(f"stages reached in the last {data['hours']:g} h: "
           + " -> ".join(f"{k} {v}" for k, v in data["reached"].items()), file=out)
     p = data["powerOnToLive"]
-    print(f"power-on to live (allocation to first telemetry): p50 {p['p50']} s, p95 {p['p95']} s over {p['sensors']} "
-          "sensors", file=out)
+    if p["sensors"]:
+        print(f"power-on to live (allocation to first telemetry): p50 {p['p50']} s, p95 {p['p95']} s over "
+              f"{p['sensors']} sensors", file=out)
+    else:
+        print("power-on to live (allocation to first telemetry): no sensor went live in that time", file=out)
     print("pending on the hubs now: " + (", ".join(f"{k} {v}" for k, v in data["pending"].items()) or "none")
           + "; stuck: " + (", ".join(f"{k} {v}" for k, v in data["stuckByStage"].items()) or "none"), file=out)
     for s in data["stuck"]:
