@@ -26,7 +26,8 @@ def capacity_report(timer: func.TimerRequest) -> None:
     cap = capacity()
     report, counts = cap.planner.report()
     emit_report(report)
-    sent = alert(report, [cap.settings.alert_email] if cap.settings.alert_email else [], cap.queue, cap.email)
+    recipients = [cap.settings.alert_email] if cap.settings.alert_email else []
+    sent = alert(report, recipients, cap.alerts.queue, cap.alerts.email)
     log.info("capacity report: %s", "; ".join(f"{r.region} {r.status}" for r in report.regions) or "no hubs")
     if sent is None:
         log.info("capacity report: every region ok")

@@ -30,17 +30,9 @@ class Capacity:
                                self.settings)
 
     @cached_property
-    def _alerts(self) -> AlertChannel:
+    def alerts(self) -> AlertChannel:
+        """The operators' alerts queue (`onboarding alerts`) and e-mail when configured."""
         return alert_channel(self.svc)
-
-    def queue(self, message: dict) -> None:
-        """On the operators' alerts queue (`onboarding alerts` lists it beside the expiry digests)."""
-        self._alerts.queue(message)
-
-    @property
-    def email(self):
-        """send_content(to, content, cc=()), or None when Communication Services is not configured."""
-        return self._alerts.email
 
 
 @cache

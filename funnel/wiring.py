@@ -27,24 +27,16 @@ class Funnel:
         return funnel_settings(self.svc.settings)
 
     @cached_property
-    def _alerts(self) -> AlertChannel:
+    def alerts(self) -> AlertChannel:
+        """The operators' alerts queue (`onboarding alerts`) and e-mail when configured."""
         return alert_channel(self.svc)
-
-    def queue(self, message: dict) -> None:
-        """On the operators' alerts queue (`onboarding alerts` lists it beside the other digests)."""
-        self._alerts.queue(message)
-
-    @property
-    def email(self):
-        """send_content(to, content, cc=()), or None when Communication Services is not configured."""
-        return self._alerts.email
 
     @cached_property
     def reconciler(self) -> Reconciler:
         facilities = FacilityDirectory(self.svc.database, ttl_s=300)
         return Reconciler(self.settings, self.svc.iothub(HUB_RETRY), self.svc.settings.iot_hub_host_names,
                           AuditWriter(self.svc.database), DigestLedger(self.svc.database), facilities.find,
-                          self.queue, self.email)
+                          self.alerts.queue, self.alerts.email)
 
 
 @cache

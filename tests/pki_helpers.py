@@ -66,3 +66,22 @@ def der_b64(cert: x509.Certificate) -> str:
     import base64
 
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def client_certificate(cn: str, issuer: x509.Certificate, issuer_key, now: dt.datetime,
+                       days: int = 30) -> x509.Certificate:
+    """A device certificate (clientAuth, CN = the registration ID) issued by issuer, valid from an hour before now."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(issuer.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                           critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+

@@ -15,6 +15,7 @@ from capacity import functions as capacity_functions
 from capacity import wiring
 from capacity.service import CapacityPlanner
 from capacity.settings import CapacitySettings
+from cert_lifecycle.alerts import AlertChannel
 from tests.cli.hub_fixtures import HUBS, allocate, fleet  # noqa: F401 - fleet: fixture
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def timer_run(fleet, counts, email=True, fail_email=False):  # noqa: F811
 
     planner = CapacityPlanner(fleet, counts.__getitem__, list(HUBS), CapacitySettings(), now=lambda: NOW)
     cap = SimpleNamespace(planner=planner, settings=CapacitySettings(alert_email="ops@example.com"),
-                          queue=queued.append, email=send_content if email else None)
+                          alerts=AlertChannel(queued.append, send_content if email else None))
     return cap, queued, mailed
 
 
@@ -107,7 +108,7 @@ def test_a_run_that_reaches_no_hub_fails(fleet, monkeypatch):  # noqa: F811
         raise RuntimeError("unreachable")
 
     planner = CapacityPlanner(fleet, silent, list(HUBS), CapacitySettings(), now=lambda: NOW)
-    cap = SimpleNamespace(planner=planner, settings=CapacitySettings(), queue=lambda m: None, email=None)
+    cap = SimpleNamespace(planner=planner, settings=CapacitySettings(), alerts=AlertChannel(lambda m: None, None))
     monkeypatch.setattr(wiring, "capacity", lambda: cap)
     with pytest.raises(RuntimeError, match="capacity report reached no hub"):
         capacity_functions.capacity_report.build().get_user_function()(None)

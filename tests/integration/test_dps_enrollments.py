@@ -20,7 +20,7 @@ from azure.core.credentials import AccessToken
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,6 +35,7 @@ from local.iothub import HubConfig, RateLimits, TwinLimits, connection_string, c
 from local.secrets import stack_secret
 from local.serve import free_port, serve_in_thread
 from shared.dps import DpsEnrollments
+from tests.pki_helpers import client_certificate
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -66,19 +67,7 @@ class Pki:
         self.ca = _ca_cert("Test intermediate west", self.ca_key, self.root, self.root_key, path_length=0)
 
     def issue(self, cn: str) -> x509.Certificate:
-        key = ec.generate_private_key(ec.SECP256R1())
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                .issuer_name(self.ca.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(NOW - dt.timedelta(hours=1)).not_valid_after(NOW + dt.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                               critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()),
-                               critical=False)
-                .sign(self.ca_key, hashes.SHA256()))
+        return client_certificate(cn, self.ca, self.ca_key, NOW)
 
 
 # --- the pieces, each on a free port -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,6 +32,7 @@ from local.iothub import HubConfig, RateLimits, TwinLimits, connection_string, c
 from local.iothub.auth import make_sas
 from local.json_client import JsonClient
 from local.serve import free_port, serve_in_thread
+from tests.pki_helpers import client_certificate
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime.now(dt.UTC)
@@ -61,19 +62,7 @@ class Ca:
         self.certificate = _ca(subject, self.key, root, root_key)
 
     def issue(self, cn: str) -> x509.Certificate:
-        key = ec.generate_private_key(ec.SECP256R1())
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                .issuer_name(self.certificate.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(NOW - dt.timedelta(hours=1)).not_valid_after(NOW + dt.timedelta(days=30))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                               critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                               critical=False)
-                .sign(self.key, hashes.SHA256()))
+        return client_certificate(cn, self.certificate, self.key, NOW)
 
 
 class Pki:
