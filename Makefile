@@ -9,6 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   roll out 12 plants x 300 sensors through the real functions on a fresh local stack"
 	@echo "make test   unit + integration tests (starts what the tests need)"
+	@echo "make chaos  the reference rollout on a bad day (faults, host killed, a hub stopped); CHAOS_ARGS for a size"
 	@echo "make run    start the local stack in the foreground (Ctrl-C stops it; HUBS_PER_REGION=N for more hubs)"
 	@echo "make fleet  with the stack running: simulated sensors that stay online (FACILITY, TYPE, COUNT)"
 	@echo "make lint   ruff"

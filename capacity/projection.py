@@ -11,7 +11,8 @@ the allocations per day are the rate at which places are taken, which is what ru
 slope over those counts would measure how that rate changes (acceleration), which rollouts in bursts (a plant's lot
 on one day, nothing for a week) make noise. A least-squares fit of the device count itself would need the history of
 the counts, which nothing records, and over a window with one burst it gives about the same rate as the mean. It
-counts re-provisioned devices again and subtracts no deletions, so it errs on the side of a fuller region.
+leaves out re-provisionings (a device that registers again keeps its place; the audit's details.reprovisioning) and
+subtracts no deletions, so it errs on the side of a fuller region.
 
 Days until full: free places / growth per day, None when nothing grows (no projected date); 0 when the region has no
 free place or no accepting hub. Status: `full` (no free place), `warn` (use >= the warning share, default 80%, or

@@ -12,17 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from capacity.projection import CapacityReport, HubUse, alert_message, project
 from capacity.settings import CapacitySettings
 from shared import telemetry
 from shared.hubs import HubRow, HubTable
+from shared.retry import RunBudget
 from shared.sql import Database
 from shared.times import sql_utc, utc_now
 
 log = logging.getLogger(__name__)
+# How an allocation's audit details mark a re-provisioning: shared/audit.py writes json.dumps(sort_keys=True).
+REPROVISIONED = '%"reprovisioning": true%'
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,27 @@ class CapacityPlanner:
         return {r["host_name"]: int(r["anchor_devices"]) + int(r["allocations"]) - int(r["anchor_allocations"] or 0)
                 for r in rows}
 
-    def hub_counts(self) -> list[HubCount]:
-        """Every hub on record with its device count (registry statistics, read in parallel)."""
+    def hub_counts(self, budget: RunBudget | None = None) -> list[HubCount]:
+        """Every hub on record with its device count (registry statistics, read in parallel). A hub whose
+        statistics are not in when the run's budget is spent counts as one that did not answer (the webhook's
+        estimate, else full); its call is left to finish in the background, and the next report reads it again."""
         rows = self._hubs.all()
         configured = set(self._configured)
-        read = [h for h in rows if h.host_name in configured]
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(read))), thread_name_prefix="capacity") as pool:
-            counts = dict(zip([h.host_name for h in read], pool.map(self._statistics, [h.host_name for h in read]),
-                              strict=True))
+        read = [h.host_name for h in rows if h.host_name in configured]
+        pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(read))), thread_name_prefix="capacity")
+        futures = {host: pool.submit(self._statistics, host) for host in read}
+        wait(list(futures.values()), timeout=None if budget is None else budget.remaining_s() - budget.reserve_s)
+        pool.shutdown(wait=False)
+        counts: dict[str, int | None] = {}
+        for host, future in futures.items():
+            if future.done():
+                counts[host] = future.result()
+            else:
+                counts[host] = None
+                if budget is not None:
+                    budget.spent()
+                    budget.defer("statistics")
+                log.warning("capacity: %s statistics not in within the run's budget", host)
         estimates = self._estimates() if any(v is None for v in counts.values()) else {}
         found = []
         for hub in rows:
@@ -84,14 +100,17 @@ class CapacityPlanner:
 
     def daily_allocations(self, regions: dict[str, str], days: int) -> dict[str, list[int]]:
         """Per region, the devices allocated on each of the last `days` 24-hour periods (oldest first), from the
-        audit: distinct registrations with outcome allocated, by the hub they went to (regions: host -> region)."""
+        audit: distinct registrations with outcome allocated, by the hub they went to (regions: host -> region).
+        A re-provisioning (a renewed certificate, a device reset: details.reprovisioning, allocation/service.py)
+        takes no new place, so it is not growth."""
         end = sql_utc(self._now(), whole_seconds=False)
         daily: dict[str, list[int]] = {}
         for back in range(days, 0, -1):
             start, stop = end - dt.timedelta(days=back), end - dt.timedelta(days=back - 1)
             rows = self._db.fetch_all(
                 "SELECT hub, COUNT(DISTINCT registration_id) AS devices FROM provisioning_events "
-                "WHERE outcome = 'allocated' AND at >= ? AND at < ? AND hub IS NOT NULL GROUP BY hub", [start, stop])
+                "WHERE outcome = 'allocated' AND at >= ? AND at < ? AND hub IS NOT NULL "
+                "AND (details IS NULL OR details NOT LIKE ?) GROUP BY hub", [start, stop, REPROVISIONED])
             per_region: dict[str, int] = {}
             for r in rows:
                 region = regions.get(r["hub"])
@@ -102,8 +121,8 @@ class CapacityPlanner:
         return daily
 
     # -- the report -----------------------------------------------------------------------------------------------
-    def report(self) -> tuple[CapacityReport, list[HubCount]]:
-        counts = self.hub_counts()
+    def report(self, budget: RunBudget | None = None) -> tuple[CapacityReport, list[HubCount]]:
+        counts = self.hub_counts(budget)
         notes, uses = [], []
         on_record = {c.hub.host_name for c in counts}
         for c in counts:

@@ -26,7 +26,7 @@ from shared import telemetry
 from shared.config import SettingError
 from shared.errors import OnboardingError
 from shared.http import json_response
-from shared.retry import DeadlineExceeded, Deadlines
+from shared.retry import DeadlineExceeded, Deadlines, RunBudget
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
@@ -230,22 +230,43 @@ def revoke_certificate(req: func.HttpRequest) -> func.HttpResponse:
 @bp.timer_trigger(schedule=CRL_REFRESH_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 def refresh_crls(timer: func.TimerRequest) -> None:
     lc = lifecycle()
+    # One CA at a time within the run's budget (shared/retry.py RUN_BUDGETS_S); a CA not reached is refreshed by the
+    # next run (every 6 h), long before its CRL's nextUpdate (CRL_REFRESH_BEFORE_HOURS ahead).
+    budget = RunBudget.for_trigger("refresh_crls", reserve_s=30)
     failed = []
-    for name, crl in lc.publisher.publish_each(lc.cas, actor="refresh_crls").items():
+    outcomes = {}
+    for name in budget.take(list(lc.cas.names), "cas"):
+        outcomes.update(lc.publisher.publish_each(_only(lc.cas, name), actor="refresh_crls"))
+    for name, crl in outcomes.items():
         if isinstance(crl, Exception):
             telemetry.emit("crl_status", ca=name, reasonCode=getattr(crl, "code", "internal_error"))
             failed.append(name)
         else:
             telemetry.emit("crl_status", ca=name, crlNumber=crl.number, entries=crl.entries,
                            republished=crl.changed, nextUpdate=iso_utc(crl.next_update) if crl.next_update else None)
+    budget.emit(done=len(outcomes))
     if failed:
         raise RuntimeError(f"CRL refresh failed for {', '.join(failed)}")
+
+
+class _only:
+    """The CA directory narrowed to one name, for publish_each (which keeps each CA's failure to itself)."""
+
+    def __init__(self, cas, name: str):
+        self._cas, self.names = cas, [name]
+
+    def by_name(self, name: str):
+        return self._cas.by_name(name)
 
 
 @bp.function_name("scan_expiring_certificates")
 @bp.timer_trigger(schedule=SCAN_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 def scan_expiring_certificates(timer: func.TimerRequest) -> None:
-    report = lifecycle().scanner.run()
+    lc = lifecycle()
+    # Reserve: a hub call's timeout and a retry, the most a unit of work started just before the end may take.
+    budget = RunBudget.for_trigger("scan_expiring_certificates", reserve_s=2 * lc.hubs.timeout_s)
+    report = lc.scanner.run(budget=budget)
+    budget.emit(done=len(report.queued) + report.tags_written)
     if report.hubs and all(h.error for h in report.hubs):
         raise RuntimeError("expiry scan reached no hub: " + "; ".join(str(h.error) for h in report.hubs))
 
@@ -269,11 +290,16 @@ def process_renewal(msg: func.QueueMessage) -> None:
         telemetry.emit("certificate_renewal", step="invalid_message", reasonCode="invalid_request")
         lc.queues.send(f"{RENEWAL_QUEUE}-poison", {"error": str(exc), "message": text[:4000]})
         return
-    lc.renewals.request(request)  # transient failures raise: the queue redelivers, then poisons
+    # transient failures raise, or the message's budget runs out: the queue redelivers, then poisons
+    budget = RunBudget.for_trigger("process_renewal")
+    lc.renewals.request(request, budget)
 
 
 @bp.function_name("collect_renewal_csrs")
 @bp.timer_trigger(schedule=COLLECT_SCHEDULE, arg_name="timer", run_on_startup=False, use_monitor=True)
 def collect_renewal_csrs(timer: func.TimerRequest) -> None:
-    report = lifecycle().renewals.collect()
+    lc = lifecycle()
+    budget = RunBudget.for_trigger("collect_renewal_csrs", reserve_s=3 * lc.hubs.timeout_s)
+    report = lc.renewals.collect(budget)
+    budget.emit(done=len(report.issued) + len(report.rejected) + len(report.completed) + len(report.closed))
     log.info("renewal collector: %s", json.dumps(report.to_dict(), sort_keys=True))

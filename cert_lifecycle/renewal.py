@@ -47,6 +47,7 @@ from shared.audit import AuditWriter
 from shared.errors import OnboardingError
 from shared.identity import parse_device_id
 from shared.iothub import IotHub, PreconditionFailed, Twin, twin_patch
+from shared.retry import RetryBudget, RunBudget
 from shared.serials import normalise_serial
 from shared.tags import CERTIFICATE
 from shared.times import iso_utc, parse_utc
@@ -104,11 +105,13 @@ class CollectReport:
     # until it does; the expiry scan escalates it on its old certificate if it never does.
     awaiting_reprovisioning: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    budget: dict = field(default_factory=dict)  # RunBudget.summary(): what a spent budget left to the next run
 
     def to_dict(self) -> dict:
         return {"queries": self.queries, "issued": self.issued, "rejected": self.rejected,
                 "completed": self.completed, "closed": self.closed, "waiting": self.waiting,
-                "awaitingReprovisioning": self.awaiting_reprovisioning[:50], "failures": self.failures[:50]}
+                "awaitingReprovisioning": self.awaiting_reprovisioning[:50], "failures": self.failures[:50],
+                "budget": self.budget}
 
 
 class RenewalService:
@@ -126,9 +129,10 @@ class RenewalService:
         self._now = now
 
     def _patch(self, twin: Twin, *, tags: dict | None = None, desired: dict | None = None,
-               etag: str | None = None) -> None:
+               etag: str | None = None, calls: RetryBudget | None = None) -> None:
         """Merge-patch the renewal's tags and desired properties, If-Match etag (None: unconditional)."""
-        self._hubs.update_twin(twin.hub, twin.device_id, twin_patch(tags, desired), etag)
+        self._hubs.update_twin(twin.hub, twin.device_id, twin_patch(tags, desired), etag,
+                               **({"budget": calls} if calls is not None else {}))
 
     def _patch_current(self, twin: Twin, still: Callable[[dict], bool], *, tags: dict | None = None,
                        desired: dict | None = None) -> None:
@@ -155,19 +159,22 @@ class RenewalService:
                        **{k: v for k, v in fields.items() if k != "deviceId"})
 
     # -- the queue worker -----------------------------------------------------------------------------
-    def request(self, request: RenewalRequest) -> str:
-        """Ask the device for a CSR; the outcome name (requested, already_requested, stale, device_gone)."""
+    def request(self, request: RenewalRequest, budget: RunBudget | None = None) -> str:
+        """Ask the device for a CSR; the outcome name (requested, already_requested, stale, device_gone). With a
+        budget (the queue message's), every hub call's retries share what it has left; when it runs out the
+        TransientError goes up and the queue delivers the message again."""
+        calls = budget.call_kwargs(self._hubs).get("budget") if budget is not None else None
         for _ in range(MAX_CONFLICTS):
-            twin = self._hubs.get_twin(request.hub, request.device_id)
+            twin = self._hubs.get_twin(request.hub, request.device_id, **({"budget": calls} if calls else {}))
             if twin is None:
                 self._step("device_gone", request.device_id, request.hub, serialNumber=request.serial_number)
                 return "device_gone"
-            outcome = self._request_on(twin, request)
+            outcome = self._request_on(twin, request, calls)
             if outcome is not None:
                 return outcome
         raise PreconditionFailed(f"twin of {request.device_id} kept changing")
 
-    def _request_on(self, twin: Twin, request: RenewalRequest) -> str | None:
+    def _request_on(self, twin: Twin, request: RenewalRequest, calls: RetryBudget | None = None) -> str | None:
         now = self._now()
         current = reported_certificate(twin.reported)
         if current is not None and current.serial_number != request.serial_number:
@@ -184,14 +191,14 @@ class RenewalService:
         try:
             if same:
                 if tag.get("level") != level:
-                    self._patch(twin, etag=twin.etag,
-                                           tags={TAG: {"level": level, "updatedAt": iso_utc(now)}})
+                    self._patch(twin, etag=twin.etag, calls=calls,
+                                tags={TAG: {"level": level, "updatedAt": iso_utc(now)}})
                 self._step("already_requested", twin.device_id, twin.hub, serialNumber=request.serial_number,
                            requestId=tag["requestId"], level=level)
                 return "already_requested"
             request_id = uuid.uuid4().hex
             self._patch(
-                twin, etag=twin.etag,
+                twin, etag=twin.etag, calls=calls,
                 desired={TAG: {"requestId": request_id, "requestedAt": iso_utc(now), "status": "requested",
                                "serialNumber": request.serial_number, "level": level, "certificate": None,
                                "chain": None, "newSerialNumber": None, "notAfter": None, "issuedAt": None,
@@ -208,13 +215,23 @@ class RenewalService:
         return "requested"
 
     # -- the collector ----------------------------------------------------------------------------------
-    def collect(self) -> CollectReport:
+    def collect(self, budget: RunBudget | None = None) -> CollectReport:
+        """One collector run. With a budget, once it is spent no further hub, renewal or supersede step starts:
+        each renewal's state is in its twin's tags, so the next run's query finds what this one left."""
+        budget = budget or RunBudget("renewal collector", float("inf"))
         report = CollectReport()
         to_supersede: list[tuple[Twin, dict]] = []
         for host in self._hosts:
+            if budget.spent():
+                budget.defer("hubs")
+                continue
             before = self._hubs.queries[host]
             try:
-                for twin in self._hubs.query(host, COLLECT_QUERY, self._settings.scan_page_size):
+                for twin in self._hubs.query(host, COLLECT_QUERY, self._settings.scan_page_size,
+                                             **budget.call_kwargs(self._hubs)):
+                    if budget.spent():
+                        budget.defer("renewals")  # at least this one; the rest of the query is not read
+                        break
                     try:
                         self._advance(twin, report, to_supersede)
                     except Exception as exc:
@@ -223,8 +240,11 @@ class RenewalService:
             except Exception as exc:  # noqa: BLE001 - the other hubs still run; the next run retries this one
                 report.failures.append(f"{host}: {type(exc).__name__}: {exc}")
             report.queries += self._hubs.queries[host] - before
-        if to_supersede:
+        if to_supersede and budget.spent():
+            budget.defer("supersede", len(to_supersede))  # state completed: the next run supersedes them
+        elif to_supersede:
             self._supersede(to_supersede, report)
+        report.budget = budget.summary()
         telemetry.emit("certificate_renewal_collect", queries=report.queries, issued=len(report.issued),
                        rejected=len(report.rejected), completed=len(report.completed), closed=len(report.closed),
                        waiting=report.waiting, awaitingReprovisioning=len(report.awaiting_reprovisioning),

@@ -39,6 +39,7 @@ from shared import telemetry
 from shared.audit import AuditWriter
 from shared.facilities import Facility
 from shared.iothub import HubUnavailable, IotHub, PreconditionFailed, Twin, twin_patch
+from shared.retry import RunBudget
 from shared.times import iso_utc
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class ScanReport:
     tags_written: int = 0
     failures: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
+    budget: dict = field(default_factory=dict)  # RunBudget.summary(): what a spent budget left to the next scan
 
     @property
     def queries(self) -> int:
@@ -90,6 +92,7 @@ class ScanReport:
             "queued": len(self.queued), "notified": len(self.notified), "digests": self.digests,
             "stranded": len(self.stranded), "strandedDevices": self.stranded[:MAX_LISTED],
             "tagsWritten": self.tags_written, "failures": self.failures[:50], "durationMs": round(self.duration_ms, 1),
+            "budget": self.budget,
             "hubs": [{"host": h.host, "queries": h.queries, "inWindow": h.in_window, "unreadable": h.unreadable[:20],
                       "withoutCertificate": h.without_certificate, "truncated": h.truncated,
                       "withoutCertificateDevices": h.without_certificate_listed, "error": h.error}
@@ -110,11 +113,13 @@ class ExpiryScanner:
         self._settings = settings
 
     # -- reading ------------------------------------------------------------------------------------
-    def _scan_hub(self, host: str, now: dt.datetime) -> tuple[HubScan, list[Decision]]:
+    def _scan_hub(self, host: str, now: dt.datetime, budget: RunBudget) -> tuple[HubScan, list[Decision]]:
         result, decisions = HubScan(host), []
         before = self._hubs.queries[host]
+        calls = budget.call_kwargs(self._hubs)  # one retry budget for the hub's queries
         try:
-            for twin in self._hubs.query(host, window_query(now, self._settings), self._settings.scan_page_size):
+            for twin in self._hubs.query(host, window_query(now, self._settings), self._settings.scan_page_size,
+                                         **calls):
                 result.in_window += 1
                 decision = decide(twin, now, self._settings.thresholds)
                 if decision is None:
@@ -122,7 +127,7 @@ class ExpiryScanner:
                 else:
                     decisions.append(decision)
             for twin in self._hubs.query(host, UNREPORTED_QUERY, self._settings.scan_page_size,
-                                         max_pages=self._settings.scan_unreported_pages):
+                                         max_pages=self._settings.scan_unreported_pages, **calls):
                 result.without_certificate += 1
                 if len(result.without_certificate_listed) < MAX_LISTED:
                     result.without_certificate_listed.append(twin.device_id)
@@ -145,36 +150,43 @@ class ExpiryScanner:
         return found
 
     # -- writing ------------------------------------------------------------------------------------
-    def _write_tag(self, decision: Decision, patch: dict) -> bool:
+    def _write_tag(self, decision: Decision, patch: dict, budget: RunBudget) -> bool:
         etag = decision.etag
+        calls = budget.call_kwargs(self._hubs)
         for _ in range(3):
             try:
-                self._hubs.update_twin(decision.hub, decision.device_id, twin_patch(tags={TAG: patch}), etag)
+                self._hubs.update_twin(decision.hub, decision.device_id, twin_patch(tags={TAG: patch}), etag, **calls)
                 return True
             except PreconditionFailed:
-                fresh = self._hubs.get_twin(decision.hub, decision.device_id)
+                fresh = self._hubs.get_twin(decision.hub, decision.device_id, **calls)
                 if fresh is None:
                     return False
                 etag = fresh.etag
                 patch = _merge_onto(fresh, decision, patch)
         return False
 
-    def run(self, now: dt.datetime | None = None) -> ScanReport:
+    def run(self, now: dt.datetime | None = None, budget: RunBudget | None = None) -> ScanReport:
+        """One scan. With a budget, work not started before it is spent (a hub, a renewal message, a digest, a tag)
+        is left to the next scan, which finds the same devices again: a device whose tag was not written is
+        queued and notified again, which the worker and the digest ledger take as a repeat."""
         now = now or dt.datetime.now(dt.UTC)
+        budget = budget or RunBudget("expiry scan", float("inf"))
         started = time.perf_counter()
         scan_id = uuid.uuid4().hex
         hub_scans, decisions = [], []
         for host in self._hosts:
-            hub_scan, found = self._scan_hub(host, now)
+            if budget.spent():
+                budget.defer("hubs")
+                hub_scans.append(HubScan(host, error="not scanned: the run's budget was spent"))
+                continue
+            hub_scan, found = self._scan_hub(host, now, budget)
             hub_scans.append(hub_scan)
             decisions.extend(found)
         report = ScanReport(scan_id, iso_utc(now), hub_scans, count_levels(decisions),
                             stranded=[d.device_id for d in decisions if d.stranded])
 
         queued_ok: set[str] = set()
-        for decision in decisions:
-            if not decision.queue:
-                continue
+        for decision in budget.take([d for d in decisions if d.queue], "renewalMessages"):
             try:
                 self._send_renewal(renewal_message(decision, now, scan_id))
                 queued_ok.add(decision.device_id)
@@ -184,15 +196,15 @@ class ExpiryScanner:
         to_notify = [d for d in decisions if d.notify and (not d.queue or d.device_id in queued_ok)]
         digests = build_digests(to_notify, self._facilities(to_notify), now, self._settings.escalation_email, scan_id)
         notified_groups = set()
-        for digest in digests:
+        for digest in budget.take(digests, "digests"):
             if self._alerts.send(digest):
                 notified_groups.add((digest.facility, digest.level))
                 report.digests.append(digest.key)
             else:
                 report.failures.append(f"digest {digest.key} not sent")
-        for decision in decisions:
-            if decision.tag_patch is None or (decision.queue and decision.device_id not in queued_ok):
-                continue
+        tagged = [d for d in decisions
+                  if d.tag_patch is not None and not (d.queue and d.device_id not in queued_ok)]
+        for decision in budget.take(tagged, "tags"):
             patch = dict(decision.tag_patch)
             notified = (decision.facility or "(unknown)", decision.level) in notified_groups
             if decision.notify and not notified:
@@ -200,7 +212,7 @@ class ExpiryScanner:
             elif decision.notify:
                 report.notified.append(decision.device_id)
             try:
-                if self._write_tag(decision, patch):
+                if self._write_tag(decision, patch, budget):
                     report.tags_written += 1
                 else:
                     report.failures.append(f"{decision.device_id}: tag not written")
@@ -208,6 +220,7 @@ class ExpiryScanner:
                 report.failures.append(f"{decision.device_id}: tag not written ({exc})")
 
         report.duration_ms = (time.perf_counter() - started) * 1000
+        report.budget = budget.summary()
         self._record(report, decisions, now)
         return report
 

@@ -3,8 +3,11 @@
 - `diff FILE`: what uploading FILE would change, touching nothing: sensors per facility and type that would
   change, the fields, the sensors whose document would no longer fit the twin (Blob offload), validation errors;
 - `rollouts [ID]`: recent rollouts, or one with its waves (counts per state) and failed sensors;
-- `resume ID`: continue a halted rollout past its canary; `rollback ID`: put the previous template version back
-  (the kept copy under versions/) and roll it out.
+- `resume ID`: continue a halted rollout past the wave it halted on; `rollback ID`: put the previous template
+  version back (the kept copy under versions/) and roll it out;
+- `drift [--apply] [--template T] [--facility F]`: installed sensors whose twin differs from template (+) overrides
+  today (missed changes, edits by hand on the hub, configurations not acknowledged); read-only unless --apply,
+  which re-applies them through twin setup's writer. Exits 2 (configuration_drift) when drift remains.
 Twin writes go through twin setup's writer (twin_setup/changes.py); README "Configuration changes".
 """
 
@@ -23,7 +26,8 @@ from shared.identity import SENSOR_TYPES
 
 def register(commands, common: argparse.ArgumentParser) -> None:
     group = commands.add_parser("templates", parents=[common], help="template changes: diff, rollouts, resume, "
-                                "rollback", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                "rollback, drift", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(dest="templates_command", required=True, metavar="SUBCOMMAND")
     diff = sub.add_parser("diff", parents=[common], help="what uploading FILE would change (no side effects)")
     diff.add_argument("file", type=Path, metavar="FILE", help="the template, e.g. temperature-sensor.json")
@@ -40,6 +44,12 @@ def register(commands, common: argparse.ArgumentParser) -> None:
                               help="restore the previous template version and roll it out")
     rollback.add_argument("rollout_id", metavar="ID")
     rollback.set_defaults(run=run_rollback)
+    drift = sub.add_parser("drift", parents=[common], help="sensors whose twin differs from template (+) overrides "
+                           "today; --apply re-applies them")
+    drift.add_argument("--apply", action="store_true", help="re-apply drifted sensors (default: report only)")
+    drift.add_argument("--template", metavar="NAME", help="only this template's sensors")
+    drift.add_argument("--facility", metavar="CODE", help="only this facility's sensors")
+    drift.set_defaults(run=run_drift)
 
 
 def changes():
@@ -160,3 +170,39 @@ def run_rollback(args: argparse.Namespace) -> Outcome:
     if restored is None:
         return Outcome(service.status(args.rollout_id), render_rollout)
     return Outcome(service.status(restored.rollout_id), render_rollout)
+
+
+def render_drift(data: dict[str, Any], out: TextIO) -> None:
+    mode = "re-applied" if data["applied"] else "report only"
+    print(f"drift ({mode}): {data['scanned']} sensors checked, {data['drifted']} drifted (missed "
+          f"{data['missed']}, edited {data['edited']}), {data['unacknowledged']} not acknowledged, "
+          f"{data['errors']} errors, {data['held']} held by running or halted rollouts"
+          + (f", {data['repaired']} re-applied" if data["applied"] else ""), file=out)
+    for group in data["groups"]:
+        counts = ", ".join(f"{k} {v}" for k, v in group.items() if k not in ("facility", "template"))
+        print(f"  {group['facility']:<8} {group['template']:<12} {counts}", file=out)
+    for sensor in data["sensors"]:
+        print(f"    {sensor['deviceId']} ({sensor['hub']}): {sensor['kind']}"
+              + (f" {sensor['detail']}" if sensor["detail"] else "")
+              + (f" -> {sensor['outcome']}" if sensor["outcome"] else ""), file=out)
+    if data["incompleteHubs"]:
+        print(f"  not checked (hub unavailable): {', '.join(data['incompleteHubs'])}", file=out)
+
+
+def run_drift(args: argparse.Namespace) -> Outcome:
+    from shared.bootstrap import services
+    from twin_setup.drift import build_drift, drift_query
+
+    drift_query(args.template, args.facility)  # validates both before any connection
+    report = build_drift(services()).run(apply=args.apply, template=args.template, facility=args.facility,
+                                         actor=actor())
+    data = report.as_dict()
+    failure = None
+    if report.incomplete_hubs:
+        failure = OnboardingError("dependency_unavailable",
+                                  f"hubs not checked: {', '.join(report.incomplete_hubs)}")
+    elif report.drifted - report.repaired > 0:
+        failure = OnboardingError("configuration_drift",
+                                  f"{report.drifted - report.repaired} sensors differ from template (+) overrides"
+                                  + ("" if args.apply else "; --apply re-applies them"))
+    return Outcome(data, render_drift, failure)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from shared import telemetry
 from shared.audit import AuditWriter, StageRow
 from shared.facilities import Facility
 from shared.iothub import DeviceGone, HubAccessDenied, HubRefused, IotHub, PreconditionFailed
-from shared.retry import TransientError
+from shared.retry import RUN_BUDGETS_S, RunBudget, TransientError
 from shared.tags import ONBOARDING
 from shared.times import iso_utc, parse_utc, utc_now
 
@@ -51,6 +51,7 @@ class RunReport:
     failures: int = 0  # twins left to the next run (their hub did not answer the update in time)
     queries: int = 0
     incomplete_hubs: list[str] = field(default_factory=list)
+    budget: dict = field(default_factory=dict)  # RunBudget.summary(): what a spent budget left to the next run
     digests: list[StuckDigest] = field(default_factory=list)  # sent in this run
     stuck_sensors: list[StuckSensor] = field(default_factory=list)
 
@@ -59,7 +60,8 @@ class Reconciler:
     def __init__(self, settings: FunnelSettings, hub: IotHub, hosts: list[str], audit: AuditWriter,
                  ledger: DigestLedger, facility: Callable[[str], Facility | None],
                  queue: Callable[[dict], None], email: Callable[..., None] | None = None,
-                 now: Callable[[], Any] = utc_now, workers: int = 8):
+                 now: Callable[[], Any] = utc_now, workers: int = 8,
+                 budget_s: float = RUN_BUDGETS_S["onboarding_funnel"]):
         self.settings = settings
         self.hub = hub
         self.hosts = hosts
@@ -70,27 +72,50 @@ class Reconciler:
         self.email = email
         self._now = now
         self.workers = workers
+        self.budget_s = budget_s  # one run's time: under the 30 s period, so runs do not pile up
         self._lock = threading.Lock()  # the report's counters, updated from the workers
+        self._runs = 0  # which hub a run starts with
 
-    def run(self) -> RunReport:
+    def run(self, budget: RunBudget | None = None) -> RunReport:
+        """One reconciliation. Once its budget is spent no hub query or twin update starts; what is left (hubs,
+        sensors, digests) the next run finds again, since a sensor's progress is only recorded in its tags."""
+        # Reserve half a hub call's timeout: work stops starting at 20 s of the 25, and a call started then ends by
+        # the next run's 30 s at worst (a whole timeout held back stopped busy runs at 15 s: half the throughput).
+        budget = budget or RunBudget("onboarding_funnel", self.budget_s, reserve_s=self.hub.timeout_s / 2)
         started = time.perf_counter()
         report = RunReport()
         now = self._now()
         queries_before = sum(self.hub.queries.values())
-        # Twins are handled by a few workers while the next page is read: a burst of thousands of new sensors (a
-        # plant powered on at once) costs a twin update and a few SQL rows each, mostly waiting on the network.
+        # Twins are handled by a few workers: a burst of thousands of new sensors (a plant powered on at once) costs
+        # a twin update and a few SQL rows each, mostly waiting on the network. Hub by hub, starting one further each
+        # run: a hub is queried once the previous hub's twins are written, so a run whose budget ends mid-way has read
+        # and audited no more than one hub's pending sensors it cannot finish (a backlog re-read in full every run
+        # made each run's cost grow with it), and no hub waits behind the same others every run.
+        start = self._runs % len(self.hosts) if self.hosts else 0
+        self._runs += 1
+        writes: list = []
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="funnel") as pool:
-            for host in self.hosts:
+            for host in self.hosts[start:] + self.hosts[:start]:
+                wait(writes)
+                if budget.spent():
+                    budget.defer("hubs")
+                    continue
                 try:
                     views = [FunnelView.of(twin)
-                             for twin in self.hub.query(host, PENDING_QUERY, max_pages=self.settings.max_pages)]
+                             for twin in self.hub.query(host, PENDING_QUERY, max_pages=self.settings.max_pages,
+                                                        **budget.call_kwargs(self.hub))]
                 except (TransientError, HubAccessDenied, HubRefused) as exc:
                     log.error("funnel: hub %s not reconciled: %s", host, exc)
                     report.incomplete_hubs.append(host)
                     continue
-                self._reconcile(views, now, report, pool)
+                writes = self._reconcile(views, now, report, pool, budget)
         report.queries = sum(self.hub.queries.values()) - queries_before
-        self._digests(report, now)
+        if budget.spent() and report.stuck_sensors:
+            budget.defer("digests")  # the ledger sends each digest once a day: the next run sends it
+        else:
+            self._digests(report, now)
+        report.budget = budget.summary()
+        budget.emit(done=report.updated)
         telemetry.emit("funnel_run", (time.perf_counter() - started) * 1000, hubs=len(self.hosts),
                        queries=report.queries, incompleteHubs=len(report.incomplete_hubs),
                        updated=report.updated, conflicts=report.conflicts, unaudited=report.unaudited,
@@ -102,9 +127,10 @@ class Reconciler:
                        **{f"new_{s}": report.transitions[s] for s in (*PENDING_STAGES, "live")})
         return report
 
-    def _reconcile(self, views: list[FunnelView], now, report: RunReport, pool: ThreadPoolExecutor) -> None:
+    def _reconcile(self, views: list[FunnelView], now, report: RunReport, pool: ThreadPoolExecutor,
+                   budget: RunBudget) -> list:
         """The hub's pending sensors: their steps (pure), every new stage audited in a few statements, then each
-        twin's tags written by the workers."""
+        twin's tags written by the workers (their futures returned)."""
         steps: list[tuple[FunnelView, Step]] = []
         for view in views:
             try:
@@ -115,12 +141,16 @@ class Reconciler:
         added = self.audit.onboarding_stages([
             StageRow(view.device_id, t.stage, parse_utc(t.at), view.hub, view.facility, {"source": t.source})
             for view, step in steps for t in step.transitions])
-        for view, step in steps:
-            pool.submit(self._guarded, view, step, added, report)
+        return [pool.submit(self._guarded, view, step, added, report, budget) for view, step in steps]
 
-    def _guarded(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport) -> None:
+    def _guarded(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport,
+                 budget: RunBudget) -> None:
+        if budget.spent():  # asked by the worker, when its turn comes: submitting is instant
+            with self._lock:
+                budget.defer("sensors")
+            return
         try:
-            self._one(view, step, added, report)
+            self._one(view, step, added, report, budget)
         except (TransientError, HubAccessDenied, HubRefused) as exc:
             log.warning("funnel: %s left to the next run: %s", view.device_id, exc)
             with self._lock:
@@ -130,7 +160,8 @@ class Reconciler:
             with self._lock:
                 report.failures += 1
 
-    def _one(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport) -> None:
+    def _one(self, view: FunnelView, step: Step, added: set[tuple[str, str]] | None, report: RunReport,
+             budget: RunBudget | None = None) -> None:
         """One sensor's outcome of a run; added: the stages the run's audit added (None: SQL failed)."""
         with self._lock:
             report.pending[step.stage] += 1
@@ -154,7 +185,8 @@ class Reconciler:
                 report.unaudited += 1  # SQL did not take a stage: the tags wait, so the next run audits it again
             return
         try:
-            self.hub.update_twin(view.hub, view.device_id, {"tags": {ONBOARDING: step.patch}}, view.etag)
+            self.hub.update_twin(view.hub, view.device_id, {"tags": {ONBOARDING: step.patch}}, view.etag,
+                                 **(budget.call_kwargs(self.hub) if budget is not None else {}))
         except PreconditionFailed:
             with self._lock:
                 report.conflicts += 1  # the twin changed since the query: the next run sees it as it is then

@@ -408,6 +408,12 @@ module templateEvents 'modules/templates-events.bicep' = if (subscribeDeviceCrea
   ]
 }
 
+// Every system topic that dead-letters (alerts and the workbook watch DeadLetteredCount): the hubs', and the storage
+// account's once the template subscription is deployed.
+var eventSystemTopicNames = concat(hubs.outputs.systemTopicNames, subscribeDeviceCreated ? [
+  templateEvents.outputs.systemTopicName
+] : [])
+
 module workbook 'modules/workbook.bicep' = {
   name: 'workbook'
   scope: rg
@@ -421,6 +427,7 @@ module workbook 'modules/workbook.bicep' = {
     crlValidityHours: crlValidityHours
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
     functionPrincipalId: functionApp.outputs.principalId
+    systemTopicNames: eventSystemTopicNames
   }
 }
 
@@ -438,7 +445,7 @@ module alerts 'modules/alerts.bicep' = {
     crlValidityHours: crlValidityHours
     crlRefreshBeforeHours: crlRefreshBeforeHours
     hubNames: hubs.outputs.names
-    systemTopicNames: hubs.outputs.systemTopicNames
+    systemTopicNames: eventSystemTopicNames
     dpsName: dps.outputs.name
   }
 }

@@ -12,10 +12,14 @@ SIGCONT). It exits 0 only when:
 - every twin is correct (template (+) overrides; the scenario's verification);
 - every failed Event Grid delivery was retried until delivered or dead-lettered with a reason (the hubs' delivery
   counters, their outboxes empty, each dead-letter blob carrying deadLetterReason);
-- nothing was written twice (the redelivery storm rewrote no twin).
+- nothing was written twice (the redelivery storm rewrote no twin, and no configured sensor's desired properties
+  are ahead of the version it applied);
+- the host kill and the hub outage both fell inside the power-on (a run the faults missed proves nothing).
 
-The summary prints the faults injected by kind, per stand-in, the deliveries, and `lost N`.
-Sizes: `--facilities 12 --per-facility 300` is the reference rollout; CI runs `--facilities 2 --per-facility 20`.
+The verdict is a pure function of what was read back (Evidence -> verdict; tests/unit/test_chaos_verdict.py). The
+summary prints the faults injected by kind, per stand-in, the deliveries, and `lost N`.
+Sizes: `--facilities 12 --per-facility 300` is the reference rollout; CI runs `--facilities 2 --per-facility 20`
+(the kill at +size/200 s, at least +2 s, and the outage at +size/400 s, at least +1 s, after power-on starts).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 
 from local.faults import FAULT_KINDS, FaultSummary, profile_path
-from local.stack import STATE_DIR, Stack, StackError, health, port_open
+from local.stack import STATE_DIR, Stack, health, port_open
 
 CHAOS_DIR = STATE_DIR / "chaos"
 THROTTLE = ["--rate-multiplier", "50"]  # as `make demo`: the hubs' S1 throttles x50
@@ -43,7 +48,7 @@ log = logging.getLogger("local.chaos")
 
 
 class Chaos:
-    """What is done to the running stack while the rollout runs, and what is read back from it afterwards."""
+    """What is done to the running stack while the rollout runs: the Functions host killed, one hub stopped."""
 
     def __init__(self, stack: Stack, host_kill_after_s: float, hub_outage_after_s: float, hub_outage_s: float,
                  hub: str):
@@ -53,6 +58,8 @@ class Chaos:
         self.hub_outage_s = hub_outage_s
         self.hub = hub
         self.events: list[str] = []
+        self.at: dict[str, float] = {}  # what was done (DONE keys) -> seconds after power-on started
+        self.power_on_started: float | None = None
         self.power_on = threading.Event()  # set when the sensors start powering on: the timers count from then
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -68,7 +75,9 @@ class Chaos:
         for thread in self._threads:
             thread.join(self.hub_outage_s + 120)
 
-    def _note(self, what: str) -> None:
+    def _note(self, what: str, done: str | None = None) -> None:
+        if done is not None and self.power_on_started is not None:
+            self.at[done] = time.monotonic() - self.power_on_started
         line = f"{dt.datetime.now().strftime('%H:%M:%S')} {what}"
         self.events.append(line)
         print(f"  chaos: {line}", flush=True)
@@ -85,26 +94,29 @@ class Chaos:
         it again with the same command line, as the platform restarts a crashed instance."""
         if not self._after(self.host_kill_after_s):
             return
+        killed = time.monotonic()
         self.stack.restart("functions-host")  # the host and its worker processes, as a crashed instance
-        self._note("Functions host killed (SIGKILL, with its workers) and started again")
-        deadline = time.monotonic() + 90
+        self._note("Functions host killed (SIGKILL, with its workers) and started again", "host killed")
+        deadline = killed + 90
         while time.monotonic() < deadline:
+            # Any answer means the host is back; /api/health is 503 while a dependency (the stopped hub) is down.
             answer = health(timeout=2)
-            if answer is not None and answer[0] == 200:
-                self._note("Functions host restarted, /api/health 200")
+            if answer is not None:
+                self._note(f"Functions host answering again {time.monotonic() - killed:.1f}s after the kill "
+                           f"(/api/health {answer[0]})", "host back")
                 return
             time.sleep(0.5)
-        self._note("Functions host NOT healthy 90 s after its restart")
+        self._note("Functions host NOT answering 90 s after its restart")
 
     def _stop_hub(self) -> None:
         if not self._after(self.hub_outage_after_s):
             return
         process = self.stack.children[self.hub]
         os.killpg(process.pid, signal.SIGSTOP)
-        self._note(f"hub {self.hub} stopped (SIGSTOP) for {self.hub_outage_s:g}s")
+        self._note(f"hub {self.hub} stopped (SIGSTOP) for {self.hub_outage_s:g}s", "hub stopped")
         time.sleep(self.hub_outage_s)
         os.killpg(process.pid, signal.SIGCONT)
-        self._note(f"hub {self.hub} continued (SIGCONT)")
+        self._note(f"hub {self.hub} continued (SIGCONT)", "hub continued")
 
 
 def harness_services(settings):
@@ -207,6 +219,28 @@ def revoked_allocations(database) -> list[str]:
     return found
 
 
+def configuration_rewrites(services, outcomes) -> list[str]:
+    """Configured sensors whose desired properties were written again after they applied them: the twin's desired
+    $version ahead of the version the sensor reported applying (reported.configuration.desiredVersion). A
+    redelivered DeviceCreated event (the host killed mid-invocation, Event Grid's retries) must not write again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hubs = services.iothub()
+
+    def check(outcome) -> str | None:
+        twin = hubs.get_twin(outcome.hub, outcome.device.device_id)
+        if twin is None:
+            return f"{outcome.device.device_id}: no twin in {outcome.hub}"
+        applied = (twin.reported.get("configuration") or {}).get("desiredVersion")
+        if applied != twin.desired_version:
+            return f"{outcome.device.device_id}: desired v{twin.desired_version}, applied v{applied}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rewrites") as pool:
+        found = pool.map(check, [o for o in outcomes if o.status == "configured"])
+        return [line for line in found if line]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delivery-timeout-s", type=float, default=300,
                         help="after the rollout, how long to wait for every event to be delivered or dead-lettered")
     args = parser.parse_args(argv)
+    args.started = time.monotonic()
     if not 1 <= args.facilities <= 12 or args.per_facility < 3:
         parser.error("--facilities must be 1..12 and --per-facility at least 3")
     profile_path(args.profile)  # a bad name fails here, not in five child processes
@@ -249,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.hub_outage_s:g}s",
           flush=True)
     try:
-        stack.start(host_to_console=False, health_timeout=120)
+        try:
+            stack.start(host_to_console=False, health_timeout=120)
+        except (RuntimeError, OSError) as exc:  # StackError, or Azurite that would not start
+            print(f"chaos failed: the stack did not start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         return run(args, stack, host_kill_after, hub_after)
-    except StackError as exc:
-        print(f"chaos failed: {exc}", file=sys.stderr)
-        return 1
     finally:
         for child in stack.children.values():  # a hub left stopped would not hear SIGTERM
             try:
@@ -281,6 +317,7 @@ def run(args, stack: Stack, host_kill_after: float, hub_after: float) -> int:
 
     def on_phase(phase: str) -> None:  # the faults start with the rollout itself
         if phase == "power-on":
+            chaos.power_on_started = time.monotonic()
             chaos.power_on.set()
 
     options.on_phase = on_phase
@@ -299,28 +336,32 @@ def run(args, stack: Stack, host_kill_after: float, hub_after: float) -> int:
         faults.add(f"{name} (Event Grid delivery)", events.get("faults") or {})
     letters = dead_letters(connection_string())
     revoked = revoked_allocations(services.database)
+    rewritten = configuration_rewrites(services, result.outcomes)
 
-    failures = list(result.failures)
+    evidence = Evidence(
+        outcomes=[(o.device.device_id, o.status, o.reason) for o in result.outcomes],
+        expected_refusals={result.incidents["revoked"].split(":")[0]: "enrollment_disabled",
+                           result.incidents["unknownFacility"]: "unknown_facility"},
+        twins_wrong=len(result.configuration_errors), storm_rewritten=result.storm.get("rewritten", 0),
+        configurations_rewritten=rewritten,
+        revoked_allocations=revoked,
+        pending_deliveries={n: e["pending"] for n, e in deliveries.items()},
+        dead_lettered=sum(e.get("deadLettered", 0) for e in deliveries.values()),
+        dead_letter_blobs=len(letters),
+        dead_letters_without_reason=sum(1 for e in letters if not e.get("deadLetterReason")),
+        dropped_events=sum(e.get("dropped", 0) for e in deliveries.values()),
+        scenario_failures=list(result.failures),
+        chaos_done=dict(chaos.at), power_on_s=result.phases.get("power-on", 0.0))
+    lost, failures = verdict(evidence)
     configured = sum(1 for o in result.outcomes if o.status == "configured")
-    refused = [o for o in result.outcomes if o.status != "configured"]
-    lost_count = 0
-    for failure in result.failures:
-        if "sensors lost" in failure:
-            lost_count = int(failure.split()[0])
-    if revoked:
-        failures.append(f"{len(revoked)} allocations of revoked certificates: {'; '.join(revoked[:3])}")
-    pending = {n: e["pending"] for n, e in deliveries.items()
-               if e["pending"]["delivery"] or e["pending"]["deadLetter"]}
-    if pending:
-        failures.append(f"events neither delivered nor dead-lettered after {args.delivery_timeout_s:g}s: {pending}")
-    unexplained = [e.get("id") for e in letters if not e.get("deadLetterReason")]
-    if unexplained:
-        failures.append(f"{len(unexplained)} dead-lettered events without a reason")
+    refused = [o for o in result.outcomes if o.status != "configured" and o.device.device_id not in lost]
     failed_attempts = sum(e.get("failedAttempts", 0) for e in deliveries.values())
     retried_ok = sum(e.get("deliveredAfterRetry", 0) for e in deliveries.values())
-    dead = sum(e.get("deadLettered", 0) for e in deliveries.values())
+    delivered = sum(e.get("delivered", 0) for e in deliveries.values())
 
-    print(f"\nchaos summary ({args.profile}, {rollout_s:.0f}s rollout)")
+    print(f"\nchaos summary ({args.profile}, {len(result.outcomes)} sensors; rollout {rollout_s:.0f}s, "
+          f"whole run {time.monotonic() - args.started:.0f}s)")
+    print("  phases: " + ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result.phases.items()))
     for line in chaos.events:
         print(f"  {line}")
     print(f"  {faults.line()}")
@@ -328,18 +369,87 @@ def run(args, stack: Stack, host_kill_after: float, hub_after: float) -> int:
         injected = counters.get("injected") or {}
         if injected:
             print(f"    {name:<40} " + ", ".join(f"{k} {injected[k]}" for k in FAULT_KINDS if injected.get(k)))
-    print(f"  Event Grid: {failed_attempts} failed delivery attempts, {retried_ok} events delivered after a retry, "
-          f"{dead} dead-lettered ({', '.join(sorted({e['deadLetterReason'] for e in letters})) or 'none'})")
+    print(f"  Event Grid: {delivered} events delivered, {failed_attempts} failed delivery attempts, "
+          f"{retried_ok} events delivered after a retry, {evidence.dead_lettered} dead-lettered "
+          f"({', '.join(sorted({e['deadLetterReason'] for e in letters if e.get('deadLetterReason')})) or 'none'})")
     print(f"  sensors: {configured} configured, {len(refused)} refused "
-          f"({', '.join(sorted({str(o.reason) for o in refused}))}), storm rewrites {result.storm.get('rewritten', 0)}")
+          f"({', '.join(sorted(f'{o.device.device_id} {o.reason}' for o in refused)) or 'none'}), "
+          f"twins wrong {evidence.twins_wrong}, configurations written twice {len(rewritten)} "
+          f"(storm rewrites {evidence.storm_rewritten})")
+    again = [o.registrations for o in result.outcomes if o.registrations > 1]
+    print(f"  DPS registrations retried by the sensors (a transient failure): {len(again)} sensors, "
+          f"{sum(again) - len(again)} retries")
     print(f"  revoked certificates allocated: {len(revoked)}")
-    print(f"lost {lost_count}")
+    print(f"lost {len(lost)}")
     if failures:
         print("\nCHAOS FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     print("chaos passed: no sensor lost, no revoked certificate allocated, every twin correct, every failed "
           "delivery retried or dead-lettered with a reason, nothing written twice")
     return 0
+
+
+@dataclass
+class Evidence:
+    """What a chaos run read back from the stack, as plain values: the verdict below decides on these alone."""
+
+    outcomes: list[tuple[str, str, str | None]]  # (device id, status, reason) of every sensor powered on
+    expected_refusals: dict[str, str]  # the incidents: device id -> the reason it must be refused with
+    twins_wrong: int = 0  # configured twins that differ from template (+) overrides
+    storm_rewritten: int = 0  # twins written again by the redelivery storm
+    configurations_rewritten: list[str] = field(default_factory=list)  # written again after the sensor applied them
+    revoked_allocations: list[str] = field(default_factory=list)
+    pending_deliveries: dict[str, dict] = field(default_factory=dict)  # hub -> {"delivery": n, "deadLetter": n}
+    dead_lettered: int = 0  # the hubs' count of events dead-lettered
+    dead_letter_blobs: int = 0  # dead-lettered events found in the dead-letter container
+    dead_letters_without_reason: int = 0
+    dropped_events: int = 0  # events the hubs gave up on without a dead letter
+    scenario_failures: list[str] = field(default_factory=list)  # the scenario's own verification
+    chaos_done: dict[str, float] = field(default_factory=dict)  # Chaos.at: what was done, when after power-on began
+    power_on_s: float = 0.0  # how long the power-on (the rollout proper) took
+
+
+def verdict(evidence: Evidence) -> tuple[list[str], list[str]]:
+    """(lost sensors, failures): the run passes only when failures is empty.
+
+    Lost: a sensor neither configured nor refused with the reason its incident expects (a refusal a user can act
+    on: the revoked one by DPS, the unknown plant's by the webhook)."""
+    lost = [device_id for device_id, status, reason in evidence.outcomes
+            if status != "configured" and evidence.expected_refusals.get(device_id, object()) != reason]
+    failures = [f for f in evidence.scenario_failures if "sensors lost" not in f]  # counted below, on its own
+    done = evidence.chaos_done
+    for what in ("host killed", "hub stopped"):  # a run the faults missed proves nothing
+        if what not in done or done[what] > evidence.power_on_s:
+            when = f"at +{done[what]:.0f}s" if what in done else "never"
+            failures.append(f"not exercised: {what} during the rollout (power-on took {evidence.power_on_s:.0f}s; "
+                            f"{what} {when})")
+    for what in ("host back", "hub continued"):
+        if what not in done:
+            failures.append(f"{what}: never (see the chaos lines above)")
+    if lost:
+        reasons = {device_id: f"{status} ({reason})" for device_id, status, reason in evidence.outcomes}
+        failures.append(f"{len(lost)} sensors lost: " + ", ".join(f"{d} {reasons[d]}" for d in lost[:5]))
+    if evidence.revoked_allocations:
+        failures.append(f"{len(evidence.revoked_allocations)} allocations of revoked certificates: "
+                        + "; ".join(evidence.revoked_allocations[:3]))
+    if evidence.twins_wrong and not any("twins differ" in f for f in failures):
+        failures.append(f"{evidence.twins_wrong} twins differ from template (+) overrides")
+    if evidence.storm_rewritten and not any("storm rewrote" in f for f in failures):
+        failures.append(f"redelivery storm rewrote {evidence.storm_rewritten} twins")
+    if evidence.configurations_rewritten:
+        failures.append(f"{len(evidence.configurations_rewritten)} configurations written again after the sensor "
+                        "applied them: " + "; ".join(evidence.configurations_rewritten[:3]))
+    pending = {hub: p for hub, p in evidence.pending_deliveries.items() if p.get("delivery") or p.get("deadLetter")}
+    if pending:
+        failures.append(f"events neither delivered nor dead-lettered: {pending}")
+    if evidence.dropped_events:
+        failures.append(f"{evidence.dropped_events} events dropped without a dead letter")
+    if evidence.dead_letter_blobs < evidence.dead_lettered:
+        failures.append(f"{evidence.dead_lettered} events dead-lettered, {evidence.dead_letter_blobs} found in the "
+                        "dead-letter container")
+    if evidence.dead_letters_without_reason:
+        failures.append(f"{evidence.dead_letters_without_reason} dead-lettered events without a reason")
+    return lost, failures
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Fault profiles for the local stand-ins of Azure (issue 16): one engine, one ASGI middleware, profile files.
 
 A profile (local/fault_profiles/*.json) says, per stand-in ("iothub", "keyvault", "identity", "dps", and
-"eventgrid" for the hub emulator's own Event Grid delivery), how each operation behaves:
+"eventgrid" for the hub emulator's own Event Grid delivery; "storage" and "sql" for what cannot be changed, see
+local/storage_proxy.py and local/sql_faults.py), how each operation behaves:
 
     {"description": "...", "seed": 16,
      "services": {
@@ -56,7 +57,9 @@ ENV_PROFILE = "LOCAL_FAULT_PROFILE"
 COUNTERS_PATH = "/_faults"
 EXEMPT_HEADER = "x-local-faults"  # value "exempt": the harness, never faulted
 FAULT_KINDS = ("429", "500", "503", "reset", "hang")
-SERVICES = ("iothub", "keyvault", "identity", "dps", "eventgrid")
+# storage: the TCP proxy in front of Azurite (local/storage_proxy.py); sql: a lock held on the SQLite file
+# (local/sql_faults.py). Both only where a profile names them: Azurite and SQLite themselves cannot be changed.
+SERVICES = ("iothub", "keyvault", "identity", "dps", "eventgrid", "storage", "sql")
 
 
 class ProfileError(ValueError):

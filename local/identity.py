@@ -30,6 +30,14 @@ from starlette.routing import Route
 from local.faults import FaultEngine, engine_from_environment, install
 
 TOKEN_LIFETIME_S = 3600
+# The claims Azurite's `--oauth basic` checks besides aud/exp (node_modules/azurite dist/src/blob/authentication/
+# BlobTokenAuthenticator.js): nbf, and an issuer starting with https://sts.windows.net/ (VALID_ISSUE_PREFIXES); its Get
+# User Delegation Key signs the key for the token's oid and tid. Entra's managed identity tokens carry all four; the
+# stack's other emulators verify signature, audience and expiry only (verify_token), so the extra claims change nothing
+# there. The ids are fixed, made-up GUIDs: the stack has one tenant and one app identity.
+LOCAL_TENANT_ID = "00000000-0000-0000-0000-00000000a11c"
+LOCAL_APP_OBJECT_ID = "00000000-0000-0000-0000-0000000000a1"
+LOCAL_ISSUER = f"https://sts.windows.net/{LOCAL_TENANT_ID}/"
 
 
 def _b64url(data: bytes) -> str:
@@ -53,7 +61,8 @@ def issue_token(signing_key: bytes, resource: str, subject: str = "local-functio
     expires = now + TOKEN_LIFETIME_S
     header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     payload = _b64url(
-        json.dumps({"aud": audience_of(resource), "sub": subject, "iat": now, "exp": expires}).encode()
+        json.dumps({"aud": audience_of(resource), "sub": subject, "iat": now, "nbf": now, "exp": expires,
+                    "iss": LOCAL_ISSUER, "oid": LOCAL_APP_OBJECT_ID, "tid": LOCAL_TENANT_ID}).encode()
     )
     signature = hmac.new(signing_key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{_b64url(signature)}", expires

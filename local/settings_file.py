@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from local.azurite import DEV_ACCOUNT, AzuritePorts, connection_string
+from local.azurite import STACK_PORTS, AzuritePorts, blob_endpoint, connection_string
 from local.secrets import stack_secret
 from local.seed import data
 from local.tls import TlsFiles
@@ -29,7 +29,7 @@ def partner_token_issuer(identity_port: int = IDENTITY_PORT) -> str:
 
 def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | None = None,
                  azurite: AzuritePorts | None = None) -> dict[str, str]:
-    ports = azurite or AzuritePorts()
+    ports = azurite or STACK_PORTS
     storage = connection_string(ports)
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -42,7 +42,7 @@ def stack_values(state_dir: Path, tls: TlsFiles, hubs: list[data.LocalHub] | Non
         # Where certificates say their CA's CRL is: the Azurite container itself, which serves its blobs to anonymous
         # GETs as a public container does (the default, written out so that it can be found and changed).
         "CRL_CONTAINER": CRL_CONTAINER,
-        "CRL_DISTRIBUTION_URL": f"http://127.0.0.1:{ports.blob}/{DEV_ACCOUNT}/{CRL_CONTAINER}",
+        "CRL_DISTRIBUTION_URL": f"{blob_endpoint(ports)}/{CRL_CONTAINER}",
         # The DPS service API emulator (`python -m local.dps serve`): the app disallows a device revoked for cause
         # there with its managed identity's token, as in Azure (shared/dps.py); the DPS simulator reads its store.
         "DPS_SERVICE_HOSTNAME": f"localhost:{DPS_SERVICE_PORT}",

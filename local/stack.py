@@ -21,7 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local.azurite import DEV_ACCOUNT, AzuritePorts, port_open, start_azurite
+from local import sql_faults, storage_proxy
+from local.azurite import DEV_ACCOUNT, STACK_PORTS, AzuritePorts, port_open, start_azurite
+from local.faults import ENV_PROFILE
 from local.iothub.config import LOCAL_POLICIES
 from local.secrets import stack_secret
 from local.seed import data
@@ -143,8 +145,15 @@ class Stack:
         write_local_settings(self.settings_path, values)
         env = self._env(tls.ca_bundle)
 
-        self.children["azurite"] = start_azurite(self.state_dir / "azurite", AzuritePorts(),
-                                                 log_file=self.state_dir / "logs" / "azurite.log")
+        # Fault profile for what cannot be changed (issue 16): only when LOCAL_FAULT_PROFILE has a "storage" service
+        # does Azurite move behind the TCP fault proxy (local/storage_proxy.py); otherwise the ports are as they were.
+        azurite_ports, proxy_args = storage_proxy.stack_plan(os.environ.get(ENV_PROFILE), STACK_PORTS)
+        # Blob over HTTPS with OAuth, so that the app can sign user delegation SAS (local/azurite.py).
+        self.children["azurite"] = start_azurite(self.state_dir / "azurite", azurite_ports,
+                                                 log_file=self.state_dir / "logs" / "azurite.log", tls=tls)
+        if proxy_args:
+            self._spawn("storage-proxy", proxy_args, env)
+            self._wait_ports({"storage-proxy": STACK_PORTS.blob}, timeout=10)
         # The hubs authenticate devices by certificates that chain to the device PKI's root: make it before they
         # start (the seed reuses it), so that no device call meets a hub still waiting for its trust anchor.
         ensure_root_ca(self.state_dir / "pki")
@@ -162,6 +171,10 @@ class Stack:
                           **{h.name: h.port for h in self.hubs}}, timeout=30)
 
         self._seed(values, tls.ca_bundle)
+        # ... and only when it has an "sql" service, a lock on the SQLite file on its schedule (local/sql_faults.py).
+        sql_args = sql_faults.stack_args(os.environ.get(ENV_PROFILE), values.get("SQL_CONNECTION_STRING", ""))
+        if sql_args:
+            self._spawn("sql-faults", sql_args, env)
         self._spawn("functions-host", ["-m", "local.host", "--app", "function_app:app", "--port", str(HOST_PORT),
                                        "--settings", str(self.settings_path), "--host-json", "host.json",
                                        "--state-dir", str(self.state_dir)], env, to_console=host_to_console)
@@ -227,8 +240,8 @@ def print_endpoints(hubs: list[data.LocalHub]) -> None:
     rows = [
         ("Functions host", f"http://127.0.0.1:{HOST_PORT}/api/health"),
         ("Event Grid webhook", f"http://127.0.0.1:{HOST_PORT}/runtime/webhooks/EventGrid?functionName={{name}}"),
-        ("Azurite (Blob/Queue/Table)", "http://127.0.0.1:10000 / 10001 / 10002"),
-        ("CRLs (anonymous GET)", f"http://127.0.0.1:10000/{DEV_ACCOUNT}/{CRL_CONTAINER}/{{ca name}}.crl"),
+        ("Azurite (Blob/Queue/Table)", "https://127.0.0.1:10000 / http://127.0.0.1:10001 / 10002"),
+        ("CRLs (anonymous GET)", f"https://127.0.0.1:10000/{DEV_ACCOUNT}/{CRL_CONTAINER}/{{ca name}}.crl"),
         *((f"IoT Hub {h.region} ({h.name})", f"https://{h.host_name}") for h in hubs),
         ("Key Vault", f"https://localhost:{KEY_VAULT_PORT}/"),
         ("DPS service API (enrollments)", f"https://localhost:{DPS_SERVICE_PORT}/  "

@@ -33,6 +33,11 @@ class Services:
         return storage.blob_service(self.settings, lambda: self.credential)
 
     @cached_property
+    def token_blob_service(self):
+        """Blob with the app's identity even locally (user delegation keys: twin_setup/offload.py)."""
+        return storage.token_blob_service(self.settings, lambda: self.credential)
+
+    @cached_property
     def queue_service(self):
         return storage.queue_service(self.settings, lambda: self.credential)
 

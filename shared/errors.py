@@ -58,6 +58,7 @@ _CATALOGUE = [
     # configuration rollouts (template and override changes reaching installed sensors)
     ErrorCode("rollout_not_found", 404, "No such configuration rollout."),
     ErrorCode("rollout_state_conflict", 409, "The rollout is not in a state that allows this operation."),
+    ErrorCode("configuration_drift", 409, "Installed sensors differ from template (+) overrides today."),
     # certificate lifecycle (CSR signing, revocation, CRLs)
     ErrorCode("request_too_large", 413, "The request body is too large."),
     ErrorCode("csr_invalid", 400, "The body is not a PEM certificate signing request."),

@@ -3,6 +3,7 @@ the CRLs moved to Blob Storage."""
 
 from __future__ import annotations
 
+from shared import usage
 from shared.config import Settings
 
 # azure-core's defaults wait up to 300 s to connect and to read and retry a refused connection three times with
@@ -29,6 +30,7 @@ def budget_options(deadline_s: float) -> dict:
 
 def _options(settings: Settings, options: dict | None = None) -> dict:
     return {"verify_challenge_resource": settings.key_vault_verify_challenge_resource,
+            "raw_request_hook": usage.request_hook("keyvault"),  # counts each request (shared/usage.py)
             **CLIENT_OPTIONS, **(options or {})}
 
 

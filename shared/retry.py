@@ -5,7 +5,8 @@ A caller with a deadline makes one RetryBudget for its whole unit of work (twin 
 handler answers Event Grid within its 30 s delivery timeout) and hands it to every call; a caller without one
 lets each call make its own. When the budget or the attempts run out, or the service asks for a longer wait
 than the budget has left, the last TransientError is raised and the platform's own retry takes over (Event
-Grid redelivery, queue dequeue count, the timer's next run). docs/architecture.md "Retries".
+Grid redelivery, queue dequeue count, the timer's next run). A timer run or queue message has a RunBudget: it stops
+starting new work when its time is spent and leaves the rest to the next run. docs/architecture.md "Retries".
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,98 @@ class RetryBudget:
                 self.retries += 1
                 self.waited_s += delay
                 self._sleep(delay)
+
+
+# --- run budgets: a timer run's or a queue message's time ----------------------------------------------------
+
+# Each trigger's time for one run (docs/architecture.md "Retries", issue 16), in seconds: under host.json's
+# functionTimeout (5 min) with room for the call in flight when the budget runs out, and under the trigger's period
+# so that a slow run does not hold up the next one (timers run as a singleton: a late run delays the next).
+FUNCTION_TIMEOUT_S = 300
+RUN_BUDGETS_S = {
+    "refresh_crls": 240,  # every 6 h; one CA's CRL at a time
+    "scan_expiring_certificates": 240,  # daily; hubs, then renewal messages, digests, tags
+    "collect_renewal_csrs": 240,  # hourly at :05; one renewal at a time
+    "capacity_report": 120,  # daily; statistics of every hub in parallel, then SQL
+    "onboarding_funnel": 25,  # every 30 s
+    "process_renewal": 120,  # one queue message: one device
+    "check_config_drift": 240,  # hourly at :17; one hub's twin query, then one re-applied sensor at a time
+}
+
+
+class RunBudget:
+    """The time one timer run or queue message may take. A run asks `spent()` before it starts each unit of work
+    (a hub, a CA, a device) and stops starting new ones once fewer than `reserve_s` seconds are left (the longest a
+    unit may take once started: its calls' timeouts), so it ends within its budget; what it did not start it counts
+    with `defer()`, and leaves to the next run, which finds the same work again (nothing is taken off a list before
+    it is done). `calls()` cuts the retries of the calls a run makes to what the run has left."""
+
+    def __init__(self, what: str, seconds: float, reserve_s: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self.what = what
+        self.seconds = float(seconds)
+        self.reserve_s = float(reserve_s)
+        self._clock = clock
+        self._started = clock()
+        self.exhausted = False  # set once spent() said so: the run stopped early
+        self.left: Counter[str] = Counter()  # units not started, by kind
+
+    @classmethod
+    def for_trigger(cls, trigger: str, reserve_s: float = 0.0, **kwargs) -> RunBudget:
+        return cls(trigger, RUN_BUDGETS_S[trigger], reserve_s, **kwargs)
+
+    def elapsed_s(self) -> float:
+        return self._clock() - self._started
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.seconds - self.elapsed_s())
+
+    def spent(self) -> bool:
+        """True once no new unit of work may start (and from then on)."""
+        if not self.exhausted and self.remaining_s() <= self.reserve_s:
+            self.exhausted = True
+            log.warning("%s: run budget of %gs spent after %.1fs; the rest is left to the next run", self.what,
+                        self.seconds, self.elapsed_s())
+        return self.exhausted
+
+    def calls(self, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep) -> RetryBudget:
+        """A RetryBudget for calls made in this run: the policy's, cut to what the run has left past its reserve."""
+        room = max(0.0, self.remaining_s() - self.reserve_s)
+        return RetryBudget(replace(policy, budget_s=min(policy.budget_s, room)), sleep=sleep, clock=self._clock)
+
+    def call_kwargs(self, hub) -> dict:
+        """Keyword arguments for an IoT Hub adapter call in this run: {"budget": calls(hub.policy)}; none for a run
+        without a limit (the call makes its own budget, as before run budgets)."""
+        return {"budget": self.calls(hub.policy)} if self.seconds != float("inf") else {}
+
+    def defer(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.left[kind] += count
+
+    def take(self, items: Iterable[T], kind: str) -> Iterator[T]:
+        """The items while the budget lasts; once it is spent the rest are counted in left[kind], not started.
+        Counting needs a sized collection (a list): a lazy query must not be read on just to count it."""
+        taken = 0
+        for item in items:
+            if self.spent():
+                rest = len(items) - taken if isinstance(items, Sized) else 1
+                self.defer(kind, rest)
+                return
+            taken += 1
+            yield item
+
+    def summary(self) -> dict:
+        """For the run's report and log line."""
+        return {"budgetSeconds": self.seconds, "elapsedSeconds": round(self.elapsed_s(), 2),
+                "budgetExhausted": self.exhausted, "left": dict(self.left)}
+
+    def emit(self, done: int | None = None) -> None:
+        """The run's `run_budget` telemetry event (the workbook's timer runs panel): its time against its budget,
+        and what it left to the next run when the budget was spent. done: the units of work it finished."""
+        from shared import telemetry
+
+        telemetry.emit("run_budget", self.elapsed_s() * 1000, trigger=self.what, budgetSeconds=self.seconds,
+                       budgetExhausted=self.exhausted, done=done, leftToNextRun=sum(self.left.values()),
+                       left=",".join(f"{kind}:{n}" for kind, n in sorted(self.left.items())) or None)
 
 
 class DeadlineExceeded(TransientError):

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from shared import usage
+
 log = logging.getLogger(__name__)
 BROKEN_STATES = ("08", "HYT00", "HYT01", "IM006")  # connection exceptions, timeouts, driver's connect failure
 
@@ -93,6 +95,7 @@ class Database:
                 cursor.close()
 
     def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        usage.count("sql")  # a round trip (shared/usage.py)
         with self._cursor() as cursor:
             cursor.execute(sql, *params) if params else cursor.execute(sql)
             columns = [c[0] for c in cursor.description]
@@ -104,6 +107,7 @@ class Database:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement (its own transaction); return the affected row count."""
+        usage.count("sql")
         with self._cursor() as cursor, self._writer():
             cursor.execute(sql, *params) if params else cursor.execute(sql)
             return cursor.rowcount

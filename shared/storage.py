@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared import usage
 from shared.config import Settings
 
 
@@ -33,16 +34,32 @@ def blob_service(settings: Settings, credential_factory, timeout_s: float | None
     from azure.storage.blob import BlobServiceClient, LinearRetry
 
     options = client_options(LinearRetry) if timeout_s is None else deadline_options(LinearRetry, timeout_s)
+    options["raw_request_hook"] = usage.request_hook("blob")  # counts each request (shared/usage.py)
     if settings.storage_connection_string:
         return BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return BlobServiceClient(settings.storage_blob_uri, credential=credential_factory(), **options)
+
+
+def token_blob_service(settings: Settings, credential_factory):
+    """A Blob client that always authenticates with the app's identity (a bearer token), also where the connection
+    string carries an account key (the local stack): Get User Delegation Key accepts only Microsoft Entra
+    authorization, over HTTPS ("Get User Delegation Key", request headers: Authorization; docs/contracts.md 5)."""
+    from azure.storage.blob import BlobServiceClient, LinearRetry
+
+    return BlobServiceClient(settings.blob_endpoint, credential=credential_factory(), **client_options(LinearRetry),
+                             raw_request_hook=usage.request_hook("blob"))
+
+
+def redact_url(url: str) -> str:
+    """url without its query and fragment: a SAS in the query is a credential, never logged or emitted."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 def queue_service(settings: Settings, credential_factory):
     """For queue administration (create, list). Send and receive through message_queue()."""
     from azure.storage.queue import LinearRetry, QueueServiceClient
 
-    options = client_options(LinearRetry)
+    options = {**client_options(LinearRetry), "raw_request_hook": usage.request_hook("queue")}
     if settings.storage_connection_string:
         return QueueServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return QueueServiceClient(settings.storage_queue_uri, credential=credential_factory(), **options)

@@ -2,9 +2,12 @@
 
     BlobCreated {template}-sensor.json --on_template_changed--> start_from_blob: read + validate (invalid: a
         rejected record, no write) -> keep the version -> affected sensors (diff) -> waves -> config-rollouts queue
-    timer check_config_changes --> overrides whose updated_at passed the last one seen -> start_from_overrides
+    timer check_config_changes --> overrides whose updated_at passed the last one seen, and override rows deleted
+        since the last check (their keys gone from config_override_keys) -> start_from_overrides
     queue config-rollouts --advance_config_rollout--> advance: one wave's writes (TwinSetup.reconfigure, paced per
-        hub), or the canary's acknowledgement check, or completion; re-queued with a delay until done
+        hub), or that wave's acknowledgement check, or the final sweep (late joiners), or completion; re-queued
+        with a delay until done
+    timer check_config_drift (twin_setup/drift.py) --> sensors that differ from today's sources -> reconfigure
     operators (`onboarding templates ...`) --> preview_template / preview_overrides (no writes), resume, rollback
 
 Every twin write goes through TwinSetup.reconfigure: the same plan, conditional PATCH and configuration hash as
@@ -49,9 +52,10 @@ from twin_setup.rollout import (
     Target,
     ack_capable,
     acknowledged,
-    canary_verdict,
     next_step,
+    override_changes,
     plan_waves,
+    wave_verdict,
 )
 from twin_setup.rollouts import Rollout, RolloutStore
 from twin_setup.service import TwinSetup
@@ -121,6 +125,9 @@ class Changes:
         self._send = send  # (message, delay seconds) -> the config-rollouts queue
         self._clock, self._sleep, self._new_id = clock, sleep, new_id
         self.policy = setup.settings.rollout
+        # The sweep waits until every worker's cache of the changed source has read it again (None: that cache's
+        # TTL plus a second: TWIN_TEMPLATE_CACHE_SECONDS for a template, TWIN_OVERRIDES_CACHE_SECONDS for overrides).
+        self.sweep_after_s: float | None = None
 
     # -- sources --------------------------------------------------------------------------------------------
     def _overrides(self, facilities: set[str], fresh: bool = True) -> dict[str, list[Override] | None]:
@@ -284,13 +291,13 @@ class Changes:
             for d in devices:
                 by_wave.setdefault(d.wave, []).append(d.state)
             step = next_step(rollout.state, rollout.current_wave, rollout.wave_count, by_wave,
-                             canary_passed=rollout.current_wave > 0)
+                             swept=rollout.swept_at is not None)
             if step.action == "write":
-                if step.wave != rollout.current_wave:
-                    self.store.start_wave(rollout_id, step.wave)
                 return self._write_wave(rollout, [d for d in devices if d.wave == step.wave and d.state == PENDING])
             if step.action == "verify":
-                return self._verify_canary(rollout, [d for d in devices if d.wave == 0])
+                return self._verify_wave(rollout, [d for d in devices if d.wave == step.wave])
+            if step.action == "sweep":
+                return self._sweep(rollout, {d.device_id for d in devices})
             if step.action == "complete":
                 self.store.set_state(rollout_id, COMPLETED, expected=(RUNNING,))
                 log.info("rollout %s completed", rollout_id)
@@ -324,28 +331,81 @@ class Changes:
             state = {"configured": WRITTEN, "unchanged": UNCHANGED, "deviceGone": GONE}.get(outcome.outcome, FAILED)
             self.store.set_device(rollout.rollout_id, device.device_id, state,
                                   outcome.reason_code if state == FAILED else None, outcome.configuration_hash)
-        canary = bool(pending) and pending[0].wave == 0
-        return self.policy.ack_poll_s if canary else 0
+        return self.policy.ack_poll_s  # the wave's sensors get a moment to acknowledge before the check
 
-    def _verify_canary(self, rollout: Rollout, canary) -> float | None:
-        for device in canary:
-            if device.state != WRITTEN:
+    def _verify_wave(self, rollout: Rollout, wave) -> float | None:
+        """The wave's acknowledgement check (every wave, the canary also on its failed writes): pass starts the
+        next wave; fail halts the rollout; wait asks again after ack_poll_s. Each sensor's wait counts from its
+        own write."""
+        number = wave[0].wave if wave else rollout.current_wave
+        for device in wave:
+            if device.state != WRITTEN or not device.ack_capable:
                 continue
             twin = self.setup.hub.get_twin(device.hub, device.device_id)
             if twin is not None and acknowledged(twin.reported, device.configuration_hash):
                 self.store.set_device(rollout.rollout_id, device.device_id, ACKNOWLEDGED)
-        canary = self.store.devices(rollout.rollout_id, 0)
-        started = rollout.wave_started_at or times.utc_now()
-        waited = (times.utc_now() - started).total_seconds()
-        verdict = canary_verdict([DeviceProgress(d.device_id, d.state, d.ack_capable) for d in canary], waited,
-                                 self.policy)
+        now = times.utc_now()
+        fallback = rollout.wave_started_at or now
+
+        def waited(at) -> float:
+            return (now - (at or fallback)).total_seconds()
+
+        devices = self.store.devices(rollout.rollout_id, number)
+        verdict = wave_verdict([DeviceProgress(d.device_id, d.state, d.ack_capable, waited(d.updated_at))
+                                for d in devices], waited(None), self.policy, canary=number == 0)
         if verdict.outcome == "wait":
             return self.policy.ack_poll_s
         if verdict.outcome == "fail":
             self.store.set_state(rollout.rollout_id, HALTED, verdict.reason, verdict.detail, expected=(RUNNING,))
-            log.warning("rollout %s halted: %s", rollout.rollout_id, verdict.detail)
+            log.warning("rollout %s halted at wave %d: %s", rollout.rollout_id, number, verdict.detail)
             return None
-        self.store.start_wave(rollout.rollout_id, 1)
+        self.store.start_wave(rollout.rollout_id, number + 1)
+        return 0
+
+    def _sweep(self, rollout: Rollout, known: set[str]) -> float | None:
+        """After the last wave: sensors twin setup configured meanwhile from a cached older source (another worker's
+        template or overrides cache, up to its TTL) get a last wave, whether they joined late or were already in the
+        rollout (a DeviceCreated write from a stale cache can land after the rollout's own write: found by `make
+        chaos`). Waits until those caches have expired; skipped when the template blob was replaced since (the newer
+        rollout carries the fleet)."""
+        started = rollout.created_at or times.utc_now()
+        cfg = self.setup.settings
+        after = self.sweep_after_s if self.sweep_after_s is not None else 1.0 + (
+            cfg.overrides_ttl_s if rollout.kind == "overrides" else cfg.template_ttl_s)
+        remaining = after - (times.utc_now() - started).total_seconds()
+        if remaining > 0:
+            return min(remaining, max(self.policy.ack_poll_s, 1.0))
+        late: list[tuple[str, Twin]] = []
+        if rollout.kind in ("template", "rollback") and rollout.template is not None:
+            template = self._pinned(rollout)
+            current = self.setup.templates.etag(rollout.template)
+            if template is not None and current == rollout.source_etag:
+                twins = self.fleet.twins(template=rollout.template)
+                overrides = self._overrides(self._facilities(twins))
+                sources = Sources({template.name: template}, overrides)
+                diff = self._diff(twins, sources, sources)
+                changing = {device_id for _, device_id in diff.changing_devices}
+                late = [(hub, t) for hub, t in twins if t.device_id in changing]
+        elif rollout.kind == "overrides" and rollout.facility is not None:
+            twins = self.fleet.twins(template=rollout.template, facility=rollout.facility)
+            overrides = self._overrides({rollout.facility})
+            templates = self._templates({str(t.tags.get("sensorType")) for _, t in twins} & set(SENSOR_TYPES.values()))
+            sources = Sources(templates, overrides)
+            diff = self._diff(twins, sources, sources)
+            changing = {device_id for _, device_id in diff.changing_devices}
+            late = [(hub, t) for hub, t in twins if t.device_id in changing]
+        self.store.mark_swept(rollout.rollout_id)
+        if not late:
+            return 0
+        joiners = [(hub, t) for hub, t in late if t.device_id not in known]
+        overwritten = [t.device_id for _, t in late if t.device_id in known]
+        self.store.append_wave(rollout.rollout_id, rollout.wave_count, [
+            (t.device_id, hub, str(t.tags.get("facility") or ""),
+             TwinView.of(t).onboarding.get("configurationHash"), ack_capable(t.reported)) for hub, t in joiners])
+        self.store.requeue(rollout.rollout_id, rollout.wave_count, overwritten)
+        self.store.start_wave(rollout.rollout_id, rollout.wave_count)
+        log.info("rollout %s: sweep found %d late joiners and %d sensors overwritten since their write",
+                 rollout.rollout_id, len(joiners), len(overwritten))
         return 0
 
     # -- operators -----------------------------------------------------------------------------------------
@@ -359,12 +419,11 @@ class Changes:
         return rollout
 
     def resume(self, rollout_id: str, actor: str) -> Rollout:
-        """Continue a halted rollout past its canary (the operator accepts what the canary showed)."""
+        """Continue a halted rollout past the wave it halted on (the operator accepts what that wave showed)."""
         rollout = self._rollout(rollout_id)
         if not self.store.set_state(rollout_id, RUNNING, None, f"resumed by {actor}"[:1000], expected=(HALTED,)):
             raise OnboardingError("rollout_state_conflict", f"rollout {rollout_id} is {rollout.state}, not halted")
-        if rollout.current_wave == 0:
-            self.store.start_wave(rollout_id, 1)
+        self.store.start_wave(rollout_id, rollout.current_wave + 1)
         self._send({"rolloutId": rollout_id}, 0)
         return self._rollout(rollout_id)
 
@@ -391,22 +450,34 @@ class Changes:
 
     # -- the periodic check ----------------------------------------------------------------------------------
     def check(self, actor: str = "timer:check_config_changes") -> list[Rollout]:
-        """Override rows changed since the last one seen start rollouts (the first run records a baseline), and
-        running rollouts nobody advanced lately are queued again."""
+        """Override rows changed since the last one seen, or deleted since the last check, start rollouts (the
+        first run records a baseline), and running rollouts nobody advanced lately are queued again."""
         started: list[Rollout] = []
         rows = self.setup.overrides.changed_rows()
         seen = self.store.latest_source_etag("overrides", OVERRIDES_SOURCE)
         stamps = {(r["facility_code"], r["sensor_type"]): _stamp(r["updated_at"]) for r in rows}
         latest = max(stamps.values(), default="")
+        keys = self.store.override_keys()
+        known = keys.seen()
+        found = override_changes(stamps, known, seen)
         if seen is None:
             self.store.create(self._new_id(), "overrides", None, None, OVERRIDES_SOURCE, latest or "none", None, None,
                               actor, COMPLETED, None, "baseline: override rows as found")
         else:
-            for (facility, sensor_type), stamp in sorted(stamps.items()):
-                if stamp > seen and _FACILITY.fullmatch(str(facility)):
-                    found = self.start_from_overrides(facility, sensor_type, stamp, actor)
-                    if found is not None:
-                        started.append(found)
+            for facility, sensor_type, stamp in found.changed:
+                if _FACILITY.fullmatch(str(facility)):
+                    rollout = self.start_from_overrides(facility, sensor_type, stamp, actor)
+                    if rollout is not None:
+                        started.append(rollout)
+        # A deleted row: its sensors go back to template (+) the facility's remaining rows. The source's ETag names
+        # the deletion (the stamp last seen), so a second check starts nothing twice.
+        for facility, sensor_type, stamp in found.deleted:
+            if _FACILITY.fullmatch(str(facility)):
+                rollout = self.start_from_overrides(facility, sensor_type, f"deleted:{stamp}"[:64], actor)
+                if rollout is not None:
+                    started.append(rollout)
+        keys.record(stamps, known)
+        if seen is not None:
             if latest > seen:
                 self.store.create(self._new_id(), "overrides", None, None, OVERRIDES_SOURCE, latest, None, None,
                                   actor, COMPLETED, None, "watermark")

@@ -11,10 +11,17 @@ import logging
 import azure.functions as func
 
 from shared import telemetry
+from shared.retry import Deadlines
 from twin_setup.events import MalformedEvent, from_trigger
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
+# Event Grid waits 30 s for an answer, then counts the delivery failed and retries it (docs/contracts.md 2): the
+# handler answers by then whatever Blob, SQL or a hub do (issue 16: a hung template read took 41 s, the Storage
+# client's 20 s read timeout and its one retry). What is not done in time goes on in the background; the
+# redelivery finds it done (the configuration hash in the tags) or does it (per-device lock, conditional writes).
+EVENT_DEADLINE_S = 25
+DEADLINES = Deadlines("twin-setup", workers=16)  # its pool is made on the first event
 
 
 @bp.function_name("on_device_created")
@@ -32,7 +39,8 @@ def on_device_created(event: func.EventGridEvent) -> None:
     # Imported on first event, not when the host indexes function_app on every cold start.
     from twin_setup.wiring import twin_setup
 
-    twin_setup().handle(parsed)
+    # DeadlineExceeded is a TransientError: raised, it fails the invocation and Event Grid redelivers.
+    DEADLINES.run(lambda: twin_setup().handle(parsed), EVENT_DEADLINE_S, f"twin setup of {parsed.device_id}")
 
 
 # -- configuration changes (twin_setup/changes.py) ------------------------------------------------------------
@@ -94,3 +102,37 @@ def check_config_changes(timer: func.TimerRequest) -> None:
     started = changes().check()
     if started:
         log.info("override changes started %d rollouts", len(started))
+
+
+@bp.function_name("check_config_drift")
+@bp.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
+def check_config_drift(timer: func.TimerRequest) -> None:
+    """Hourly, at minute 17 (twin_setup/drift.py SCHEDULE): installed sensors whose twin differs from template (+)
+    overrides today are re-applied through twin setup's writer (DRIFT_ACTION=reapply) or reported; the counts go
+    to telemetry (config_drift, the workbook's drift panel). A run that reached no hub fails (the next one runs
+    on schedule)."""
+    from shared.bootstrap import services
+    from shared.retry import RunBudget
+    from twin_setup.drift import build_drift
+    from twin_setup.wiring import twin_setup
+
+    check = build_drift(services(), twin_setup())
+    # Within its run budget (shared/retry.py RUN_BUDGETS_S): hubs and writes it does not reach are the next run's.
+    budget = RunBudget.for_trigger("check_config_drift", reserve_s=2 * check.setup.settings.hub_timeout_s)
+    report = check.run(budget=budget)
+    log.info("drift: %d scanned, %d drifted, %d re-applied, %d held by rollouts", report.scanned, report.drifted,
+             report.repaired, report.held)
+    if check.hosts and len(report.incomplete_hubs) == len(check.hosts):
+        raise RuntimeError("drift check reached no hub: " + ", ".join(report.incomplete_hubs))
+
+
+@bp.function_name("refresh_configuration_links")
+@bp.timer_trigger(arg_name="timer", schedule="0 7 * * * *")
+def refresh_configuration_links(timer: func.TimerRequest) -> None:
+    """Hourly, at minute 7: renew the read-only links of offloaded configurations that expire soon
+    (twin_setup/offload.py); the configuration hash stays, so sensors do not apply again."""
+    from twin_setup.wiring import link_refresher
+
+    report = link_refresher().run()
+    log.info("configuration links: %d renewed of %d found, %d conflicts", report.refreshed, report.found,
+             report.conflicts)

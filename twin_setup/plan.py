@@ -2,9 +2,10 @@
 
 Twin layout written by twin setup:
 - desired properties: the configuration sections (telemetry, alerts, firmware, diagnostics) and
-  `onboarding` = {state: configured, configurationHash, templateVersion[, configurationUrl, configurationBytes]};
-  when the sections do not fit the budget, only the essential sections stay and `configurationUrl` points at
-  the full document in Blob (the device downloads it and checks it against configurationHash);
+  `onboarding` = {state: configured, configurationHash, templateVersion[, configurationUrl, configurationBytes,
+  configurationUrlExpiresAt]}; when the sections do not fit the budget, only the essential sections stay and
+  `configurationUrl` points at the full document in Blob, with a read-only SAS until configurationUrlExpiresAt
+  (twin_setup/offload.py; the device downloads it and checks it against configurationHash);
 - tags: `onboarding` gains status, configurationHash, configuredAt, templateVersion, template, storage and, for
   gateways, edgeDeploymentHash / edgeDeployedAt (the keys the allocation webhook put there are kept).
 Desired keys twin setup does not manage (for example a certificate written by the renewal service) are left
@@ -78,16 +79,21 @@ def is_configured(twin: TwinView, config_hash: str) -> bool:
     return onboarding.get("status") == CONFIGURED and onboarding.get("configurationHash") == config_hash
 
 
-def onboarding_desired(config: Configuration, url: str | None = None, size: int | None = None) -> dict[str, Any]:
+def onboarding_desired(config: Configuration, url: str | None = None, size: int | None = None,
+                       url_expires_at: str | None = None) -> dict[str, Any]:
+    """url: the blob's link, with its read-only SAS when url_expires_at is given (twin_setup/offload.py)."""
     desired = {"state": CONFIGURED, "configurationHash": config.hash, "templateVersion": config.template_version}
     if url is not None:
         desired["configurationUrl"] = url
         desired["configurationBytes"] = size
+        if url_expires_at is not None:
+            desired["configurationUrlExpiresAt"] = url_expires_at
     return desired
 
 
 def desired_document(config: Configuration, twin: TwinView, limits: TwinLimits, essential: tuple[str, ...],
-                     configuration_url: str) -> tuple[str, dict[str, Any], bytes | None]:
+                     configuration_url: str, url_expires_at: str | None = None
+                     ) -> tuple[str, dict[str, Any], bytes | None]:
     """(storage, twin setup's desired document, blob bytes or None); configuration_too_large if nothing fits."""
     others = size_of({k: v for k, v in twin.desired.items() if k not in MANAGED_DESIRED_KEYS})
     full = {**config.desired, ONBOARDING: onboarding_desired(config)}
@@ -99,7 +105,7 @@ def desired_document(config: Configuration, twin: TwinView, limits: TwinLimits, 
     if fits(full):
         return "twin", full, None
     blob = canonical(config.document)
-    pointer = {ONBOARDING: onboarding_desired(config, configuration_url, len(blob))}
+    pointer = {ONBOARDING: onboarding_desired(config, configuration_url, len(blob), url_expires_at)}
     with_essentials = {**{k: config.desired[k] for k in essential if k in config.desired}, **pointer}
     for candidate in (with_essentials, pointer):
         if fits(candidate):
@@ -110,16 +116,18 @@ def desired_document(config: Configuration, twin: TwinView, limits: TwinLimits, 
 
 
 def plan_configuration(twin: TwinView, config: Configuration, limits: TwinLimits, essential: tuple[str, ...],
-                       configuration_url: str, now: str, created_at: str | None = None) -> Plan:
-    """The one PATCH that configures the twin, or "unchanged" when it already carries this configuration.
-    created_at (the DeviceCreated event's time) is recorded once, as the funnel's created stage (funnel/stages.py)."""
-    if is_configured(twin, config.hash):
+                       configuration_url: str, now: str, created_at: str | None = None, force: bool = False,
+                       url_expires_at: str | None = None) -> Plan:
+    """The one PATCH that configures the twin, or "unchanged" when it already carries this configuration (unless
+    force: the drift check found its desired properties edited by hand). created_at (the DeviceCreated event's
+    time) is recorded once, as the funnel's created stage (funnel/stages.py)."""
+    if not force and is_configured(twin, config.hash):
         return Plan("unchanged")
     if config.edge is not None and not twin.is_edge:
         raise OnboardingError("edge_capability_mismatch",
                               f"template {config.template_name} deploys edge modules; the registry says "
                               f"{twin.device_id} is not an IoT Edge device")
-    storage, document, blob = desired_document(config, twin, limits, essential, configuration_url)
+    storage, document, blob = desired_document(config, twin, limits, essential, configuration_url, url_expires_at)
     managed_now = {k: v for k, v in twin.desired.items() if k in MANAGED_DESIRED_KEYS}
     tags = {
         "status": CONFIGURED, "reason": None, "detail": None, "failedAt": None,

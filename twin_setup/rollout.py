@@ -7,8 +7,10 @@ wave 0 is the canary, a share of the sensors spread over facilities; the rest fo
 50/s/unit, shared with twin setup's DeviceCreated writes and the lifecycle). After the canary, the rollout waits
 for its sensors to acknowledge (reported.configuration.hash equal to the hash written: the simulated firmware and
 the funnel's contract) where they can: a sensor that never reported a configuration counts on its write result
-alone. A failed write, or a sensor that does not acknowledge in time, halts the rollout; an operator resumes it or
-rolls it back to the previous template version.
+alone; every later wave is checked the same way before the next one starts. A failed canary write, or a sensor of
+any wave that does not acknowledge in time, halts the rollout; an operator resumes it or rolls it back to the
+previous template version. After the last wave a sweep (once the caches of every worker have expired) writes the
+sensors twin setup configured meanwhile from a cached older source (a final wave of late joiners).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class DeviceProgress:
     device_id: str
     state: str
     ack_capable: bool = False  # the sensor reported a configuration before this rollout
+    waited_s: float | None = None  # since its write (None: the wave's waiting time applies)
 
 
 @dataclass(frozen=True)
@@ -103,41 +106,50 @@ class Verdict:
     detail: str | None = None
 
 
-def canary_verdict(devices: Sequence[DeviceProgress], waited_s: float, policy: RolloutPolicy) -> Verdict:
-    """The canary's verdict once its writes are done: fail on more failed writes than allowed; pass when every
-    sensor that can acknowledge has; wait while some have not and the acknowledgement time has not run out."""
+def wave_verdict(devices: Sequence[DeviceProgress], waited_s: float, policy: RolloutPolicy,
+                 canary: bool = True) -> Verdict:
+    """A wave's verdict once its writes are done: the canary fails on more failed writes than allowed (a later
+    wave's failed writes are recorded and reported, not halted on); every wave passes when each sensor that can
+    acknowledge has, waits while some have not and their acknowledgement time has not run out, fails after."""
+    label = "canary" if canary else "wave"
     failed = [d.device_id for d in devices if d.state == FAILED]
-    if len(failed) > policy.canary_max_failures:
+    if canary and len(failed) > policy.canary_max_failures:
         return Verdict("fail", "canary_failed", f"{len(failed)} of {len(devices)} canary writes failed: "
                                                  f"{', '.join(sorted(failed)[:5])}")
-    waiting = [d.device_id for d in devices if d.state == WRITTEN and d.ack_capable]
+    waiting = [d for d in devices if d.state == WRITTEN and d.ack_capable]
     if not waiting:
         return Verdict("pass")
-    if waited_s < policy.ack_timeout_s:
+    late = sorted(d.device_id for d in waiting
+                  if (d.waited_s if d.waited_s is not None else waited_s) >= policy.ack_timeout_s)
+    if not late:
         return Verdict("wait")
-    return Verdict("fail", "canary_not_acknowledged",
-                   f"{len(waiting)} of {len(devices)} canary sensors did not acknowledge within "
-                   f"{policy.ack_timeout_s:g}s: {', '.join(sorted(waiting)[:5])}")
+    return Verdict("fail", f"{label}_not_acknowledged",
+                   f"{len(late)} of {len(devices)} {label} sensors did not acknowledge within "
+                   f"{policy.ack_timeout_s:g}s: {', '.join(late[:5])}")
+
+
+def canary_verdict(devices: Sequence[DeviceProgress], waited_s: float, policy: RolloutPolicy) -> Verdict:
+    return wave_verdict(devices, waited_s, policy, canary=True)
 
 
 @dataclass(frozen=True)
 class Step:
-    action: str  # write | verify | complete | idle
+    action: str  # write | verify | sweep | complete | idle
     wave: int | None = None
 
 
 def next_step(state: str, current_wave: int, wave_count: int, wave_states: dict[int, list[str]],
-              canary_passed: bool) -> Step:
-    """What advancing a rollout does now. wave_states: device states per wave."""
+              canary_passed: bool | None = None, swept: bool = True) -> Step:
+    """What advancing a rollout does now. wave_states: device states per wave. Waves before current_wave have
+    passed their verdict; the current one is written, then verified; after the last, the sweep, then done.
+    (canary_passed: kept for callers; current_wave > 0 says the same.)"""
     if state != RUNNING:
         return Step("idle")
-    for wave in range(current_wave, wave_count):
-        states = wave_states.get(wave, [])
-        if any(s == PENDING for s in states):
-            return Step("write", wave)
-        if wave == 0 and not canary_passed:
-            return Step("verify", 0)
-    return Step("complete")
+    if current_wave < wave_count:
+        if any(s == PENDING for s in wave_states.get(current_wave, [])):
+            return Step("write", current_wave)
+        return Step("verify", current_wave)
+    return Step("complete") if swept else Step("sweep")
 
 
 def ack_capable(reported: dict) -> bool:
@@ -149,3 +161,21 @@ def ack_capable(reported: dict) -> bool:
 def acknowledged(reported: dict, config_hash: str | None) -> bool:
     configuration = reported.get("configuration") if isinstance(reported, dict) else None
     return bool(config_hash) and isinstance(configuration, dict) and configuration.get("hash") == config_hash
+
+
+# -- override rows: changes and deletions (the periodic check) -------------------------------------------------
+@dataclass(frozen=True)
+class OverrideChanges:
+    changed: list[tuple[str, str, str]]  # (facility, sensor type, updated_at stamp) newer than the watermark
+    deleted: list[tuple[str, str, str]]  # (facility, sensor type, stamp last seen) no longer in the table
+
+
+def override_changes(current: dict[tuple[str, str], str], seen: dict[tuple[str, str], str],
+                     watermark: str | None) -> OverrideChanges:
+    """Rows changed since the watermark (updated_at), and rows deleted since the last check: keys in `seen` (the
+    key set recorded by the last check) that are not in `current`. A DELETE leaves no updated_at to compare, so the
+    key set is what shows it; with no watermark yet (the first run) nothing counts as changed."""
+    changed = [] if watermark is None else [(f, t, stamp) for (f, t), stamp in sorted(current.items())
+                                            if stamp > watermark]
+    deleted = [(f, t, stamp) for (f, t), stamp in sorted(seen.items()) if (f, t) not in current]
+    return OverrideChanges(changed, deleted)

@@ -42,6 +42,7 @@ from shared.retry import RetryBudget, TransientError
 from twin_setup.configuration import Configuration, Template, build_configuration
 from twin_setup.events import LifecycleEvent
 from twin_setup.identify import identify, looks_like_ours
+from twin_setup.offload import ConfigurationLinks
 from twin_setup.overrides import OverrideStore
 from twin_setup.plan import Plan, TwinView, plan_configuration, plan_failure
 from twin_setup.records import ConfigurationStore
@@ -108,7 +109,7 @@ class TwinSetup:
     def __init__(self, settings: TwinSetupSettings, resolver: HubResolver, hub: IotHub,
                  templates: TemplateStore, overrides: OverrideStore, configurations: ConfigurationStore,
                  audit: AuditWriter, now: Callable[[], str] = utc_now,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, links: ConfigurationLinks | None = None):
         self.settings = settings
         self.resolver = resolver
         self.hub = hub
@@ -119,6 +120,7 @@ class TwinSetup:
         self._now = now
         self._sleep = sleep
         self._locks = DeviceLocks()
+        self.links = links  # signs the read-only link of an offloaded configuration; None: the bare blob URL
 
     # -- entry point ---------------------------------------------------------------------------------------
     def handle(self, event: LifecycleEvent) -> Outcome:
@@ -152,14 +154,15 @@ class TwinSetup:
         return outcome
 
     def reconfigure(self, host: str, device_id: str, template: Template | None = None,
-                    budget: RetryBudget | None = None) -> Outcome:
+                    budget: RetryBudget | None = None, force: bool = False) -> Outcome:
         """Configure an installed sensor again (a rollout's write): the same read, plan and conditional PATCH as
         for DeviceCreated, with `template` pinned (the version the rollout carries, not whatever the cache holds).
-        Raises like handle() when the caller should try again later."""
+        force: write even when the tags carry the configuration's hash (the drift check found its desired
+        properties edited on the hub). Raises like handle() when the caller should try again later."""
         budget = budget or RetryBudget(self.settings.retry, sleep=self._sleep)
         started = time.perf_counter()
         with self._locks.hold((host, device_id)):
-            outcome = self._configure(host, device_id, budget, template)
+            outcome = self._configure(host, device_id, budget, template, force=force)
         outcome.retries = budget.retries
         self._emit(started, outcome, {"trigger": "rollout"})
         return outcome
@@ -176,7 +179,7 @@ class TwinSetup:
         return TwinView.of(found) if found is not None else None
 
     def _configure(self, host: str, device_id: str, budget: RetryBudget, template: Template | None = None,
-                   created_at: str | None = None) -> Outcome:
+                   created_at: str | None = None, force: bool = False) -> Outcome:
         conflicts = 0
         twin = self._read(host, device_id, budget)
         while True:
@@ -196,7 +199,13 @@ class TwinSetup:
                 config = self.configuration_for(identity, template)
                 url = self.configurations.url(device_id, config.hash)
                 plan = plan_configuration(twin, config, self.settings.limits, self.settings.essential_sections,
-                                          url, self._now(), created_at)
+                                          url, self._now(), created_at, force=force)
+                if plan.storage == "blob" and self.links is not None:
+                    # Signed only when the configuration goes to Blob, then planned again: the link is longer.
+                    link = self.links.for_configuration(device_id, config.hash)
+                    plan = plan_configuration(twin, config, self.settings.limits, self.settings.essential_sections,
+                                              link.url, self._now(), created_at, force=force,
+                                              url_expires_at=link.expires_at)
             except OnboardingError as err:
                 return self._fail(host, device_id, twin, err, budget, identity)
             outcome = Outcome("unchanged", device_id, host, facility=identity.facility, template=config.template_name,

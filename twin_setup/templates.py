@@ -9,7 +9,7 @@ few seconds so a broken dependency is not hammered.
 
 Versions: every valid template read is also kept as `versions/{template}/{templateVersion}.json` in the same
 container (first write wins, If-None-Match: *), so that a rollout can be rolled back to the version the fleet ran
-before an upload replaced it. Azurite 3.35 (the local stack's) does not implement Blob versioning, and one
+before an upload replaced it. Azurite 3.37 (the local stack's) does not implement Blob versioning, and one
 mechanism for Azure and the stack keeps rollback tested; the archive blobs do not end in `-sensor.json`, so they
 start no rollout (the Event Grid filter and on_template_changed both check the suffix).
 """

@@ -8,6 +8,7 @@ from shared.audit import AuditWriter
 from shared.bootstrap import Services, services
 from shared.iothub import HubResolver, IotHub
 from twin_setup import settings as twin_settings
+from twin_setup.offload import ConfigurationLinks, LinkRefresher, load_link_policy
 from twin_setup.overrides import OverrideStore
 from twin_setup.records import ConfigurationStore
 from twin_setup.service import TwinSetup
@@ -27,7 +28,27 @@ def build_twin_setup(svc: Services) -> TwinSetup:
         overrides=OverrideStore(svc.database, cfg.overrides_ttl_s),
         configurations=ConfigurationStore(configurations_container),
         audit=AuditWriter(svc.database),
+        links=configuration_links(svc, cfg.configurations_container),
     )
+
+
+def configuration_links(svc: Services, container: str) -> ConfigurationLinks | None:
+    """Read-only links to offloaded configurations, signed with a user delegation key (twin_setup/offload.py).
+    None over plain HTTP: only an Azurite started without TLS (tests and benches on their own ports), which cannot
+    issue user delegation keys; twin setup then writes the bare blob URL, which grants nothing."""
+    if not svc.settings.blob_endpoint.startswith("https://"):
+        return None
+    return ConfigurationLinks(lambda: svc.token_blob_service, container, load_link_policy(svc.settings))
+
+
+def build_link_refresher(svc: Services, setup: TwinSetup) -> LinkRefresher:
+    return LinkRefresher(IotHub(svc.registries, setup.settings.retry, setup.settings.hub_timeout_s),
+                         setup.settings.hub_hosts, setup.links)
+
+
+@cache
+def link_refresher() -> LinkRefresher:
+    return build_link_refresher(services(), twin_setup())
 
 
 @cache

@@ -44,7 +44,7 @@ param failureBurst int = 5
 @description('IoT hub names (metric alerts: throttling).')
 param hubNames array
 
-@description('Event Grid system topic names of the hubs (metric alerts: dead-lettered DeviceCreated events).')
+@description('Event Grid system topic names whose dead-lettered events alert: the hubs\' (DeviceCreated) and the storage account\'s (template BlobCreated).')
 param systemTopicNames array
 
 @description('DPS name (metric alert: failed registrations).')
@@ -206,14 +206,16 @@ var metricAlertBase = {
   ]
 }
 
-// DeadLetteredCount (Microsoft.EventGrid/systemTopics, Total): a DeviceCreated event Event Grid gave up on after
-// 24 hours of retries, so a device that twin setup never configured.
+// DeadLetteredCount (Microsoft.EventGrid/systemTopics, Total; dimensions EventSubscriptionName, DeadLetterReason;
+// docs/contracts.md "Event Grid delivery"): an event Event Grid gave up on after its subscription's retries (30
+// attempts or 24 hours) and wrote to the dead-letter container: a device twin setup never configured (DeviceCreated)
+// or a template upload that started no rollout (BlobCreated).
 resource deadLetterAlerts 'Microsoft.Insights/metricAlerts@2018-03-01' = [for (topicName, i) in systemTopicNames: {
   name: '${alertRulePrefix}-dead-letters-${topicName}'
   location: 'global'
   tags: tags
   properties: union(metricAlertBase, {
-    description: 'Event Grid dead-lettered DeviceCreated events of ${topicName}: devices that twin setup did not configure.'
+    description: 'Event Grid dead-lettered events of ${topicName} (container eventgrid-deadletter): DeviceCreated, a device twin setup did not configure; BlobCreated, a template upload that started no rollout.'
     severity: 1
     scopes: [
       topicRef[i].id

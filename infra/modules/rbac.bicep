@@ -50,7 +50,11 @@ param communicationServiceName string = ''
 // Built-in role definition ids (Microsoft Learn, "Azure built-in roles").
 var roles = {
   // Storage: host storage with an identity needs Blob Data Owner ("Connecting to host storage with an
-  // identity", Azure Functions reference); it also covers template reads and configuration writes.
+  // identity", Azure Functions reference); it also covers template reads and configuration writes, and, at this
+  // account scope, Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action: the key that signs
+  // the read-only SAS links sensors fetch offloaded configurations through (twin_setup/offload.py). No Storage Blob
+  // Delegator assignment is added: it would grant nothing more. A user delegation SAS grants at most what its
+  // signer may do, so the link's sp=r is what limits it (Microsoft Learn "Create a user delegation SAS").
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   // Queue triggers (certificate-renewals) and sends (certificate-alerts, security-alerts).

@@ -37,6 +37,10 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     allowBlobPublicAccess: false
+    // Sensors read their offloaded configuration through a user delegation SAS (twin_setup/offload.py): authorized
+    // by Microsoft Entra ID, it keeps working with Shared Key disallowed (Microsoft Learn "Prevent Shared Key
+    // authorization for an Azure Storage account", table "How disallowing Shared Key affects SAS tokens"). A SAS
+    // does not pass the firewall: with privateOnly, sensors need a network path to the account (see README).
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     // Event Grid "Event delivery with a managed identity", section Private endpoints: delivery (and dead-lettering)

@@ -32,6 +32,9 @@ param logAnalyticsWorkspaceId string
 @description('Object id of the function app identity, named as such in the CA key operations tile.')
 param functionPrincipalId string = ''
 
+@description('Event Grid system topics whose dead-lettered events are charted (the hubs\' DeviceCreated, the storage account\'s BlobCreated).')
+param systemTopicNames array = []
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -115,6 +118,13 @@ var panels = [
     durationMs: day
   }
   {
+    name: 'config-drift'
+    title: 'Configuration drift: sensors whose twin differs from template (+) overrides, per facility and type'
+    query: concat(prelude, loadTextContent('../monitoring/queries/config-drift.kql'))
+    visualization: 'table'
+    durationMs: day
+  }
+  {
     name: 'template-latency'
     title: 'Template retrieval latency (ms) by result'
     query: concat(prelude, loadTextContent('../monitoring/queries/template-latency.kql'))
@@ -160,6 +170,13 @@ var panels = [
     name: 'events-overview'
     title: 'Telemetry events per day'
     query: concat(prelude, loadTextContent('../monitoring/queries/events-overview.kql'))
+    visualization: 'table'
+    durationMs: week
+  }
+  {
+    name: 'run-budgets'
+    title: 'Timer runs against their budgets: runs that spent theirs and left work to the next run'
+    query: concat(prelude, loadTextContent('../monitoring/queries/run-budgets.kql'))
     visualization: 'table'
     durationMs: week
   }
@@ -240,6 +257,34 @@ var queueDepthItem = {
   }
 }
 
+// Dead-lettered events are a platform metric of each system topic (DeadLetteredCount, Total, dimensions
+// EventSubscriptionName and DeadLetterReason; docs/contracts.md "Event Grid delivery"): events Event Grid gave up on
+// and wrote to the dead-letter container, so devices twin setup never configured or templates never rolled out.
+var deadLetterItem = {
+  type: 10
+  name: 'dead-lettered-events'
+  content: {
+    version: 'MetricsItem/2.0'
+    title: 'Dead-lettered Event Grid events (container eventgrid-deadletter), per system topic and reason'
+    size: 0
+    chartType: 2
+    resourceType: 'microsoft.eventgrid/systemtopics'
+    metricScope: 0
+    resourceIds: [for topicName in systemTopicNames: resourceId('Microsoft.EventGrid/systemTopics', topicName)]
+    timeContext: {
+      durationMs: week
+    }
+    metrics: [
+      {
+        namespace: 'microsoft.eventgrid/systemtopics'
+        metric: 'microsoft.eventgrid/systemtopics--DeadLetteredCount'
+        aggregation: 1
+        splitBy: 'DeadLetterReason'
+      }
+    ]
+  }
+}
+
 var header = {
   type: 1
   name: 'header'
@@ -255,6 +300,8 @@ var workbookContent = {
   ], queryItems, [
     queueDepthItem
     caKeyOperationsItem
+  ], empty(systemTopicNames) ? [] : [
+    deadLetterItem
   ])
   isLocked: false
   fallbackResourceIds: [

@@ -148,8 +148,9 @@ CREATE TABLE config_rollouts (
     wave_started_at  DATETIME2      NULL,
     lease_until      DATETIME2      NULL,
     created_at       DATETIME2      NOT NULL,
-    updated_at       DATETIME2      NOT NULL
-);
+    updated_at       DATETIME2      NOT NULL ,
+    -- 0008: when the rollout's final sweep (late joiners) ran (spaced as SQLite's ALTER TABLE ADD writes it).
+    swept_at         DATETIME2      NULL);
 CREATE UNIQUE INDEX ux_config_rollouts_source ON config_rollouts (source, source_etag);
 CREATE INDEX ix_config_rollouts_created ON config_rollouts (created_at);
 CREATE TABLE config_rollout_devices (
@@ -165,6 +166,15 @@ CREATE TABLE config_rollout_devices (
     ack_capable        BIT           NOT NULL DEFAULT 0,
     updated_at         DATETIME2     NOT NULL,
     PRIMARY KEY (rollout_id, device_id)
+);
+
+-- 0008: the keys of facility_overrides as the periodic change check last saw them (a deleted row shows as a key gone).
+CREATE TABLE config_override_keys (
+    facility_code   NVARCHAR(16)   NOT NULL,
+    sensor_type     NVARCHAR(32)   NOT NULL,
+    stamp           NVARCHAR(32)   NOT NULL,
+    seen_at         DATETIME2      NOT NULL,
+    PRIMARY KEY (facility_code, sensor_type)
 );
 
 -- 0007: the onboarding funnel: one row per sensor and stage reached (once only: the primary key), and one row per

@@ -12,6 +12,8 @@ with DPS again (same registration ID, new certificate), which updates its identi
 from __future__ import annotations
 
 import datetime as dt
+import json
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -20,8 +22,34 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from local.dps.simulator import DpsSimulator, RegistrationResult
-from local.fleet.device_link import DeviceConnection, DeviceUnauthorized
+from local.dps.simulator import CUSTOM_ALLOCATION_FAILED, DpsSimulator, RegistrationResult
+from local.fleet.device_link import (
+    ConfigurationFetchFailed,
+    DeviceConnection,
+    DeviceUnauthorized,
+    fetch_configuration,
+)
+
+# The firmware's registration retries: Microsoft Learn "Best practices for large-scale IoT device deployments"
+# (azure-docs articles/iot-dps/concepts-deploy-at-scale.md, "Retry operations": "implement an intelligent retry
+# mechanism with exponential backoff"). Waits in seconds before each new attempt, jittered (half to all of it).
+REGISTRATION_RETRY_S = (2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0)
+
+
+def registration_transient(result: RegistrationResult) -> bool:
+    """A failed registration worth trying again: DPS could not create the identity in the hub, or the webhook gave
+    no final answer (none at all, or >= 429 after DPS's own retries). A device sees only DPS's code; the simulator
+    reads the webhook's status too, so that a definitive refusal (a 4xx answer) is not retried for nothing."""
+    if result.status != "failed":
+        return False
+    if result.error_code == "device_creation_failed":
+        return True
+    return result.error_code == CUSTOM_ALLOCATION_FAILED and (result.webhook_status is None
+                                                              or result.webhook_status >= 429)
+
+
+# The sections of an offloaded configuration document that the sensor applies (twin_setup/configuration.py).
+CONFIG_SECTIONS = ("telemetry", "alerts", "firmware", "diagnostics")
 
 
 @dataclass
@@ -62,6 +90,10 @@ class SimulatedSensor:
     _connection: DeviceConnection | None = field(default=None, repr=False)
     silent: bool = False  # the demo's incident: applies its configuration, then never sends telemetry
     readings: int = 0
+    registrations: int = 0  # DPS registrations made (retries of a transient failure included)
+    applied_hash: str | None = None  # the configuration hash applied last
+    downloads: int = 0  # offloaded configurations fetched and verified
+    fetch_error: ConfigurationFetchFailed | None = None  # the last fetch that failed, until one succeeds
 
     @property
     def hub(self) -> str | None:
@@ -98,12 +130,27 @@ class SimulatedSensor:
         self.chain = [x509.load_pem_x509_certificate(p.encode()) for p in answer.get("caCertificates", [])]
         self.timeline.manufactured = time.monotonic()
 
-    def power_on(self, dps: DpsSimulator, hub_ca: str | None = None) -> RegistrationResult:
+    def register(self, dps: DpsSimulator, patience_s: float = 180) -> RegistrationResult:
+        """Register with DPS as the firmware does: a failure for a transient reason is tried again with backoff
+        (REGISTRATION_RETRY_S) while patience_s lasts; the last result is returned."""
+        give_up = time.monotonic() + patience_s
+        for wait in (0.0, *REGISTRATION_RETRY_S):
+            if wait:
+                if time.monotonic() + wait > give_up:
+                    break
+                time.sleep(wait * (0.5 + random.random() / 2))
+            self.registrations += 1
+            result = dps.register(self.certificate, self.chain)
+            if not registration_transient(result):
+                break
+        return result
+
+    def power_on(self, dps: DpsSimulator, hub_ca: str | None = None, patience_s: float = 180) -> RegistrationResult:
         if self.certificate is None:
             raise RuntimeError(f"{self.device_id} has no certificate")
         self.hub_ca = hub_ca or self.hub_ca
         self.timeline.powered_on = time.monotonic()
-        self.registration = dps.register(self.certificate, self.chain)
+        self.registration = self.register(dps, patience_s)
         if self.registration.status == "assigned":
             self.timeline.assigned = time.monotonic()
         return self.registration
@@ -118,7 +165,7 @@ class SimulatedSensor:
         except DeviceUnauthorized:
             what["refused"] = True
             self.release()
-            registration = dps.register(self.certificate, self.chain)
+            registration = self.register(dps)
             if registration.status != "assigned":
                 what["error"] = registration.webhook_code or registration.error_code
                 return what
@@ -175,6 +222,46 @@ class SimulatedSensor:
                 "notBefore": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "notAfter": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
+    def apply_desired(self, desired: dict, version: int) -> bool:
+        """Apply a configured desired document, as the firmware does: an offloaded configuration
+        (`onboarding.configurationUrl`) is fetched over HTTPS with nothing but its URL and checked against
+        `configurationHash` first. A desired change that keeps the hash applied last (a renewed link) is not a new
+        configuration: nothing is fetched or applied again. A failed fetch is reported (`configuration.error`) and
+        False returned; the next desired version (the refresh timer's new link) is tried again."""
+        onboarding = desired.get("onboarding") or {}
+        config_hash = onboarding.get("configurationHash")
+        if config_hash is not None and config_hash == self.applied_hash:
+            return True
+        applied = {k: v for k, v in desired.items() if not k.startswith("$")}
+        url = onboarding.get("configurationUrl")
+        link = self.connection()
+        if url:
+            try:
+                document = json.loads(fetch_configuration(url, str(config_hash), self.hub_ca))
+            except ConfigurationFetchFailed as failed:
+                self.fetch_error = failed
+                link.report({"configuration": {"error": {"code": failed.code, "status": failed.status,
+                                                         "hash": config_hash, "desiredVersion": version,
+                                                         "at": _now_iso()}}})
+                return False
+            self.downloads += 1
+            applied.update({k: document[k] for k in CONFIG_SECTIONS if k in document})
+        self.applied, self.applied_hash, self.fetch_error = applied, config_hash, None
+        link.report({
+            "configuration": {"hash": config_hash, "desiredVersion": version, "appliedAt": _now_iso(),
+                              "error": None},
+            "certificate": self.certificate_report(),
+        })
+        return True
+
+    def follow_desired(self) -> bool:
+        """One look at the twin (the firmware on a desired-properties change): apply what is new. True when the
+        configuration the twin names is applied."""
+        desired = self.connection().twin()["desired"]
+        if (desired.get("onboarding") or {}).get("state") != "configured":
+            return False
+        return self.apply_desired(desired, desired.get("$version", 0))
+
     def await_configuration(self, timeout_s: float = 60) -> bool:
         """Wait for desired onboarding.state == configured, apply, report and acknowledge. False on timeout."""
         link = self.connection()
@@ -187,15 +274,15 @@ class SimulatedSensor:
             version = desired.get("$version", version)
             onboarding = desired.get("onboarding") or {}
             if onboarding.get("state") == "configured":
-                self.applied = {k: v for k, v in desired.items() if not k.startswith("$")}
-                link.report({
-                    "configuration": {"hash": onboarding.get("configurationHash"), "desiredVersion": version,
-                                      "appliedAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-                    "certificate": self.certificate_report(),
-                })
+                if not self.apply_desired(desired, version):
+                    continue  # reported the fetch failure; a renewed link arrives as a new desired version
                 self.timeline.configured = time.monotonic()
                 return True
             if onboarding.get("state") == "failed":
                 self.applied = {"onboarding": onboarding}
                 return False
         return False
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

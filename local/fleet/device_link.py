@@ -125,6 +125,47 @@ class DeviceConnection:
         return response.raise_for_status(what)
 
 
+class ConfigurationFetchFailed(Exception):
+    """The offloaded configuration could not be read or is not the one announced; code says which."""
+
+    def __init__(self, code: str, detail: str, status: int | None = None):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.status = status
+
+
+MAX_CONFIGURATION_BYTES = 1024 * 1024
+
+
+def fetch_configuration(url: str, expected_hash: str, ca_bundle: str | os.PathLike | None = None,
+                        timeout_s: float = 30, max_bytes: int = MAX_CONFIGURATION_BYTES) -> bytes:
+    """What a sensor does with desired `onboarding.configurationUrl`: GET it over HTTPS with nothing but the URL (the
+    read-only SAS in its query is the only credential; twin_setup/offload.py), refuse more than max_bytes, and check
+    that the SHA-256 of the bytes is `configurationHash`. Raises ConfigurationFetchFailed: `fetch_failed` (with the
+    HTTP status: 403 for an expired or altered SAS, 404 for a missing blob) or `hash_mismatch`. Messages never carry
+    the URL's query."""
+    where = url.split("?", 1)[0]
+    if not url.lower().startswith("https://"):
+        raise ConfigurationFetchFailed("fetch_failed", f"{where}: not an https URL")
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    with urllib3.PoolManager(ssl_context=context, retries=False, timeout=timeout_s) as pool:
+        try:
+            response = pool.request("GET", url, preload_content=False)
+        except urllib3.exceptions.HTTPError as exc:
+            raise ConfigurationFetchFailed("fetch_failed", f"{where}: {type(exc).__name__}") from None
+        try:
+            if response.status != 200:
+                raise ConfigurationFetchFailed("fetch_failed", f"{where} answered {response.status}", response.status)
+            data = response.read(max_bytes + 1)
+        finally:
+            response.release_conn()
+    if len(data) > max_bytes:
+        raise ConfigurationFetchFailed("fetch_failed", f"{where}: larger than {max_bytes} bytes")
+    if hashlib.sha256(data).hexdigest() != expected_hash:
+        raise ConfigurationFetchFailed("hash_mismatch", f"{where}: SHA-256 differs from configurationHash")
+    return data
+
+
 def _common_name(certificate: x509.Certificate) -> str:
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:

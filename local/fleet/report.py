@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 from local.fleet.scenario import ScenarioResult, refusal_label, summary_rows, to_json
+from local.fleet.usage import summary_lines as usage_lines
 
 
 def _ms(value: float | None) -> str:
@@ -35,6 +36,10 @@ def print_summary(result: ScenarioResult) -> None:
     elif funnel.get("skipped"):
         print(f"{'funnel':<40}not checked: {funnel['skipped']}")
     print(f"{'configuration errors':<40}{rows['configurationErrors']}")
+    if rows.get("templateChange"):
+        from local.fleet.template_change import summary_line
+
+        print(f"{'template change mid-run':<40}{summary_line(rows['templateChange'])}")
     storm = result.storm
     print(f"{'redelivery storm':<40}{storm.get('deliveries', 0)} deliveries for {storm.get('devices', 0)} "
           f"sensors, {storm.get('rewritten', 0)} twins rewritten")
@@ -46,10 +51,28 @@ def print_summary(result: ScenarioResult) -> None:
               + (f"; {life['movedHub']} moved back to their region's hub" if life.get("movedHub") else ""))
     for name, value in result.incidents.items():
         print(f"{'incident ' + name:<40}{value}")
+    for line in usage_lines(result.usage):
+        print(line)
     print(f"{'wall time':<40}{result.wall_s:.1f} s (manufacture {result.manufacture_s:.1f} s, "
           f"power-on to all configured {result.onboarding_s:.1f} s)")
     if result.phases:
         print(f"{'  by step':<40}" + ", ".join(f"{name} {s:.1f} s" for name, s in result.phases.items()))
+    rates = throughput(result)
+    if rates:
+        print(f"{'throughput (sensors per second)':<40}" + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
+
+
+def throughput(result: ScenarioResult) -> dict[str, float]:
+    """Sensors per second: manufactured over the manufacture step, powered on over the power-on step (first power-on
+    to the last sensor configured or refused)."""
+    rates = {}
+    if result.manufacture_s:
+        stranger = result.incidents.get("unknownFacility")  # not made by the factory
+        made = sum(1 for o in result.outcomes if o.device.device_id != stranger)
+        rates["manufacture"] = made / result.manufacture_s
+    if result.onboarding_s:
+        rates["power-on"] = len(result.outcomes) / result.onboarding_s
+    return rates
 
 
 def _bars(title: str, items: list[tuple[str, float]], width: int = 640, unit: str = "") -> str:
@@ -96,8 +119,15 @@ def _timeline(result: ScenarioResult, width: int = 640, height: int = 220) -> st
             "</svg>")
 
 
+def _change_line(change: dict | None) -> str:
+    from local.fleet.template_change import summary_line
+
+    return summary_line(change) if change else "not part of this run"
+
+
 def write_report(result: ScenarioResult, directory: Path) -> Path:
     rows = summary_rows(result)
+    per_sensor = result.usage.get("perSensor") or {}
     now = dt.datetime.now(dt.UTC)
     latencies = [o.latency_s for o in result.outcomes if o.latency_s is not None]
     # As the daily scan saw them: the aged cohort with the certificates it had before renewal.
@@ -125,6 +155,8 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
               _histogram([o.telemetry_latency_s for o in result.outcomes if o.telemetry_latency_s is not None], 10,
                          lambda a, b: f"{a:.2f}-{b:.2f} s")),
         _bars("Certificates by days to expiry, as the daily scan saw them", list(by_days.items())),
+        _bars("Azure operations per configured sensor, onboarding (counted by the product)",
+              list(per_sensor.get("onboarding", {}).get("groups", {}).items())),
     ]
     def text(value) -> str:
         if isinstance(value, dict):
@@ -137,9 +169,14 @@ def write_report(result: ScenarioResult, directory: Path) -> Path:
         ("p50 / p95 power-on to first telemetry", f"{_ms(rows['telemetryP50'])} / {_ms(rows['telemetryP95'])}"),
         ("onboarding funnel", {k: v for k, v in (rows.get("funnel") or {}).items() if k != "digests"}),
         ("configuration errors", rows["configurationErrors"]),
+        ("template change mid-run", _change_line(rows.get("templateChange"))),
         ("redelivery storm", result.storm), ("incidents", result.incidents),
         ("certificate renewals", result.lifecycle),
+        ("Azure operations per sensor, manufacture", per_sensor.get("manufacture", {}).get("groups", {})),
+        ("Azure operations per sensor, onboarding", per_sensor.get("onboarding", {}).get("groups", {})),
+        ("reached the hubs per sensor, onboarding", per_sensor.get("onboarding", {}).get("reachedHubs", {})),
         ("wall time", f"{result.wall_s:.1f} s"),
+        ("throughput (sensors per second)", {k: round(v, 1) for k, v in throughput(result).items()}),
         ("by step", {name: f"{seconds:.1f} s" for name, seconds in result.phases.items()}),
         ("verification", "passed" if result.ok else result.failures)])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Onboarding rollout report</title>"

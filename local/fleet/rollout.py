@@ -27,6 +27,11 @@ class DeviceOutcome:
     hub: str | None = None
 
     @property
+    def registrations(self) -> int:
+        """DPS registrations it took (the firmware retries a transient failure)."""
+        return self.sensor.registrations
+
+    @property
     def latency_s(self) -> float | None:
         return self.sensor.timeline.power_on_to_configured_s
 
@@ -185,7 +190,7 @@ def onboard(device: PlannedDevice, sensor: SimulatedSensor, dps: DpsSimulator, h
     verifies the hubs' server certificates; the sensor presents its own certificate to its hub. With readings, a
     configured sensor's first telemetry reading is scheduled there (it keeps its connection until then)."""
     try:
-        result = sensor.power_on(dps, hub_ca)
+        result = sensor.power_on(dps, hub_ca, configure_timeout_s)
     except Exception as exc:  # noqa: BLE001 - one sensor's failure is an outcome, not the end of the rollout
         return DeviceOutcome(device, sensor, "failed", f"registration: {type(exc).__name__}", None)
     if result.status != "assigned":

@@ -22,10 +22,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +65,10 @@ class ScenarioOptions:
     spill_hub: str = "localhost:8443"  # the east hub gets less room than its region needs
     spill_devices: int = 40
     silent_sensors: int = 3  # apply their configuration, never send telemetry: caught as stuck
+    funnel_timeout_s: float = 240  # how long the funnel's record may take to settle after the rollout
+    # A changed template uploaded mid power-on (local/fleet/template_change.py); DEMO_TEMPLATE_CHANGE=0 leaves it out
+    # (to measure the demo without it).
+    template_change: bool = field(default_factory=lambda: os.environ.get("DEMO_TEMPLATE_CHANGE", "1") != "0")
     on_phase: Callable[[str], None] | None = None  # told when a step starts ("power-on"): make chaos hooks in here
 
 
@@ -79,6 +85,8 @@ class ScenarioResult:
     failures: list[str] = field(default_factory=list)  # verification failures: non-empty means exit 1
     revocation: dict = field(default_factory=dict)  # the revoke function's answer for the revoked incident
     funnel: dict = field(default_factory=dict)  # the funnel as the product recorded it (SQL, twins, the alerts queue)
+    usage: dict = field(default_factory=dict)  # Azure operations per sensor, by step (local/fleet/usage.py)
+    template_change: dict = field(default_factory=dict)  # the mid-run template change and the final drift check
 
     @property
     def manufacture_s(self) -> float:
@@ -170,10 +178,12 @@ class Scenario:
             time.sleep(min(30.0, float(response.headers.get("Retry-After") or 5)))
 
     def limit_hub(self, host: str, planned_in_region: int) -> tuple[int, int]:
-        """Give host room for all but spill_devices of its region's sensors; returns (new, previous) limits."""
+        """Give host room for all but spill_devices of its share of its region's sensors (the region's sensors over
+        its hubs); returns (new, previous) limits."""
         present = self.hub_device_count(host)
         previous = self.services.database.fetch_one("SELECT max_devices FROM iot_hubs WHERE host_name = ?", [host])
-        limit = max(1, present + planned_in_region - self.options.spill_devices)
+        share = -(-planned_in_region // max(1, sum(1 for h in self.hubs if data.region_of(h) == data.region_of(host))))
+        limit = max(1, present + share - self.options.spill_devices)
         self.services.database.execute("UPDATE iot_hubs SET max_devices = ? WHERE host_name = ?", [limit, host])
         return limit, int(previous["max_devices"]) if previous else limit
 
@@ -210,11 +220,19 @@ class Scenario:
                 cohort.append((device, sensor))
         return cohort
 
-    def _wait(self, condition, timeout_s: float, what: str) -> bool:
-        deadline = time.monotonic() + timeout_s
+    def _wait(self, condition, timeout_s: float, what: str, again: str | None = None, every_s: float = 15) -> bool:
+        """Wait for condition; with again, run that timer function every every_s meanwhile, as its next run would
+        (a run that met a fault leaves the rest to the next one: a bad day's reset of a Key Vault sign)."""
+        deadline, next_run = time.monotonic() + timeout_s, time.monotonic() + every_s
         while time.monotonic() < deadline:
             if condition():
                 return True
+            if again is not None and time.monotonic() >= next_run:
+                try:
+                    self.admin(again)
+                except requests.RequestException:  # the host restarting: the timer runs again later
+                    pass
+                next_run = time.monotonic() + every_s
             time.sleep(0.1)
         print(f"lifecycle: {what} did not complete within {timeout_s:g}s", file=sys.stderr)
         return False
@@ -237,7 +255,8 @@ class Scenario:
                                "requests")
         csrs = sum(1 for o in cohort if o.sensor.answer_renewal() == "csr")
         self.admin("collect_renewal_csrs")
-        self._wait(lambda: all(renewal(o).get("status") == "issued" for o in cohort), timeout_s, "issuance")
+        self._wait(lambda: all(renewal(o).get("status") == "issued" for o in cohort), timeout_s, "issuance",
+                   again="collect_renewal_csrs")
         installed = sum(1 for o in cohort if o.sensor.answer_renewal() == "installed")
         rejoined = [o.sensor.rejoin(dps) for o in cohort]
         for o in cohort:
@@ -245,7 +264,7 @@ class Scenario:
             o.hub = o.sensor.hub  # a sensor placed out of its region for lack of room goes home when it can
         self.admin("collect_renewal_csrs")
         self._wait(lambda: all(renewal(o).get("state") in ("completed", "closed") for o in cohort), timeout_s,
-                   "completions")
+                   "completions", again="collect_renewal_csrs")
         old = [format(o.sensor.renewed_from.serial_number, "X") for o in cohort if o.sensor.renewed_from]
 
         def revoked_count() -> int:
@@ -255,7 +274,8 @@ class Scenario:
 
         grace = float(self.services.settings.get("CERT_SUPERSEDED_GRACE_HOURS", "24") or 24)
         if grace == 0:
-            self._wait(lambda: revoked_count() == len(old), timeout_s, "superseded revocations")
+            self._wait(lambda: revoked_count() == len(old), timeout_s, "superseded revocations",
+                       again="collect_renewal_csrs")
         far = dt.datetime.now(dt.UTC) + dt.timedelta(days=700)
         return {"agedSensors": len(cohort), "requested": len(cohort) if requested else 0, "csrs": csrs,
                 "installed": installed,
@@ -353,8 +373,14 @@ class Scenario:
         readings = Readings()
         funnel_started = dt.datetime.now(dt.UTC)
 
+        change = self._template_change(plan, sensors, {d.device_id for d in silent})
+        change_at, powered = max(1, len(plan) // 3), itertools.count(1)
+
         def power_on(device: PlannedDevice) -> DeviceOutcome:
-            return onboard(device, sensors[device.device_id], dps, self.hub_ca, opts.configure_timeout_s, readings)
+            outcome = onboard(device, sensors[device.device_id], dps, self.hub_ca, opts.configure_timeout_s, readings)
+            if change is not None and next(powered) == change_at:  # a third of the plant is on: the operator's upload
+                threading.Thread(target=change.start, name="template-upload", daemon=True).start()
+            return outcome
 
         dps = self.dps([sensors[d.device_id] for d in plan if d.is_gateway])
         lap("incidents")
@@ -382,17 +408,27 @@ class Scenario:
                     o.sensor.release()
             return aged, self.renewal_round([o for o in aged if o.status == "configured"], dps)
 
+        if opts.on_phase is not None:
+            opts.on_phase("after-rollout")
         # The storm and the lifecycle touch different sensors and mostly wait (on Event Grid's batches, on the
         # renewal queue's polling): they run side by side, as they would in a live system.
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="after-rollout") as pool:
-            storm_run, lifecycle_run = pool.submit(self.redelivery_storm, outcomes), pool.submit(time_travel)
-            funnel_run = pool.submit(self.funnel_round, outcomes, readings, funnel_started)
+        # The mid-run template change's rollout finishes meanwhile: the storm leaves its sensors out (the rollout's
+        # writes are not the storm's).
+        stormed = [o for o in outcomes if change is None or o.device.type_code != change.type_code]
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-rollout") as pool:
+            storm_run, lifecycle_run = pool.submit(self.redelivery_storm, stormed), pool.submit(time_travel)
+            funnel_run = pool.submit(self.funnel_round, outcomes, readings, funnel_started, opts.funnel_timeout_s)
+            change_run = pool.submit(change.finish) if change is not None else None
             storm, (aged, lifecycle), funnel = storm_run.result(), lifecycle_run.result(), funnel_run.result()
+            changed = change_run.result() if change_run is not None else {}
         readings.close()
         configured_aged = [o for o in aged if o.status == "configured"]
         lap("redelivery storm, certificate renewal and funnel (side by side)")
         result = ScenarioResult(outcomes, time.monotonic() - started, incidents=incidents, storm=storm,
-                                lifecycle=lifecycle, aged=aged, phases=phases, revocation=revocation, funnel=funnel)
+                                lifecycle=lifecycle, aged=aged, phases=phases, revocation=revocation, funnel=funnel,
+                                template_change=changed)
+        if change is not None:
+            changed["direct"] = change.onboarded_directly(outcomes)
         if len(configured_aged) != len(aged):
             result.failures.append(f"{len(aged) - len(configured_aged)} aged-stock sensors were not configured")
         self.verify(result)
@@ -437,8 +473,9 @@ class Scenario:
         # burst of thousands of new sensors takes a run some time).
         self.admin("onboarding_funnel")
         deadline, flagged = time.monotonic() + timeout_s, {}
+        every_s = max(2.0, len(outcomes) / 3600)  # the record is read whole: less often for a bigger rollout
         while True:
-            time.sleep(2)
+            time.sleep(every_s)
             rows, digests = recorded()
             live = {r["device_id"] for r in rows if r["stage"] == "live"}
             flagged = {o.device.device_id: stuck(o) for o in silent}
@@ -525,6 +562,30 @@ class Scenario:
         if result.storm.get("rewritten"):
             result.failures.append(f"redelivery storm rewrote {result.storm['rewritten']} twins")
         self._verify_funnel(result)
+        self._verify_template_change(result)
+
+    def _template_change(self, plan: list[PlannedDevice], sensors: dict[str, SimulatedSensor],
+                         silent: set[str]):
+        """The mid-run template change (local/fleet/template_change.py), or None when the options leave it out."""
+        from local.fleet.template_change import TemplateChange, choose_type
+
+        type_code = choose_type(plan, silent) if self.options.template_change else None
+        return TemplateChange(self.services, type_code, sensors) if type_code else None
+
+    def _verify_template_change(self, result: ScenarioResult) -> None:
+        """At the end, the drift check (read-only) over every hub: no sensor may differ from template (+) overrides,
+        the changed template included; and the mid-run change's rollout completed."""
+        from local.fleet.template_change import verify
+        from twin_setup.drift import build_drift
+
+        drift = build_drift(self.services).run(apply=False, actor="demo:verification").as_dict(limit=5)
+        if not result.template_change:
+            if drift["drifted"]:
+                result.failures.append(f"drift after the run: {drift['drifted']} sensors differ: {drift['sensors']}")
+            return
+        result.template_change["drift"] = {k: drift[k] for k in ("scanned", "drifted", "missed", "edited", "held",
+                                                                 "unacknowledged", "errors", "incompleteHubs")}
+        result.failures.extend(verify(result.template_change, drift))
 
     def _verify_funnel(self, result: ScenarioResult) -> None:
         """Every configured sensor that sent a reading is live in the product's record, the silent ones are not and
@@ -611,7 +672,7 @@ def summary_rows(result: ScenarioResult) -> dict:
             "p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None,
             "configurationErrors": len(result.configuration_errors),
             "telemetryP50": _quantile(to_telemetry, 0.5), "telemetryP95": _quantile(to_telemetry, 0.95),
-            "funnel": result.funnel}
+            "funnel": result.funnel, "usage": result.usage, "templateChange": result.template_change}
 
 
 def to_json(result: ScenarioResult) -> str:

@@ -27,6 +27,7 @@ import azure.functions as func
 from azure.functions import _abc as func_abc
 
 from local.host.loader import FunctionSpec
+from shared import usage
 
 log = logging.getLogger("local.host")
 
@@ -169,6 +170,7 @@ class Invoker:
     def _finish(self, spec: FunctionSpec, invocation_id: str, started: float, *, value: Any = None,
                 error: BaseException | None = None) -> InvocationResult:
         duration_ms = (time.perf_counter() - started) * 1000
+        usage.count(f"function.{spec.name}")  # what the Functions runtime bills: one per invocation
         outcome = "Failed" if error else "Succeeded"
         extra = {"function": spec.name, "trigger": spec.trigger_type, "outcome": outcome,
                  "duration_ms": round(duration_ms, 1), "invocation_id": invocation_id}

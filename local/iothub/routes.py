@@ -46,6 +46,7 @@ from local.iothub.http import (
     read_object,
     require_api_version,
 )
+from shared import usage
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
 MAX_LONG_POLL_S = 60
@@ -73,6 +74,7 @@ def endpoint(operation: str | None, rights: set[str]) -> Callable[[Handler], Cal
             if not (principal.rights & rights):
                 raise unauthorized(f"{principal.kind} '{principal.name}' lacks {' or '.join(sorted(rights))}")
             if operation is not None:
+                usage.count(f"hub.{operation}")  # what reached this hub, by throttle class (shared/usage.py)
                 wait = hub.limiter.check(operation)
                 if wait is not None:
                     raise throttled(rl.OPERATION_NAMES[operation], wait)
@@ -97,6 +99,7 @@ def device_endpoint(operation: str) -> Callable[[Handler], Callable]:
                                     request.headers.get("authorization"), hub.config.host_name)
             except au.AuthError as exc:
                 raise unauthorized(str(exc)) from exc
+            usage.count(f"hub.{operation}")
             wait = hub.limiter.check(operation)
             if wait is not None:
                 raise throttled(rl.OPERATION_NAMES[operation], wait)

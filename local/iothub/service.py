@@ -261,7 +261,10 @@ class HubService:
             device_id = record["device"]["deviceId"]
             if after is not None and device_id <= after:
                 continue
-            twin = self.twin_view(record)
+            # A view that shares the stored values (stored records are replaced, never modified, and the page is
+            # serialized before anything else runs): no copy of every twin of the hub per query (the funnel's query
+            # tests all of them to return the few still pending).
+            twin = tw.device_twin_view(record["device"], record["twin"], copies=False)
             if not q.matches(parsed, twin):
                 continue
             if len(items) >= limit:

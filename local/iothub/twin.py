@@ -219,23 +219,31 @@ def apply_reported(state: dict[str, Any], patch: dict[str, Any], limits: TwinLim
     return _bump(new)
 
 
-def properties_view(state: dict[str, Any]) -> dict[str, Any]:
+def _same(value: Any, memo: Any = None) -> Any:
+    return value
+
+
+def properties_view(state: dict[str, Any], copies: bool = True) -> dict[str, Any]:
+    dc = copy.deepcopy if copies else _same
     return {
         "desired": {
-            **copy.deepcopy(state["desired"]),
-            "$metadata": copy.deepcopy(state["desiredMeta"]),
+            **dc(state["desired"]),
+            "$metadata": dc(state["desiredMeta"]),
             "$version": state["desiredVersion"],
         },
         "reported": {
-            **copy.deepcopy(state["reported"]),
-            "$metadata": copy.deepcopy(state["reportedMeta"]),
+            **dc(state["reported"]),
+            "$metadata": dc(state["reportedMeta"]),
             "$version": state["reportedVersion"],
         },
     }
 
 
-def device_twin_view(device: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """GET /twins/{id}: the twin as IoT Hub returns it (and as queries and Event Grid events show it)."""
+def device_twin_view(device: dict[str, Any], state: dict[str, Any], copies: bool = True) -> dict[str, Any]:
+    """GET /twins/{id}: the twin as IoT Hub returns it (and as queries and Event Grid events show it). copies=False:
+    a read-only view that shares the stored values (stored records are replaced, never modified), for a query
+    that tests every twin of the hub and returns few."""
+    dc = copy.deepcopy if copies else _same
     auth = device.get("authentication") or {}
     view: dict[str, Any] = {
         "deviceId": device["deviceId"],
@@ -249,13 +257,13 @@ def device_twin_view(device: dict[str, Any], state: dict[str, Any]) -> dict[str,
         "lastActivityTime": device["lastActivityTime"],
         "cloudToDeviceMessageCount": device["cloudToDeviceMessageCount"],
         "authenticationType": auth.get("type"),
-        "x509Thumbprint": copy.deepcopy(auth.get("x509Thumbprint")),
+        "x509Thumbprint": dc(auth.get("x509Thumbprint")),
         "version": state["version"],
     }
     if state["tags"]:
-        view["tags"] = copy.deepcopy(state["tags"])
-    view["properties"] = properties_view(state)
-    view["capabilities"] = copy.deepcopy(device["capabilities"])
+        view["tags"] = dc(state["tags"])
+    view["properties"] = properties_view(state, copies)
+    view["capabilities"] = dc(device["capabilities"])
     if device.get("deviceScope"):
         view["deviceScope"] = device["deviceScope"]
     if device.get("parentScopes"):

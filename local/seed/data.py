@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
 from shared.facilities import Facility
+
+HUB_MAX_DEVICES = 2000  # the seed's iot_hubs.max_devices per hub, unless a hub says otherwise (the demo's plan)
+HUB_MAX_DAILY_MESSAGES = 8_000_000  # four S1 units
 
 
 @dataclass(frozen=True)
@@ -13,6 +17,7 @@ class LocalHub:
     region: str
     name: str  # IoT Hub name, as Event Grid events carry it
     port: int
+    max_devices: int = HUB_MAX_DEVICES  # what the seed writes to its iot_hubs row
 
     @property
     def host_name(self) -> str:
@@ -31,13 +36,16 @@ EXTRA_HUB_PORT = 8460
 MAX_HUBS_PER_REGION = 20  # extra hubs on ports 8460-8516
 
 
-def hubs(per_region: int = 1) -> list[LocalHub]:
-    """The stack's hubs with per_region hubs in each region: the first hubs (HUBS), then the others by port."""
+def hubs(per_region: int = 1, max_devices: int = HUB_MAX_DEVICES) -> list[LocalHub]:
+    """The stack's hubs with per_region hubs in each region: the first hubs (HUBS), then the others by port; each
+    seeded with room for max_devices."""
     if not 1 <= per_region <= MAX_HUBS_PER_REGION:
         raise ValueError(f"hubs per region must be from 1 to {MAX_HUBS_PER_REGION}, got {per_region}")
+    if max_devices < 1:
+        raise ValueError(f"max_devices must be at least 1, got {max_devices}")
     extra = [LocalHub(first.region, f"iothub-{first.region}{k}-local", EXTRA_HUB_PORT + (k - 2) * len(HUBS) + i)
              for k in range(2, per_region + 1) for i, first in enumerate(HUBS)]
-    return [*HUBS, *extra]
+    return [dataclasses.replace(h, max_devices=max_devices) for h in [*HUBS, *extra]]
 
 
 def region_of(host_name: str) -> str | None:
@@ -49,9 +57,6 @@ def region_of(host_name: str) -> str | None:
             return first.region
     return None
 
-
-HUB_MAX_DEVICES = 2000
-HUB_MAX_DAILY_MESSAGES = 8_000_000  # four S1 units
 
 REGIONS = {"west": ["FAC01", "FAC02", "FAC03", "FAC04"],
            "central": ["FAC05", "FAC06", "FAC07", "FAC08"],

@@ -45,7 +45,7 @@ def seed_sql(db: Database, hubs: list[data.LocalHub] | None = None) -> None:
             db.execute(
                 "INSERT INTO iot_hubs (host_name, region, max_devices, max_daily_messages, accepting) "
                 "VALUES (?, ?, ?, ?, 1)",
-                [hub.host_name, hub.region, data.HUB_MAX_DEVICES, data.HUB_MAX_DAILY_MESSAGES],
+                [hub.host_name, hub.region, hub.max_devices, data.HUB_MAX_DAILY_MESSAGES],
             )
     for f in data.facilities():
         if not db.fetch_one("SELECT facility_code FROM facilities WHERE facility_code = ?", [f.code]):

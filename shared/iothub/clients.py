@@ -39,7 +39,31 @@ def tuned(manager: Any) -> Any:
     retry.BACKOFF_MAX = 2  # urllib3 1.x name, which msrest also logs when it builds a session
     manager.protocol.config.retry_policy.policy = retry
     manager.protocol.config.keep_alive = True
+    _one_session(manager)
     return manager
+
+
+POOL_SIZE = 32  # connections kept per hub: the worker's threads plus a timer run's
+
+
+def _one_session(manager: Any) -> None:
+    """One requests session (one pool of keep-alive connections) per hub for every thread. msrest keeps a session
+    per thread, so each new thread (every funnel run has its own workers) opened a new TLS connection to every hub
+    and left the old ones to the garbage collector: connections and memory grew with threads x hubs. A requests
+    session is shared across threads as azure-core's transport shares one; urllib3's pool is thread-safe."""
+    import types
+
+    import requests
+
+    driver = getattr(getattr(getattr(manager.protocol.config, "pipeline", None), "_sender", None), "driver", None)
+    if driver is None or not hasattr(driver, "_session_mapping"):
+        return  # another msrest layout: keep its own sessions
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    driver._session_mapping = types.SimpleNamespace()
+    driver.session = session  # msrest's setter applies its retry policy to the adapters
 
 
 class RegistryClients:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import usage
 from shared.iothub.errors import DeviceGone, PreconditionFailed, translate
 from shared.iothub.twin import Twin
 from shared.retry import RetryBudget, RetryPolicy
@@ -59,6 +60,15 @@ class IotHub:
         self.stats = HubCallStats()
         self.queries: Counter[str] = Counter()  # query pages per hub (the scan reports its query cost)
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy of calls made without a budget (a timer run cuts it to its RunBudget)."""
+        return self._policy
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout
+
     def close(self) -> None:
         close = getattr(self._registry_for, "close", None)
         if close is not None:
@@ -70,6 +80,7 @@ class IotHub:
 
         def once() -> Any:
             protocol = self._registry_for(host).protocol
+            usage.count(f"iothub.{operation}")  # a request to the hub (shared/usage.py)
             started = self._clock()
             try:
                 return run(protocol)

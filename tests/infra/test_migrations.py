@@ -61,8 +61,9 @@ def test_all_migrations_give_the_combined_schema_and_the_seeds(connect):
     assert schema(migrated, ledger=False) == schema(combined)
     assert schema(migrated) == schema(seeded)
     tables = [row[1] for row in schema(combined) if row[0] == "table"]
-    assert len(tables) == 13 and {"facilities", "hub_allocations", "certificate_events", "config_rollouts",
-                                 "config_rollout_devices", "onboarding_stages", "onboarding_digests"} <= set(tables)
+    assert len(tables) == 14 and {"facilities", "hub_allocations", "certificate_events", "config_rollouts",
+                                 "config_rollout_devices", "onboarding_stages", "onboarding_digests",
+                                 "config_override_keys"} <= set(tables)
     indexes = [row[1] for row in schema(combined) if row[0] == "index" and row[3]]
     assert {"ix_certificates_device", "ix_certificates_lot", "ux_config_rollouts_source",
             "ix_onboarding_stages_at"} <= set(indexes)

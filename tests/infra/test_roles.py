@@ -21,16 +21,20 @@ RBAC = load("modules/rbac.bicep")
 
 # Built-in role id -> (name, data actions), from "Azure built-in roles".
 ROLES = {
+    # The three Blob Data roles' Actions also hold generateUserDelegationKey/action (user delegation SAS).
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": ("Storage Blob Data Owner", [
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*"]),
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",
+        "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"]),
     "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": ("Storage Blob Data Reader", [
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"]),
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"]),
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": ("Storage Blob Data Contributor", [
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete",
         "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action",
-        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action"]),
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/move/action",
+        "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"]),
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": ("Storage Queue Data Contributor", [
         "Microsoft.Storage/storageAccounts/queueServices/queues/messages/*"]),
     "12338af0-0e69-4776-bea7-57ae8d297424": ("Key Vault Crypto User", [
@@ -66,6 +70,9 @@ OPERATIONS = {
     "download_blob": ("Microsoft.Storage/storageAccounts", f"{_BLOB}/read"),
     "get_blob_properties": ("Microsoft.Storage/storageAccounts", f"{_BLOB}/read"),
     "upload_blob": ("Microsoft.Storage/storageAccounts", f"{_BLOB}/write"),
+    # twin_setup/offload.py: the key that signs configuration links ("Get User Delegation Key": account scope).
+    "get_user_delegation_key": ("Microsoft.Storage/storageAccounts",
+                                "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action"),
     "send_message": ("Microsoft.Storage/storageAccounts", f"{_QUEUE}/add/action"),
     "receive_messages": ("Microsoft.Storage/storageAccounts", f"{_QUEUE}/read"),
     "get_secret": ("Microsoft.KeyVault/vaults", f"{_VAULT}/secrets/getSecret/action"),

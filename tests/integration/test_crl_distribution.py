@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import secrets
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -108,9 +110,11 @@ def csr(cn: str) -> bytes:
 
 
 def get(url: str) -> tuple[int, str | None, bytes]:
-    """A plain, anonymous HTTP GET, as a relying party fetches a CRL Distribution Points URL."""
+    """A plain, anonymous HTTP GET, as a relying party fetches a CRL Distribution Points URL (the stack's Blob is
+    HTTPS, as Azure's: the relying party trusts the stack's CA, named by REQUESTS_CA_BUNDLE)."""
+    context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        with urllib.request.urlopen(url, timeout=10, context=context) as answer:
             return answer.status, answer.headers.get("Content-Type"), answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type"), exc.read()

@@ -28,7 +28,7 @@ from tests.unit.test_crl_store import MemoryBlobStore
 
 
 @pytest.mark.parametrize(("environ", "url"), [
-    ({"STORAGE_CONNECTION_STRING": connection_string()}, "http://127.0.0.1:10000/devstoreaccount1/crl"),
+    ({"STORAGE_CONNECTION_STRING": connection_string()}, "https://127.0.0.1:10000/devstoreaccount1/crl"),
     ({"STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true", "CRL_CONTAINER": "pki"},
      "http://127.0.0.1:10000/devstoreaccount1/pki"),
     ({"STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=stsensors;AccountKey=a2V5;"

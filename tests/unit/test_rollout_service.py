@@ -81,6 +81,7 @@ def world(tmp_path):
     changes = Changes(h.service, RolloutStore(db), InstalledFleet(hub, (HOST,)), lambda m, d: sent.append((m, d)),
                       clock=lambda: 0.0, sleep=lambda s: None, new_id=lambda: next(ids))
     changes.policy = RolloutPolicy(canary_share=0.1, ack_timeout_s=0, ack_poll_s=1)
+    changes.sweep_after_s = 0  # no other worker's cache to wait for
     devices = [f"sensor-temp-FAC0{1 + i % 3}-SN{i:06d}" for i in range(20)]
     for device_id in devices:
         hub.create(device_id, sensor_tags(device_id))
@@ -184,3 +185,34 @@ def test_a_preview_changes_nothing_and_names_counts_and_fields(world):
     assert all(hub.writes[d] == 1 for d in devices) and sent == []
     bad = changes.preview_overrides("FAC03", "temperature", '{"telemetry": {"bad key": 1}}').as_dict()
     assert not bad["valid"] and bad["validationError"]["code"] == "invalid_override"
+
+
+def test_a_sensor_overwritten_from_a_stale_cache_after_its_wave_is_written_again_by_the_sweep(world):
+    """Found by `make chaos`: a DeviceCreated write from another worker's cached 1.0.0 landed after the rollout had
+    written 1.1.0 to the same sensor; the sweep must not skip it because it is already in the rollout."""
+    h, hub, templates, changes, sent, devices = world
+    etag = upload(templates, templateVersion="1.1.0", telemetry={"batchSize": 10})
+    rollout = changes.start_from_blob("temperature-sensor.json", etag.strip('"'), "eventgrid:test")
+    stale = h.service.templates.version("temperature", "1.0.0")  # the installed version, kept for rollback
+    assert stale is not None
+    changes.sweep_after_s = 3600  # the other worker's cache has not expired yet: every wave, but no sweep
+    for _ in range(50):
+        current = changes.store.get(rollout.rollout_id)
+        if current.current_wave >= current.wave_count or not sent:
+            break
+        message, _ = sent.pop(0)
+        delay = changes.advance(message["rolloutId"])
+        if delay is not None:
+            changes.schedule(message["rolloutId"], delay)
+    assert all(hub.desired(d)["telemetry"]["batchSize"] == 10 for d in devices)
+    overwritten = devices[7]
+    h.service.reconfigure(HOST, overwritten, stale[0])  # the stale DeviceCreated write, after the rollout's
+    assert hub.onboarding(overwritten)["templateVersion"] == "1.0.0"
+
+    changes.sweep_after_s = 0
+    drain(changes, sent)
+    status = changes.status(rollout.rollout_id)
+    assert status["state"] == "completed"
+    assert status["waves"][-1]["sensors"] == 1 and status["waves"][-1]["states"] == {"written": 1}
+    assert hub.desired(overwritten)["telemetry"]["batchSize"] == 10
+    assert hub.onboarding(overwritten)["templateVersion"] == "1.1.0"

@@ -79,5 +79,6 @@ def test_next_step_writes_the_canary_verifies_it_then_writes_the_rest():
     step = next_step(RUNNING, 1, 2, states, canary_passed=True)
     assert (step.action, step.wave) == ("write", 1)
     states[1] = [WRITTEN, FAILED]
-    assert next_step(RUNNING, 1, 2, states, canary_passed=True).action == "complete"
+    assert next_step(RUNNING, 1, 2, states, canary_passed=True).action == "verify"  # every wave is verified
+    assert next_step(RUNNING, 2, 2, states, canary_passed=True).action == "complete"
     assert next_step("halted", 0, 2, states, canary_passed=False).action == "idle"
