@@ -296,7 +296,8 @@ class DriftCheck:
 
     def _record(self, report: DriftReport, actor: str, seconds: float) -> None:
         """Telemetry per facility and type (the workbook's drift panel) and one for the run; the run's record
-        in config_rollouts (kind drift) when it found something, so `onboarding templates rollouts` lists it."""
+        in config_rollouts (kind drift) when it found something, so `onboarding templates rollouts` lists it: the
+        timer's runs and the operator's --apply, never the operator's report-only look (it writes nothing)."""
         for (facility, template), counts in sorted(report.groups().items()):
             telemetry.emit("config_drift", facility=facility, template=template,
                            drifted=counts[MISSED] + counts[EDITED], missed=counts[MISSED], edited=counts[EDITED],
@@ -306,7 +307,7 @@ class DriftCheck:
                        unacknowledged=report.count(UNACKNOWLEDGED), errors=report.count("error"), held=report.held,
                        repaired=report.repaired, applied=report.applied, queries=report.queries,
                        incompleteHubs=len(report.incomplete_hubs), deferredHubs=len(report.deferred_hubs))
-        if not report.findings:
+        if not report.findings or not (report.applied or actor.startswith("timer:")):
             return
         import uuid
 
