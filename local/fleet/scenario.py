@@ -311,9 +311,15 @@ class Scenario:
         url = f"{BASE_URL}/runtime/webhooks/EventGrid?functionName=on_device_created"
 
         def deliver(batch: list[dict]) -> None:
-            with requests.Session() as session:
-                session.trust_env = False
-                response = session.post(url, json=batch, timeout=120, headers={"aeg-event-type": "Notification"})
+            # As Event Grid does: an answer of 429 or 5xx (twin setup could not finish within its deadline, e.g. a
+            # hub faulted under `make chaos`) is delivered again after a pause, a few times, before it counts.
+            for attempt in range(6):
+                with requests.Session() as session:
+                    session.trust_env = False
+                    response = session.post(url, json=batch, timeout=120, headers={"aeg-event-type": "Notification"})
+                if response.status_code != 429 and response.status_code < 500:
+                    break
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
             response.raise_for_status()
 
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="storm") as pool:
