@@ -88,12 +88,17 @@ class Outage:
     every_s: float | None = None
 
     def open_at(self, elapsed_s: float) -> bool:
-        if elapsed_s < self.after_s:
-            return False
-        into = elapsed_s - self.after_s
-        if self.every_s:
-            into %= self.every_s
-        return into < self.for_s
+        return window_open(elapsed_s, self.after_s, self.for_s, self.every_s)
+
+
+def window_open(elapsed_s: float, after_s: float, for_s: float, every_s: float | None) -> bool:
+    """A scheduled window (outage, lock): open from after_s for for_s seconds, again every every_s when given."""
+    if elapsed_s < after_s:
+        return False
+    into = elapsed_s - after_s
+    if every_s:
+        into %= every_s
+    return into < for_s
 
 
 @dataclass(frozen=True)

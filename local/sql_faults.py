@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.faults import ENV_PROFILE, ProfileError, load_profile
+from local.faults import ENV_PROFILE, ProfileError, load_profile, window_open
 
 log = logging.getLogger("local.sql_faults")
 SERVICE = "sql"
@@ -43,12 +43,7 @@ class LockWindow:
     mode: str = "exclusive"
 
     def open_at(self, elapsed_s: float) -> bool:
-        if elapsed_s < self.after_s:
-            return False
-        into = elapsed_s - self.after_s
-        if self.every_s:
-            into %= self.every_s
-        return into < self.for_s
+        return window_open(elapsed_s, self.after_s, self.for_s, self.every_s)
 
 
 def lock_windows(document: dict, name: str = "profile") -> tuple[LockWindow, ...]:

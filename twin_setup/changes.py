@@ -77,6 +77,21 @@ def template_of_blob(blob_name: str) -> str | None:
     return name if name in SENSOR_TYPES.values() else None
 
 
+def fleet_conditions(template: str | None = None, facility: str | None = None) -> list[str]:
+    """Twin query conditions for a template and/or facility. IoT Hub's query language has no parameters: the values
+    reach the text only after validation against closed patterns (a known template, capitals and digits)."""
+    conditions = []
+    if template is not None:
+        if template not in SENSOR_TYPES.values():
+            raise OnboardingError("unknown_template", f"no template {template[:40]!r}")
+        conditions.append(f"tags.sensorType = '{template}'")
+    if facility is not None:
+        if not _FACILITY.fullmatch(facility):
+            raise OnboardingError("invalid_request", f"facility {facility[:20]!r}: capitals and digits")
+        conditions.append(f"tags.facility = '{facility}'")
+    return conditions
+
+
 class InstalledFleet:
     """The sensors installed on the hubs, by twin query (read only). Values reach the query text only after
     validation: a known template name and a facility code of capitals and digits."""
@@ -85,16 +100,7 @@ class InstalledFleet:
         self._hub, self._hosts = hub, hosts
 
     def twins(self, template: str | None = None, facility: str | None = None) -> list[tuple[str, Twin]]:
-        conditions = []
-        if template is not None:
-            if template not in SENSOR_TYPES.values():
-                raise OnboardingError("unknown_template", f"no template {template[:40]!r}")
-            conditions.append(f"tags.sensorType = '{template}'")
-        if facility is not None:
-            if not _FACILITY.fullmatch(facility):
-                raise OnboardingError("invalid_request", f"facility {facility[:20]!r}: capitals and digits")
-            conditions.append(f"tags.facility = '{facility}'")
-        # IoT Hub's query language has no parameters: the values above are validated against closed patterns.
+        conditions = fleet_conditions(template, facility)
         query = "SELECT * FROM devices" + (" WHERE " + " AND ".join(conditions) if conditions else "")  # noqa: S608
         return [(host, twin) for host in self._hosts for twin in self._hub.query(host, query)]
 

@@ -21,7 +21,6 @@ counted as errors, not drift: `onboarding explain` says why.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -34,6 +33,7 @@ from shared.errors import OnboardingError
 from shared.identity import SENSOR_TYPES
 from shared.iothub import HubAccessDenied, HubRefused, Twin
 from shared.retry import RetryBudget, RetryPolicy, RunBudget, TransientError
+from twin_setup.changes import fleet_conditions
 from twin_setup.configuration import CONFIG_SECTIONS, Configuration
 from twin_setup.diff import Sources
 from twin_setup.identify import identify
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MISSED, EDITED, UNACKNOWLEDGED = "missed", "edited", "unacknowledged"
 REAPPLY, REPORT = "reapply", "report"
-_FACILITY = re.compile(r"[A-Z0-9]{2,16}")
 # Every hour, at minute 17 (away from the top of the hour, when other schedules fire). NCRONTAB with seconds.
 SCHEDULE = "0 17 * * * *"
 
@@ -169,15 +168,7 @@ def drift_query(template: str | None = None, facility: str | None = None) -> str
     """The configured sensors, filtered on the hub. Values reach the text only after validation against closed
     patterns (IoT Hub's query language has no parameters). SELECT *: the query language documents projections
     other than * as supported in aggregate queries only (docs/contracts.md 3.5)."""
-    conditions = [f"tags.onboarding.status = '{CONFIGURED}'"]
-    if template is not None:
-        if template not in SENSOR_TYPES.values():
-            raise OnboardingError("unknown_template", f"no template {template[:40]!r}")
-        conditions.append(f"tags.sensorType = '{template}'")
-    if facility is not None:
-        if not _FACILITY.fullmatch(facility):
-            raise OnboardingError("invalid_request", f"facility {facility[:20]!r}: capitals and digits")
-        conditions.append(f"tags.facility = '{facility}'")
+    conditions = [f"tags.onboarding.status = '{CONFIGURED}'", *fleet_conditions(template, facility)]
     return "SELECT * FROM devices WHERE " + " AND ".join(conditions)  # noqa: S608 - validated above
 
 
